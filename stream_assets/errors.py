@@ -1,0 +1,29 @@
+"""Errors that tell the user what to fix. None of them may carry a secret."""
+
+
+class StreamAssetsError(Exception):
+    """Base class: a problem the user can act on, described in plain words."""
+
+
+class MissingJars(StreamAssetsError):
+    """The JVM jars were never resolved into the local jar folder."""
+
+
+class KafkaUnavailable(StreamAssetsError):
+    """No Kafka broker answered at the configured address."""
+
+
+class InvalidConnectionString(StreamAssetsError):
+    """An Event Hubs connection string is malformed (the message never contains the key)."""
+
+
+class CheckpointMismatch(StreamAssetsError):
+    """A checkpoint is missing, truncated or belongs to another query than its table."""
+
+
+class TableBusy(StreamAssetsError):
+    """Another run is already writing this table."""
+
+
+class StreamFailed(StreamAssetsError):
+    """A streaming query stopped with an error."""

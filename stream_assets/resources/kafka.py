@@ -1,0 +1,190 @@
+"""Kafka as a stream source: connection settings and the streaming reader built from them."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from dagster import ConfigurableResource
+from pydantic import Field
+from pyspark.sql import DataFrame, SparkSession
+
+from stream_assets.errors import KafkaUnavailable
+
+BOOTSTRAP_ENV = "STREAM_ASSETS_KAFKA_BOOTSTRAP"
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+
+_quiet = logging.getLogger("stream_assets.kafka_client")
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False
+
+
+def default_bootstrap() -> str:
+    return os.environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP
+
+
+@dataclass(frozen=True)
+class KafkaConnection:
+    """How to reach a Kafka-protocol endpoint. `password` is a secret: never log or show it."""
+
+    bootstrap_servers: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    def spark_options(self) -> dict[str, str]:
+        options = {
+            "kafka.bootstrap.servers": self.bootstrap_servers,
+            "kafka.security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            options["kafka.sasl.mechanism"] = self.sasl_mechanism
+            options["kafka.sasl.jaas.config"] = self._jaas()
+        return options
+
+    def _jaas(self) -> str:
+        def quoted(value: str | None) -> str:
+            return '"' + (value or "").replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+        return (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f"username={quoted(self.username)} password={quoted(self.password)};"
+        )
+
+    def client_config(self) -> dict[str, object]:
+        """The same connection for confluent-kafka (admin checks, the demo producer)."""
+        config: dict[str, object] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "logger": _quiet,
+        }
+        if self.sasl_mechanism:
+            config.update(
+                {
+                    "sasl.mechanisms": self.sasl_mechanism,
+                    "sasl.username": self.username or "",
+                    "sasl.password": self.password or "",
+                }
+            )
+        return config
+
+    def describe(self) -> str:
+        """For messages: where and how, never the credentials."""
+        auth = f", {self.security_protocol}/{self.sasl_mechanism}" if self.sasl_mechanism else ""
+        return f"{self.bootstrap_servers}{auth}"
+
+
+def check_reachable(
+    connection: KafkaConnection, topics: tuple[str, ...], timeout_s: float, hint: str
+) -> dict[str, int]:
+    """Fail fast with a clear message instead of a Spark query that retries forever.
+
+    Returns the partition count of each topic.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(connection.client_config())
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else type(exc).__name__
+        raise KafkaUnavailable(
+            f"no Kafka broker answered at {connection.describe()} within {timeout_s:g} s "
+            f"({reason}); {hint}"
+        ) from None
+    missing = [t for t in topics if t not in metadata.topics]
+    if missing:
+        raise KafkaUnavailable(
+            f"topic(s) {', '.join(missing)} do not exist at {connection.describe()}; create them "
+            "(the local broker's 'stream-assets kafka start' does) or fix the topic name"
+        )
+    return {t: len(metadata.topics[t].partitions) for t in topics}
+
+
+class KafkaCompatibleSource(ConfigurableResource):
+    """What every Kafka-protocol source shares: reading options, checks and the reader."""
+
+    starting_offsets: str = Field(
+        default="earliest",
+        description="Where a new checkpoint starts: earliest, latest or a JSON offsets spec.",
+    )
+    max_offsets_per_trigger: int | None = Field(
+        default=None, description="Cap on records per micro-batch (None: no cap)."
+    )
+    fail_on_data_loss: bool = Field(
+        default=True,
+        description="Fail when offsets the checkpoint expects are gone (topic deleted or "
+        "retention expired) instead of silently skipping them.",
+    )
+    connect_timeout_s: float = Field(default=10.0, description="Fail-fast broker check timeout.")
+    extra_options: dict[str, str] = Field(
+        default_factory=dict, description="Further Spark Kafka source options (kafka.* included)."
+    )
+
+    def connection(self) -> KafkaConnection:
+        raise NotImplementedError
+
+    def topic_name(self, topic: str) -> str:
+        """The broker-side name of a logical topic (Event Hubs maps it to its hub)."""
+        return topic
+
+    def unreachable_hint(self) -> str:
+        return "check the bootstrap address"
+
+    def check_reachable(self, topics: tuple[str, ...]) -> dict[str, int]:
+        return check_reachable(
+            self.connection(),
+            tuple(self.topic_name(t) for t in topics),
+            self.connect_timeout_s,
+            self.unreachable_hint(),
+        )
+
+    def spark_options(self, topic: str) -> dict[str, str]:
+        options = self.connection().spark_options()
+        options.update(
+            {
+                "subscribe": self.topic_name(topic),
+                "startingOffsets": self.starting_offsets,
+                "failOnDataLoss": str(self.fail_on_data_loss).lower(),
+                "includeHeaders": "true",
+            }
+        )
+        if self.max_offsets_per_trigger:
+            options["maxOffsetsPerTrigger"] = str(self.max_offsets_per_trigger)
+        options.update(self.extra_options)
+        return options
+
+    def read_stream(self, spark: SparkSession, topic: str) -> DataFrame:
+        """The raw Kafka DataFrame: key, value, topic, partition, offset, timestamp, headers."""
+        return spark.readStream.format("kafka").options(**self.spark_options(topic)).load()
+
+
+class KafkaSource(KafkaCompatibleSource):
+    """A Kafka cluster. Plain by default; SASL/PLAIN with a password from `dagster.EnvVar`."""
+
+    bootstrap_servers: str = Field(
+        default_factory=default_bootstrap,
+        description=f"host:port list; default ${BOOTSTRAP_ENV} or {DEFAULT_BOOTSTRAP}.",
+    )
+    security_protocol: str = Field(default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_SSL…")
+    sasl_mechanism: str | None = Field(default=None, description="PLAIN when SASL is used.")
+    sasl_username: str | None = None
+    sasl_password: str | None = Field(default=None, description="Secret: pass a dagster.EnvVar.")
+
+    def connection(self) -> KafkaConnection:
+        return KafkaConnection(
+            bootstrap_servers=self.bootstrap_servers,
+            security_protocol=self.security_protocol,
+            sasl_mechanism=self.sasl_mechanism,
+            username=self.sasl_username,
+            password=self.sasl_password,
+        )
+
+    def unreachable_hint(self) -> str:
+        return (
+            "start one with 'stream-assets kafka start' or set "
+            f"{BOOTSTRAP_ENV} to a broker that runs"
+        )
