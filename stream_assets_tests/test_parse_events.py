@@ -1,0 +1,127 @@
+"""parse_events on batch DataFrames: every record is an event or a dead letter with its reason."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from pyspark.sql.types import (
+    BinaryType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from stream_assets.dev.generator import BAD_KINDS, GOOD, generate_events
+from stream_assets.transforms.events import dead_letters, parse_events, valid_events
+
+KAFKA = StructType(
+    [
+        StructField("key", BinaryType()),
+        StructField("value", BinaryType()),
+        StructField("topic", StringType()),
+        StructField("partition", IntegerType()),
+        StructField("offset", LongType()),
+    ]
+)
+
+# The contract for each kind of bad record, written independently of the parser.
+EXPECTED_ERROR_PREFIX = {
+    "invalid_json": "invalid JSON",
+    "not_object": "JSON value is not an object",
+    "missing_event_id": "missing event_id",
+    "missing_timestamp": "missing timestamp",
+    "bad_timestamp": "unparseable timestamp",
+    "wrong_type": "wrong type",
+    "empty": "empty value",
+    "null": "null value",
+    "not_utf8": "value is not valid UTF-8",
+}
+
+
+def kafka_frame(spark, values):
+    rows = [(b"k", v, "events", 0, i) for i, v in enumerate(values)]
+    return spark.createDataFrame(rows, KAFKA)
+
+
+def test_every_bad_kind_has_an_expected_error():
+    assert set(EXPECTED_ERROR_PREFIX) == set(BAD_KINDS)
+
+
+def test_generated_records_split_exactly_into_events_and_dead_letters(spark):
+    records = list(generate_events(400, bad_ratio=0.3, seed=7))
+    parsed = parse_events(kafka_frame(spark, [r.value for r in records])).cache()
+    good = {r.offset: r for r in valid_events(parsed).collect()}
+    bad = {r.offset: r for r in dead_letters(parsed).collect()}
+
+    assert not set(good) & set(bad)
+    assert len(good) + len(bad) == len(records)
+    for offset, record in enumerate(records):
+        if record.kind == GOOD:
+            row = good[offset]
+            event = record.event
+            assert row.event_id == event["event_id"]
+            assert row.event_type == event["event_type"]
+            assert row.user_id == event["user_id"]
+            assert row.properties == event["properties"]
+            expected_ts = datetime.fromisoformat(event["timestamp"]).astimezone(UTC)
+            assert row.timestamp.replace(tzinfo=UTC) == expected_ts.replace(microsecond=(
+                expected_ts.microsecond))
+        else:
+            row = bad[offset]
+            assert row.error.startswith(EXPECTED_ERROR_PREFIX[record.kind]), (record, row.error)
+            assert row.raw_bytes == record.value
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (b'{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z"', "invalid JSON"),
+        (b"[1, 2]", "JSON value is not an object"),
+        (b"null", "JSON value is not an object"),
+        (b'{"timestamp": "2026-01-01T00:00:00Z"}', "missing event_id"),
+        (b'{"event_id": null, "timestamp": "2026-01-01T00:00:00Z"}', "missing event_id"),
+        (b'{"event_id": "a"}', "missing timestamp"),
+        (b'{"event_id": "a", "timestamp": "not a time"}', "unparseable timestamp"),
+        (b'{"event_id": "a", "timestamp": "+99999-01-01T00:00:00Z"}',
+         "timestamp out of range (years 0001-9999)"),
+        (b'{"event_id": 7, "timestamp": "2026-01-01T00:00:00Z"}',
+         "wrong type: event_id must be a string"),
+        (b'{"event_id": "a", "user_id": 7, "timestamp": "2026-01-01T00:00:00Z"}',
+         "wrong type: user_id must be a string"),
+        (b'{"event_id": "a", "timestamp": 1767225600}', "wrong type: timestamp must be a string"),
+        (b'{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z", "properties": {"d": 1}}',
+         "wrong type: properties must be an object of strings"),
+        (b'{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z", "properties": [1]}',
+         "wrong type: properties must be an object of strings"),
+        (b"", "empty value"),
+        (None, "null value (tombstone)"),
+        (b'{"event_id": "\xc3\x28", "timestamp": "2026-01-01T00:00:00Z"}',
+         "value is not valid UTF-8"),
+    ],
+)
+def test_bad_record_gets_its_reason(spark, value, error):
+    rows = dead_letters(parse_events(kafka_frame(spark, [value]))).collect()
+    assert [r.error for r in rows] == [error]
+
+
+def test_optional_fields_may_be_missing_or_null(spark):
+    value = json.dumps({"event_id": "a", "timestamp": "2026-01-01T10:00:00+02:00",
+                        "user_id": None}).encode()
+    rows = valid_events(parse_events(kafka_frame(spark, [value]))).collect()
+    assert len(rows) == 1
+    assert rows[0].user_id is None and rows[0].event_type is None and rows[0].properties is None
+    assert rows[0].timestamp == datetime(2026, 1, 1, 8, 0)
+
+
+def test_unicode_survives_parsing(spark):
+    event = {"event_id": "ü-😀-\u2028", "timestamp": "2026-01-01T00:00:00Z",
+             "properties": {"ключ": "значение"}}
+    rows = valid_events(parse_events(kafka_frame(spark, [json.dumps(event).encode(),
+                                                         json.dumps(event, ensure_ascii=False)
+                                                         .encode()]))).collect()
+    assert [r.event_id for r in rows] == [event["event_id"]] * 2
+    assert rows[0].properties == event["properties"]
