@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = (
+    ["stream_assets_tests.fixtures_kafka"]
+    if (Path(__file__).parent / "fixtures_kafka.py").exists()
+    else []
+)
+
 # Everything the tests write goes below a throw-away home, never into the demo's.
 _TEST_HOME = Path(tempfile.mkdtemp(prefix="stream_assets_tests_"))
 os.environ.setdefault("STREAM_ASSETS_JARS", str(Path(__file__).resolve().parent.parent

@@ -80,3 +80,22 @@ def produce(
             "is the broker up? 'stream-assets kafka status' tells"
         )
     return sent
+
+
+def topic_record_count(connection: KafkaConnection, topic: str, timeout_s: float = 10.0) -> int:
+    """How many records a topic holds (high minus low watermark over its partitions)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**connection.client_config(), "group.id": "stream-assets-inspect",
+                         "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s)
+        partitions = metadata.topics[topic].partitions if topic in metadata.topics else {}
+        total = 0
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                       timeout=timeout_s)
+            total += high - low
+        return total
+    finally:
+        consumer.close()

@@ -67,7 +67,9 @@ class EventHubsSource(KafkaCompatibleSource):
     offset, sequenceNumber, partition.
     """
 
-    connection_string: str = Field(description="Secret: pass dagster.EnvVar('EVENTHUB_CONNECTION_STRING').")
+    connection_string: str = Field(
+        description="Secret: pass dagster.EnvVar('EVENTHUB_CONNECTION_STRING')."
+    )
     event_hub: str | None = Field(
         default=None, description="The hub to read; default the string's EntityPath."
     )

@@ -90,7 +90,8 @@ def check_reachable(
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else type(exc).__name__
+        error = exc.args[0] if exc.args else None
+        reason = error.str() if hasattr(error, "str") else type(exc).__name__
         raise KafkaUnavailable(
             f"no Kafka broker answered at {connection.describe()} within {timeout_s:g} s "
             f"({reason}); {hint}"
@@ -123,13 +124,17 @@ class KafkaCompatibleSource(ConfigurableResource):
     extra_options: dict[str, str] = Field(
         default_factory=dict, description="Further Spark Kafka source options (kafka.* included)."
     )
+    topic_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="Broker-side name per logical topic, e.g. {'events': 'prod.events'}.",
+    )
 
     def connection(self) -> KafkaConnection:
         raise NotImplementedError
 
     def topic_name(self, topic: str) -> str:
         """The broker-side name of a logical topic (Event Hubs maps it to its hub)."""
-        return topic
+        return self.topic_names.get(topic, topic)
 
     def unreachable_hint(self) -> str:
         return "check the bootstrap address"
@@ -141,6 +146,30 @@ class KafkaCompatibleSource(ConfigurableResource):
             self.connect_timeout_s,
             self.unreachable_hint(),
         )
+
+    def offsets(self, topic: str) -> dict[str, tuple[int, int]]:
+        """Per partition, (earliest, latest) offsets held by the broker right now.
+
+        Measured from the broker, for Kafka lag and for where a new checkpoint starts.
+        """
+        from confluent_kafka import Consumer, TopicPartition
+
+        name = self.topic_name(topic)
+        consumer = Consumer(
+            {**self.connection().client_config(), "group.id": "stream-assets-offsets",
+             "enable.auto.commit": False}
+        )
+        try:
+            metadata = consumer.list_topics(name, timeout=self.connect_timeout_s)
+            partitions = metadata.topics[name].partitions if name in metadata.topics else {}
+            return {
+                str(p): consumer.get_watermark_offsets(
+                    TopicPartition(name, p), timeout=self.connect_timeout_s
+                )
+                for p in sorted(partitions)
+            }
+        finally:
+            consumer.close()
 
     def spark_options(self, topic: str) -> dict[str, str]:
         options = self.connection().spark_options()

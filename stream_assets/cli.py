@@ -1,0 +1,180 @@
+"""`stream-assets`: set up the JVM jars, run the local broker, produce demo data, reset tables."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from stream_assets.errors import StreamAssetsError
+
+
+def _fail(exc: StreamAssetsError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Real-time Delta tables from Kafka, as Dagster assets."""
+
+
+@main.command()
+def setup() -> None:
+    """Resolve the JVM jars (Delta, Spark-Kafka connector, Kafka broker) with Maven, once."""
+    from stream_assets import jars
+
+    try:
+        for group in jars.GROUPS:
+            fresh = not jars.is_resolved(group)
+            folder = jars.resolve(group)
+            state = "resolved" if fresh else "up to date"
+            click.echo(f"{group} jars {state}: {folder} ({len(jars.jars(group))} jars)")
+    except StreamAssetsError as exc:
+        _fail(exc)
+
+
+@main.group()
+def kafka() -> None:
+    """The local single-node Kafka broker (KRaft, 127.0.0.1)."""
+
+
+def _broker(port: int | None):
+    from stream_assets.dev.kafka_broker import LocalBroker
+
+    return LocalBroker(port=port)
+
+
+@kafka.command("start")
+@click.option("--port", type=int, default=None, help="Listener port (default 9092).")
+@click.option("--partitions", type=int, default=3, show_default=True,
+              help="Partitions of the demo topics created on start.")
+def kafka_start(port: int | None, partitions: int) -> None:
+    """Start the broker (or reuse a running one) and create the demo topics."""
+    from stream_assets import schemas
+
+    try:
+        broker = _broker(port)
+        status = broker.start()
+        broker.create_topics(schemas.TOPICS, partitions=partitions)
+    except StreamAssetsError as exc:
+        _fail(exc)
+    click.echo(f"kafka running at {status.bootstrap} (pid {status.pid}); topics: "
+               f"{', '.join(schemas.TOPICS)}")
+
+
+@kafka.command("stop")
+@click.option("--port", type=int, default=None)
+def kafka_stop(port: int | None) -> None:
+    """Stop the broker cleanly."""
+    try:
+        status = _broker(port).stop()
+    except StreamAssetsError as exc:
+        _fail(exc)
+    click.echo(f"kafka stopped ({status.detail})")
+
+
+@kafka.command("status")
+@click.option("--port", type=int, default=None)
+def kafka_status(port: int | None) -> None:
+    """Say whether the broker runs; exit 1 when it does not."""
+    status = _broker(port).status()
+    click.echo(f"kafka {'running' if status.running else 'not running'} at {status.bootstrap}"
+               + (f" (pid {status.pid})" if status.pid else "") + f": {status.detail}")
+    sys.exit(0 if status.running else 1)
+
+
+@main.command()
+@click.option("--events", "count", type=int, required=True, help="How many event records.")
+@click.option("--bad-ratio", type=float, default=0.0, show_default=True,
+              help="Share of records that are deliberately invalid.")
+@click.option("--rate", type=float, default=None, help="Records per second (default: as fast "
+              "as the broker takes them).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--impressions", type=int, default=None,
+              help="Ad impressions (and their clicks) to produce; default events / 10.")
+@click.option("--bootstrap", default=None, help="Broker address (default "
+              "$STREAM_ASSETS_KAFKA_BOOTSTRAP or 127.0.0.1:9092).")
+@click.option("--if-empty", is_flag=True, help="Produce only when the events topic is empty.")
+def produce(count: int, bad_ratio: float, rate: float | None, seed: int,
+            impressions: int | None, bootstrap: str | None, if_empty: bool) -> None:
+    """Write generated events (and impressions/clicks) to Kafka, with a progress bar."""
+    from datetime import UTC, datetime, timedelta
+
+    from stream_assets import schemas
+    from stream_assets.dev.generator import generate_ad_traffic, generate_events
+    from stream_assets.dev.producer import produce as send
+    from stream_assets.dev.producer import topic_record_count
+    from stream_assets.resources.kafka import KafkaConnection, default_bootstrap
+
+    if not 0 <= bad_ratio <= 1:
+        raise click.BadParameter("must be between 0 and 1", param_hint="--bad-ratio")
+    connection = KafkaConnection(bootstrap_servers=bootstrap or default_bootstrap())
+    if if_empty:
+        held = topic_record_count(connection, schemas.EVENT_TOPIC)
+        if held:
+            click.echo(f"topic {schemas.EVENT_TOPIC} already holds {held} records; not producing")
+            return
+    # Event times end near now, so windows and freshness look current in the UI.
+    start = datetime.now(UTC) - timedelta(seconds=count)
+    try:
+        sent = send(generate_events(count, bad_ratio=bad_ratio, seed=seed, start=start),
+                    connection, rate=rate, total=count, progress=True)
+        ads = count // 10 if impressions is None else impressions
+        if ads:
+            sent += send(generate_ad_traffic(ads, seed=seed, start=start), connection,
+                         rate=rate, progress=False)
+    except StreamAssetsError as exc:
+        _fail(exc)
+    click.echo(f"produced {sent} records to {connection.describe()}")
+
+
+@main.command("seed-users")
+@click.option("--users", type=int, default=50, show_default=True)
+@click.option("--if-missing", is_flag=True, help="Leave an existing user_dimension alone.")
+def seed_users(users: int, if_missing: bool) -> None:
+    """Write the demo's user_dimension Delta table (users the event generator uses)."""
+    from delta.tables import DeltaTable
+
+    from stream_assets.dev.users import generate_users, user_frame
+    from stream_assets.resources import DeltaLake, SparkResource
+
+    path = DeltaLake().table_path("user_dimension")
+    try:
+        spark = SparkResource().spark_session
+    except StreamAssetsError as exc:
+        _fail(exc)
+    if if_missing and DeltaTable.isDeltaTable(spark, path):
+        click.echo(f"user_dimension exists at {path}; leaving it")
+        return
+    user_frame(spark, generate_users(users)).write.format("delta").mode("overwrite").save(path)
+    click.echo(f"wrote {users} users to {path}")
+    spark.stop()
+
+
+@main.command()
+@click.argument("table")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def reset(table: str, yes: bool) -> None:
+    """Full refresh: delete TABLE's checkpoint and the tables its query writes."""
+    from stream_assets.resources import DeltaLake, SparkResource
+    from stream_assets.tables.catalog import TABLES
+    from stream_assets.tables.runner import StreamContext, full_refresh
+
+    by_name = {t.name: t for t in TABLES} | {n: t for t in TABLES for n in t.tables}
+    if table not in by_name:
+        raise click.BadParameter(f"unknown table; one of {', '.join(sorted(by_name))}")
+    declared = by_name[table]
+    if not yes:
+        click.confirm(f"delete the checkpoint of {declared.name} and the tables "
+                      f"{', '.join(declared.tables)}?", abort=True)
+    from stream_assets.resources import KafkaSource
+
+    spark = SparkResource(remote=None)
+    ctx = StreamContext(spark=spark.spark_session, lake=DeltaLake(), source=KafkaSource())
+    full_refresh(declared, ctx)
+    click.echo(f"reset {', '.join(declared.tables)}; the next materialization rebuilds them")
+
+
+if __name__ == "__main__":
+    main()

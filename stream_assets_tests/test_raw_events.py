@@ -1,0 +1,129 @@
+"""raw_events and dead_letter_queue through a real broker, Spark, Delta and Dagster."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from dagster import AssetKey, materialize
+
+from stream_assets.dev.generator import BAD_KINDS, GOOD, generate_events
+from stream_assets.dev.producer import produce
+from stream_assets.errors import CheckpointMismatch, KafkaUnavailable
+from stream_assets.resources import DeltaLake, KafkaSource
+from stream_assets.resources.kafka import KafkaConnection
+from stream_assets.tables.assets import build_asset
+from stream_assets.tables.catalog import raw_events
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pipeline(kafka_broker, topic_factory, spark_resource, workdir):
+    topic = topic_factory("events")
+    resources = {
+        "spark": spark_resource,
+        "lake": DeltaLake(tables_root=str(workdir / "tables"),
+                          checkpoints_root=str(workdir / "checkpoints")),
+        "stream_source": KafkaSource(bootstrap_servers=kafka_broker.bootstrap,
+                                     topic_names={"events": topic}),
+    }
+    connection = KafkaConnection(bootstrap_servers=kafka_broker.bootstrap)
+
+    class Pipeline:
+        def send(self, records):
+            records = [r.__class__(topic, r.key, r.value, r.kind, r.event) for r in records]
+            produce(records, connection)
+            return records
+
+        def materialize(self, **run_config):
+            result = materialize([build_asset(raw_events)], resources=resources,
+                                 run_config=run_config or None)
+            assert result.success
+            return result
+
+        def table(self, name, spark):
+            return spark.read.format("delta").load(resources["lake"].table_path(name))
+
+    return Pipeline()
+
+
+def expectation(records):
+    """What the tables must hold, from the generator's own labels."""
+    good = {(r.event["event_id"]) for r in records if r.kind == GOOD}
+    bad = Counter(r.kind for r in records if r.kind != GOOD)
+    return good, bad
+
+
+def kind_of(error: str) -> str:
+    prefixes = {
+        "invalid JSON": "invalid_json", "JSON value is not an object": "not_object",
+        "missing event_id": "missing_event_id", "missing timestamp": "missing_timestamp",
+        "unparseable timestamp": "bad_timestamp", "wrong type": "wrong_type",
+        "empty value": "empty", "null value": "null", "value is not valid UTF-8": "not_utf8",
+    }
+    return next(kind for prefix, kind in prefixes.items() if error.startswith(prefix))
+
+
+def test_each_record_lands_once_in_raw_events_or_dead_letter_queue(pipeline, spark):
+    records = pipeline.send(list(generate_events(3000, bad_ratio=0.1, seed=11)))
+    result = pipeline.materialize()
+
+    good, bad = expectation(records)
+    events = pipeline.table("raw_events", spark)
+    dlq = pipeline.table("dead_letter_queue", spark)
+    ids = [r.event_id for r in events.select("event_id").collect()]
+    assert len(ids) == len(set(ids)) and set(ids) == good
+    dead = Counter(kind_of(r.error) for r in dlq.select("error").collect())
+    assert dead == bad and set(dead) == set(BAD_KINDS)
+    positions = events.select("partition", "offset").union(dlq.select("partition", "offset"))
+    assert positions.distinct().count() == positions.count() == len(records)
+
+    meta = result.asset_materializations_for_node("raw_events")
+    by_key = {m.asset_key: m.metadata for m in meta}
+    raw_meta, dlq_meta = by_key[AssetKey("raw_events")], by_key[AssetKey("dead_letter_queue")]
+    assert raw_meta["rows_read"].value == len(records)
+    assert raw_meta["rows_written"].value == len(good)
+    assert dlq_meta["rows_written"].value == sum(bad.values())
+    assert raw_meta["dagster/row_count"].value == len(good)
+    assert raw_meta["kafka_records_in_range"].value == len(records)
+    assert raw_meta["delta_version"].value >= 0
+    columns = [c.name for c in raw_meta["dagster/column_schema"].schema.columns]
+    assert columns[:4] == ["event_id", "event_type", "user_id", "timestamp"]
+
+
+def test_second_materialization_adds_only_new_records(pipeline, spark):
+    first = pipeline.send(list(generate_events(500, bad_ratio=0.05, seed=1, id_prefix="a")))
+    pipeline.materialize()
+    second = pipeline.send(list(generate_events(700, bad_ratio=0.05, seed=2, id_prefix="b")))
+    result = pipeline.materialize()
+    pipeline.materialize()  # nothing new: must change nothing
+
+    good, bad = expectation(first + second)
+    ids = [r.event_id for r in pipeline.table("raw_events", spark).select("event_id").collect()]
+    assert sorted(ids) == sorted(good)
+    assert pipeline.table("dead_letter_queue", spark).count() == sum(bad.values())
+    meta = {m.asset_key: m.metadata for m in result.asset_materializations_for_node("raw_events")}
+    assert meta[AssetKey("raw_events")]["rows_read"].value == len(second)
+
+
+def test_table_without_its_checkpoint_is_refused_until_full_refresh(pipeline, spark, workdir):
+    import shutil
+
+    records = pipeline.send(list(generate_events(200, seed=3)))
+    pipeline.materialize()
+    shutil.rmtree(workdir / "checkpoints" / "raw_events")
+    with pytest.raises(CheckpointMismatch, match="full refresh"):
+        pipeline.materialize()
+    pipeline.materialize(ops={"raw_events": {"config": {"full_refresh": True}}})
+    assert pipeline.table("raw_events", spark).count() == len(records)
+
+
+def test_unreachable_broker_fails_fast_with_what_to_do(spark_resource, workdir):
+    resources = {
+        "spark": spark_resource,
+        "lake": DeltaLake(tables_root=str(workdir / "t"), checkpoints_root=str(workdir / "c")),
+        "stream_source": KafkaSource(bootstrap_servers="127.0.0.1:1", connect_timeout_s=2),
+    }
+    with pytest.raises(KafkaUnavailable, match="stream-assets kafka start"):
+        materialize([build_asset(raw_events)], resources=resources)
