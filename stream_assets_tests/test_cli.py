@@ -1,0 +1,76 @@
+"""The `stream-assets` commands as a user types them, in their own processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stream_assets_tests.fixtures_kafka import free_ports
+
+CLI = [sys.executable, "-m", "stream_assets.cli"]
+
+
+def run(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(CLI + args, env=env, capture_output=True, text=True, timeout=180)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} exited {result.returncode}: {result.stdout}{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    (port,) = free_ports(1)
+    return {
+        **os.environ,
+        "STREAM_ASSETS_HOME": str(tmp_path / "home"),
+        "STREAM_ASSETS_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+    }
+
+
+@pytest.mark.integration
+def test_kafka_start_status_reuse_produce_stop(cli_env):
+    assert run(["kafka", "status"], cli_env, check=False).returncode == 1
+    first = run(["kafka", "start"], cli_env).stdout
+    assert "kafka running at" in first and "events, impressions, clicks" in first
+    status = run(["kafka", "status"], cli_env).stdout
+    assert status.startswith("kafka running")
+    second = run(["kafka", "start"], cli_env).stdout
+    pid = first.split("(pid ")[1].split(")")[0]
+    assert f"(pid {pid})" in second, "a second start must reuse the running broker"
+
+    produced = run(["produce", "--events", "500", "--bad-ratio", "0.1", "--seed", "3"], cli_env)
+    # 500 events, 50 impressions and their clicks, as the generator makes them.
+    from stream_assets.dev.generator import generate_ad_traffic
+
+    expected = 500 + sum(1 for _ in generate_ad_traffic(50, seed=3))
+    assert f"produced {expected} records" in produced.stdout
+    again = run(["produce", "--events", "500", "--if-empty"], cli_env).stdout
+    assert "already holds 500 records" in again
+
+    assert "stopped" in run(["kafka", "stop"], cli_env).stdout
+    assert run(["kafka", "status"], cli_env, check=False).returncode == 1
+    run(["kafka", "stop"], cli_env)  # stopping a stopped broker is fine
+
+
+def test_produce_to_missing_broker_says_what_to_do(cli_env):
+    result = run(["produce", "--events", "5"], cli_env, check=False)
+    assert result.returncode == 1
+    assert "stream-assets kafka" in result.stderr
+
+
+def test_missing_jars_name_the_setup_command(tmp_path, cli_env):
+    from stream_assets import jars
+    from stream_assets.errors import MissingJars
+
+    env = {**cli_env, "STREAM_ASSETS_JARS": str(tmp_path / "nowhere")}
+    result = subprocess.run(
+        [sys.executable, "-c", "from stream_assets.resources import SparkResource;"
+         "SparkResource().spark_session"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "stream-assets setup" in result.stderr
+    assert MissingJars.__name__ in result.stderr
+    assert jars.GROUPS == ("spark", "kafka")
