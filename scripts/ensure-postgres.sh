@@ -69,7 +69,7 @@ if [[ -z $cluster ]]; then
     name=main
     [[ -e /etc/postgresql/$version/main ]] && name=stream_assets
     say "creating cluster $version/$name on port $port"
-    pg_createcluster --port "$port" "$version" "$name" > /dev/null \
+    pg_createcluster --port "$port" "$version" "$name" > /dev/null 9>&- \
         || cannot "pg_createcluster $version $name failed"
     cluster="$version $name"
 fi
@@ -78,7 +78,10 @@ read -r version name <<< "$cluster"
 status=$(pg_lsclusters --no-header | awk -v v="$version" -v n="$name" '$1 == v && $2 == n { print $4 }')
 if [[ $status != online* ]]; then
     say "starting cluster $version/$name"
-    pg_ctlcluster "$version" "$name" start \
+    # The server outlives this script: it must not inherit the lock (fd 9), or every later run
+    # would wait for it, nor the caller's stdout/stderr, or a caller that reads them to the end
+    # (a test capturing output) would hang until the server stops.
+    pg_ctlcluster "$version" "$name" start < /dev/null > /dev/null 2>&1 9>&- \
         || cannot "pg_ctlcluster $version $name start failed (see /var/log/postgresql/)"
 fi
 

@@ -31,5 +31,5 @@ def locks_dir() -> Path:
 
 
 def jars_dir() -> Path:
-    """Resolved JVM jars; STREAM_ASSETS_JARS points elsewhere (for example a shared, read-only copy)."""
+    """Resolved JVM jars; STREAM_ASSETS_JARS may point at a shared, read-only copy."""
     return Path(os.environ.get("STREAM_ASSETS_JARS") or home() / "jars").resolve()

@@ -7,6 +7,7 @@ declaration's transform.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -58,17 +59,23 @@ class StreamContext:
 
 
 @contextmanager
-def exclusive(table: StreamingTable) -> Iterator[None]:
-    """One writer per table on this machine: a second run is refused, never interleaved."""
-    paths.locks_dir().mkdir(parents=True, exist_ok=True)
-    with open(paths.locks_dir() / f"{table.name}.lock", "w") as handle:
+def exclusive(table: StreamingTable, ctx: StreamContext) -> Iterator[None]:
+    """One writer per checkpoint on this machine: a second run is refused, never interleaved.
+
+    The lock is keyed by the checkpoint location, not the table name, so two projects (or a
+    benchmark beside the demo) writing different locations never block each other.
+    """
+    checkpoint = ctx.lake.checkpoint_path(table.name)
+    digest = hashlib.sha1(checkpoint.encode()).hexdigest()[:12]
+    lock_path = paths.locks_dir() / f"{table.name}-{digest}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise TableBusy(
-                f"{table.name} is being written by another run (lock "
-                f"{paths.locks_dir() / (table.name + '.lock')}); wait for it to finish or "
-                "terminate it from the Dagster UI"
+                f"{table.name} is being written by another run (checkpoint {checkpoint}, lock "
+                f"{lock_path}); wait for it to finish or terminate it from the Dagster UI"
             ) from None
         try:
             yield
@@ -225,7 +232,7 @@ class CatchUpResult:
 
 def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False) -> CatchUpResult:
     """Process everything new since the checkpoint, then stop (trigger availableNow)."""
-    with exclusive(table):
+    with exclusive(table, ctx):
         if refresh:
             full_refresh(table, ctx)
         before = {t: delta_version(ctx.spark, p) for t, p in ctx.table_paths(table).items()}
