@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from dagster import InitResourceContext
@@ -18,9 +19,16 @@ REDACT_KEYS = r"(?i)secret|password|token|access[.]?key|jaas|connection.?string|
 REDACT_VALUES = r"(?i)(SharedAccessKey=[^;\"']*|password=\"[^\"]*\"|hooks\.slack\.com/\S+)"
 
 
+LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
+
+
 def _local_defaults() -> dict[str, str]:
     cores = os.cpu_count() or 2
     return {
+        # A local driver serves only this machine; never listen on the network.
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}",
         # 200 shuffle partitions means 200 state stores per stateful query: far too many on
         # one machine, and fixed forever in each checkpoint. Twice the cores keeps both busy.
         "spark.sql.shuffle.partitions": str(max(2, 2 * cores)),
@@ -73,6 +81,10 @@ class SparkResource(LazyPySparkResource):
         return conf
 
     def build_session(self) -> SparkSession:
+        if self.remote is None and self.master.startswith("local"):
+            # Read by Spark before any configuration: stops its 'hostname resolves to a
+            # loopback address' warning and keeps the driver on 127.0.0.1.
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = SparkSession.builder.appName(self.app_name)
         builder = builder.remote(self.remote) if self.remote else builder.master(self.master)
         for key, value in self.session_config().items():
