@@ -45,6 +45,19 @@ lock_dir=/run/lock
 exec 9> "$lock_dir/stream-assets-ensure-postgres.lock"
 flock -w 600 9 || die "another ensure-postgres.sh held the lock for 10 minutes"
 
+# Commands that may leave a server running behind them (apt's postinst starts the new cluster on
+# some machines; pg_ctlcluster always does): the server must not inherit the lock (fd 9), or every
+# later run would wait for it, nor the caller's stdout/stderr, or a caller that reads them to the
+# end (a test capturing output) would hang until the server stops. Output goes to a log that is
+# shown only on failure.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+detached() {
+    if "$@" < /dev/null > "$log" 2>&1 9>&-; then return 0; fi
+    tail -n 20 "$log" >&2
+    return 1
+}
+
 server_installed() {
     command -v pg_ctlcluster > /dev/null && compgen -G '/usr/lib/postgresql/*/bin/postgres' > /dev/null
 }
@@ -54,10 +67,10 @@ if ! server_installed; then
     say "installing PostgreSQL from Debian's packages (apt-get install postgresql)"
     export DEBIAN_FRONTEND=noninteractive
     # Lock timeout: wait for another apt/dpkg run instead of failing at once.
-    apt-get -o DPkg::Lock::Timeout=600 update -qq > /dev/null \
+    detached apt-get -o DPkg::Lock::Timeout=600 update -qq \
         || cannot "apt-get update failed; PostgreSQL cannot be installed here"
-    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends postgresql \
-        > /dev/null || cannot "apt-get install postgresql failed"
+    detached apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends postgresql \
+        || cannot "apt-get install postgresql failed"
     server_installed || cannot "postgresql was installed but no server binary was found"
 fi
 
@@ -69,7 +82,7 @@ if [[ -z $cluster ]]; then
     name=main
     [[ -e /etc/postgresql/$version/main ]] && name=stream_assets
     say "creating cluster $version/$name on port $port"
-    pg_createcluster --port "$port" "$version" "$name" > /dev/null 9>&- \
+    detached pg_createcluster --port "$port" "$version" "$name" \
         || cannot "pg_createcluster $version $name failed"
     cluster="$version $name"
 fi
@@ -78,10 +91,7 @@ read -r version name <<< "$cluster"
 status=$(pg_lsclusters --no-header | awk -v v="$version" -v n="$name" '$1 == v && $2 == n { print $4 }')
 if [[ $status != online* ]]; then
     say "starting cluster $version/$name"
-    # The server outlives this script: it must not inherit the lock (fd 9), or every later run
-    # would wait for it, nor the caller's stdout/stderr, or a caller that reads them to the end
-    # (a test capturing output) would hang until the server stops.
-    pg_ctlcluster "$version" "$name" start < /dev/null > /dev/null 2>&1 9>&- \
+    detached pg_ctlcluster "$version" "$name" start \
         || cannot "pg_ctlcluster $version $name start failed (see /var/log/postgresql/)"
 fi
 
