@@ -86,6 +86,8 @@ def test_generated_records_split_exactly_into_events_and_dead_letters(spark):
         (b'{"event_id": null, "timestamp": "2026-01-01T00:00:00Z"}', "missing event_id"),
         (b'{"event_id": "a"}', "missing timestamp"),
         (b'{"event_id": "a", "timestamp": "not a time"}', "unparseable timestamp"),
+        (b'{"event_id": "a", "timestamp": "12:00"}', "unparseable timestamp"),
+        (b'{"event_id": "a", "timestamp": "2026-02-30T00:00:00Z"}', "unparseable timestamp"),
         (b'{"event_id": "a", "timestamp": "+99999-01-01T00:00:00Z"}',
          "timestamp out of range (years 0001-9999)"),
         (b'{"event_id": 7, "timestamp": "2026-01-01T00:00:00Z"}',

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,10 @@ class SparkResource(LazyPySparkResource):
         return conf
 
     def build_session(self) -> SparkSession:
+        if self.remote is None:
+            # Python workers (UDFs, stateful processors, foreachBatch on executors) must run
+            # the interpreter that has pyspark's dependencies, not whatever python3 is on PATH.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         if self.remote is None and self.master.startswith("local"):
             # Read by Spark before any configuration: stops its 'hostname resolves to a
             # loopback address' warning and keeps the driver on 127.0.0.1.

@@ -61,7 +61,12 @@ def parse_events(kafka: DataFrame) -> DataFrame:
     properties = _field(doc, "properties")
     props_map = F.try_variant_get(properties, "$", "map<string,variant>")
     # Naive timestamps are read in the session time zone, which the Spark resource pins to UTC.
-    timestamp = F.try_variant_get(fields["timestamp"], "$", "string").try_cast("timestamp")
+    # Spark also casts a bare time ("12:00") to *today* at that time, which would make a replay
+    # produce another value, so an ISO-8601 date must come first.
+    ts_text = F.try_variant_get(fields["timestamp"], "$", "string")
+    timestamp = F.when(
+        ts_text.rlike(r"^[+-]?\d{4,}-\d{2}-\d{2}"), ts_text.try_cast("timestamp")
+    )
 
     def is_string(value: Column) -> Column:
         return _json_type(value) == F.lit("STRING")
