@@ -7,9 +7,10 @@ from dagster import Definitions
 from stream_assets.resources import DeltaLake, KafkaSource, SparkResource
 from stream_assets.tables.assets import build_asset, source_specs
 from stream_assets.tables.catalog import TABLES
+from stream_assets.tables.dimensions import user_dimension
 
 defs = Definitions(
-    assets=[*source_specs(TABLES), *(build_asset(t) for t in TABLES)],
+    assets=[*source_specs(TABLES), user_dimension, *(build_asset(t) for t in TABLES)],
     resources={
         "spark": SparkResource(),
         "lake": DeltaLake(),
