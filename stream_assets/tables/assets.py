@@ -1,6 +1,7 @@
 """Dagster assets derived from table declarations."""
 
 
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -100,10 +101,13 @@ def build_asset(table: StreamingTable):
             lake=context.resources.lake,
             source=context.resources.stream_source,
         )
+        started = time.monotonic()
         result: CatchUpResult = catch_up(table, ctx, refresh=config.full_refresh)
         shared = query_metadata(result.progress, result.initial_offsets)
+        shared["query_seconds"] = round(time.monotonic() - started, 3)
         context.log.info(
-            f"{table.name}: read {shared['rows_read']} rows in {shared['batches']} batch(es)"
+            f"{table.name}: read {shared['rows_read']} rows in {shared['batches']} batch(es) "
+            f"in {shared['query_seconds']:.1f} s"
         )
         for name in table.tables:
             meta = dict(shared)
