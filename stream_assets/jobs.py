@@ -1,0 +1,492 @@
+"""Continuous mode: one job keeps the declared queries running until its run is terminated.
+
+Launch `continuous_streams` from the UI (Jobs -> continuous_streams -> Launchpad), optionally
+with a selection of tables. Its one op starts every query in one SparkSession with
+processing-time triggers (`runner.start(..., available_now=False)`), holding each table's
+lock, and reports each query to Dagster every few seconds (listener.py). Terminating the run
+stops every query between two batches; the checkpoints make the next start resume exactly
+where this one stopped. A query that fails is restarted with a growing back-off and reported
+as failed until a batch succeeds again (the health sensor turns that into one alert).
+"""
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from dagster import (
+    AssetMaterialization,
+    AssetObservation,
+    Config,
+    DagsterExecutionInterruptedError,
+    DagsterRunStatus,
+    Failure,
+    JobDefinition,
+    OpExecutionContext,
+    in_process_executor,
+    job,
+    op,
+)
+from delta.tables import DeltaTable
+from pydantic import Field
+from pyspark.sql.streaming import StreamingQuery
+
+from stream_assets.errors import CheckpointMismatch, StreamAssetsError, StreamFailed, TableBusy
+from stream_assets.monitoring.health import Status
+from stream_assets.monitoring.lag import processed_offsets
+from stream_assets.monitoring.listener import (
+    IDLE,
+    PROGRESS,
+    STARTED,
+    TERMINATED,
+    DeltaWrites,
+    QueryEvent,
+    QueryEventListener,
+    StreamTracker,
+    checkpoint_offsets,
+    lag_total,
+    measure_lag,
+    stream_events,
+)
+from stream_assets.tables.catalog import TABLES
+from stream_assets.tables.declaration import StreamingTable, WithDeadLetters
+from stream_assets.tables.runner import StreamContext, exclusive, start
+
+JOB_NAME = "continuous_streams"
+OP_NAME = "run_streams"
+MODE_TAG = "stream_assets/mode"
+CONTINUOUS = "continuous"
+RESOURCE_KEYS = {"spark", "lake", "stream_source"}
+
+Event = AssetMaterialization | AssetObservation
+
+
+class ContinuousConfig(Config):
+    tables: list[str] = Field(
+        default_factory=list,
+        description="Tables whose queries to run (a query's extra tables, like "
+        "dead_letter_queue, select their query); empty: all of them.",
+    )
+    trigger_interval: str | None = Field(
+        default=None,
+        description="Processing-time trigger for every query, e.g. '10 seconds'; default: "
+        "each declaration's trigger_interval.",
+    )
+    event_interval_s: float = Field(
+        default=10.0,
+        description="At most one event per asset per this many seconds; batches in between "
+        "are summed into it.",
+    )
+    heartbeat_interval_s: float = Field(
+        default=60.0,
+        description="An idle query still reports (with its Kafka lag) this often.",
+    )
+    restart_on_failure: bool = Field(
+        default=True, description="Restart a failed query (with back-off) instead of failing "
+        "the run.",
+    )
+    restart_backoff_s: float = Field(default=5.0, description="First restart delay; doubles.")
+    max_restart_backoff_s: float = Field(default=120.0, description="Longest restart delay.")
+    max_consecutive_failures: int = Field(
+        default=20, description="Fail the run after this many failures without a good batch "
+        "in between (0: never).",
+    )
+    stop_timeout_s: float = Field(
+        default=60.0,
+        description="On termination, how long to wait for a batch in flight before stopping "
+        "anyway (a stopped batch is rolled back and replayed on the next start).",
+    )
+    poll_interval_s: float = Field(default=1.0, description="Supervision loop period.")
+    max_runtime_s: float | None = Field(
+        default=None,
+        description="Stop every query gracefully after this many seconds and end the run "
+        "successfully; default: run until terminated.",
+    )
+
+
+def select_tables(
+    catalog: Sequence[StreamingTable], names: Sequence[str]
+) -> list[StreamingTable]:
+    """The declarations to run, upstream queries first; unknown names are refused."""
+    by_name = {t: decl for decl in catalog for t in decl.tables}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise Failure(
+            description=f"unknown table(s) {', '.join(unknown)}; the continuous job runs "
+            f"{', '.join(sorted(by_name))}"
+        )
+    chosen = {by_name[n].name: by_name[n] for n in names} if names else {
+        t.name: t for t in catalog
+    }
+    ordered: list[StreamingTable] = []
+    remaining = list(chosen.values())
+    while remaining:
+        ready = [
+            t for t in remaining
+            if not any(u in chosen and chosen[u] not in ordered for u in t.upstream_tables)
+        ] or remaining[:1]  # a cycle cannot be ordered: start it anyway, it will wait
+        for t in ready:
+            ordered.append(t)
+            remaining.remove(t)
+    return ordered
+
+
+def short_error(text: str | None, limit: int = 1500) -> str:
+    """What happened, without the stack traces: the first line and the root cause."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not lines:
+        return "the query stopped with an error"
+    causes = [line for line in lines if line.startswith("Caused by: ")]
+    summary = lines[0][:600]
+    if causes:
+        summary += " | " + causes[-1][:800]
+    return summary[:limit]
+
+
+@dataclass
+class Stream:
+    table: StreamingTable
+    tracker: StreamTracker
+    query: StreamingQuery | None = None
+    run_id: str | None = None
+    writes: DeltaWrites | None = None
+    retry_at: float = 0.0
+    backoff_s: float = 0.0
+    ever_started: bool = False
+    stopping: bool = False
+    inactive_since: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Supervisor:
+    """Starts, watches, restarts and stops one run's queries; produces their Dagster events."""
+
+    def __init__(
+        self,
+        tables: Sequence[StreamingTable],
+        ctx: StreamContext,
+        config: ContinuousConfig,
+        log: Any,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.log = log
+        self.clock = clock
+        now = clock()
+        self.streams = [Stream(t, StreamTracker(t.name, now)) for t in tables]
+        self.fatal: BaseException | None = None
+
+    # -- starting ------------------------------------------------------------------------
+    def _missing_inputs(self, table: StreamingTable) -> list[str]:
+        names = [*table.upstream_tables, *table.static]
+        return [
+            n for n in names
+            if not DeltaTable.isDeltaTable(self.ctx.spark, self.ctx.lake.table_path(n))
+        ]
+
+    def start_due(self) -> None:
+        for stream in self.streams:
+            if stream.query is not None or stream.stopping or self.clock() < stream.retry_at:
+                continue
+            missing = self._missing_inputs(stream.table)
+            if missing:
+                if stream.tracker.status != Status.WAITING:
+                    self.log.info(
+                        f"{stream.table.name} waits for {', '.join(missing)} to exist "
+                        "(its query starts once the upstream query has written a batch)"
+                    )
+                stream.tracker.on_waiting(f"waiting for {', '.join(missing)} to exist")
+                stream.retry_at = self.clock() + 5
+                continue
+            self._start(stream)
+
+    def _start(self, stream: Stream) -> None:
+        table = stream.table
+        try:
+            query = start(
+                table, self.ctx, available_now=False, trigger_interval=self.config.trigger_interval
+            )
+        except (CheckpointMismatch, TableBusy) as exc:
+            self.fatal = exc
+            return
+        except StreamAssetsError as exc:
+            if not stream.ever_started:
+                self.fatal = exc  # a first start that fails is a setup problem: say it now
+                return
+            self._failed(stream, str(exc))
+            return
+        if stream.writes is None:
+            stream.writes = DeltaWrites(self.ctx.spark, self.ctx.table_paths(table))
+        stream.query = query
+        stream.run_id = str(query.runId)
+        stream.ever_started = True
+        stream.inactive_since = None
+        stream.tracker.on_started(self.clock())
+        trigger = self.config.trigger_interval or table.trigger_interval
+        self.log.info(f"{table.name}: query started (trigger every {trigger})")
+
+    # -- watching ------------------------------------------------------------------------
+    def _stream_of(self, event: QueryEvent) -> Stream | None:
+        for stream in self.streams:
+            if stream.run_id == event.run_id:
+                return stream
+        return None
+
+    def handle(self, events: Sequence[QueryEvent]) -> None:
+        for event in events:
+            stream = self._stream_of(event)
+            if stream is None:
+                continue  # another session's query, or a run of ours already handled
+            if event.kind == STARTED:
+                stream.tracker.on_started(event.at)
+            elif event.kind == PROGRESS and event.progress is not None:
+                if stream.tracker.failures:
+                    self.log.info(f"{stream.table.name}: recovered, batch "
+                                  f"{event.progress.get('batchId')} succeeded")
+                stream.tracker.on_progress(event.progress, event.at)
+                stream.backoff_s = 0.0
+            elif event.kind == IDLE:
+                stream.tracker.on_idle(event.at)
+            elif event.kind == TERMINATED:
+                self._terminated(stream, event.error)
+
+    def poll(self) -> None:
+        """Safety net for a termination the listener did not report."""
+        now = self.clock()
+        for stream in self.streams:
+            query = stream.query
+            if query is None or stream.stopping:
+                continue
+            if query.isActive:
+                stream.inactive_since = None
+                continue
+            stream.inactive_since = stream.inactive_since or now
+            if now - stream.inactive_since >= 5:
+                error = query.exception()
+                self._terminated(stream, str(error) if error is not None else None)
+
+    def _terminated(self, stream: Stream, error: str | None) -> None:
+        stream.query = None
+        stream.run_id = None
+        if stream.stopping:
+            stream.tracker.on_stopped(self.clock())
+            return
+        self._failed(stream, short_error(error) if error else
+                     "the query stopped without an error, but nobody asked it to")
+
+    def _failed(self, stream: Stream, error: str) -> None:
+        tracker = stream.tracker
+        tracker.on_failed(error, self.clock())
+        name = stream.table.name
+        limit = self.config.max_consecutive_failures
+        if not self.config.restart_on_failure or (limit and tracker.failures >= limit):
+            self.log.error(f"{name} failed ({tracker.failures} time(s) in a row): {error}")
+            self.fatal = StreamFailed(
+                f"{name} failed {tracker.failures} time(s) in a row, last: {error}"
+            )
+            return
+        stream.backoff_s = min(
+            self.config.max_restart_backoff_s,
+            max(self.config.restart_backoff_s, stream.backoff_s * 2),
+        )
+        stream.retry_at = self.clock() + stream.backoff_s
+        self.log.warning(
+            f"{name} failed (attempt {tracker.failures}); restarting in "
+            f"{stream.backoff_s:g} s from its checkpoint: {error}"
+        )
+
+    # -- reporting -----------------------------------------------------------------------
+    def reports(self, force: bool = False) -> list[Event]:
+        events: list[Event] = []
+        now = self.clock()
+        for stream in self.streams:
+            tracker = stream.tracker
+            if not (force or tracker.due(now, self.config.event_interval_s,
+                                         self.config.heartbeat_interval_s)):
+                continue
+            lags = self._lag(stream)
+            written = self._written(stream)
+            dead = None
+            if isinstance(stream.table.sink, WithDeadLetters):
+                dead = written.get(stream.table.sink.dead_letter_table, 0)
+            report, totals = tracker.take(now, lag_total(lags), dead)
+            events.extend(stream_events(stream.table.name, stream.table.tables, report,
+                                        totals, written, lags))
+        return events
+
+    def _written(self, stream: Stream) -> dict[str, int]:
+        if stream.writes is None:
+            return {}
+        try:
+            return stream.writes.take()
+        except Exception as exc:  # a report without row counts beats a stopped stream
+            self._warn_once(stream, "delta", f"{stream.table.name}: could not read the Delta "
+                            f"history for rows written: {short_error(str(exc))}")
+            return {}
+
+    def _warn_once(self, stream: Stream, what: str, message: str) -> None:
+        if stream.extra.get(what) != message:
+            stream.extra[what] = message
+            self.log.warning(message)
+
+    def _lag(self, stream: Stream):
+        table = stream.table
+        if not table.kafka_topics or stream.tracker.status == Status.WAITING:
+            return None
+        processed = processed_offsets(stream.tracker.latest_progress)
+        if not processed:
+            processed = checkpoint_offsets(self.ctx.lake.checkpoint_path(table.name))
+        try:
+            return measure_lag(self.ctx.source, table.kafka_topics, processed)
+        except Exception as exc:  # the broker being away must not stop the reporting
+            self._warn_once(stream, "lag", f"{table.name}: Kafka lag not measured: "
+                            f"{short_error(str(exc))}")
+            return None
+
+    # -- stopping ------------------------------------------------------------------------
+    def stop_all(self, timeout_s: float) -> None:
+        """Stop every query between two batches (or after `timeout_s`, rolling one back)."""
+        deadline = self.clock() + timeout_s
+        pending = [s for s in self.streams if s.query is not None]
+        for stream in self.streams:
+            stream.stopping = True
+        while pending:
+            for stream in list(pending):
+                query = stream.query
+                assert query is not None
+                try:
+                    busy = query.isActive and bool(query.status.get("isTriggerActive"))
+                except Exception:
+                    busy = False
+                if busy and self.clock() < deadline:
+                    continue
+                try:
+                    query.stop()
+                except Exception as exc:
+                    self.log.warning(
+                        f"{stream.table.name}: stopping raised {short_error(str(exc))}"
+                    )
+                stream.query = None
+                stream.run_id = None
+                stream.tracker.on_stopped(self.clock())
+                pending.remove(stream)
+                self.log.info(f"{stream.table.name}: query stopped")
+            if pending:
+                time.sleep(0.1)
+
+
+def _session_keeping_dagster_interrupts(resource: Any) -> Any:
+    """The SparkSession, without PySpark's SIGINT handler, which would cancel running jobs.
+
+    Dagster turns a terminate request into SIGINT; PySpark's handler (installed when the
+    session starts on the main thread) would cancel the batch in flight instead of letting
+    the op stop the queries between batches.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    session = resource.spark_session
+    if main and handler is not None:
+        signal.signal(signal.SIGINT, handler)
+    return session
+
+
+def _termination_requested(context: OpExecutionContext) -> bool:
+    """The run was marked for termination but no interrupt reached this process.
+
+    Dagster's run launchers deliver a terminate request as an interrupt; this covers
+    launchers and in-process executions that cannot signal the op.
+    """
+    try:
+        run = context.instance.get_run_by_id(context.run_id)
+    except Exception:
+        return False
+    return run is not None and run.status == DagsterRunStatus.CANCELING
+
+
+def _ignore_further_interrupts() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda *_: None)
+
+
+def run_continuously(
+    context: OpExecutionContext, config: ContinuousConfig, catalog: Sequence[StreamingTable]
+) -> Iterator[Event]:
+    tables = select_tables(catalog, config.tables)
+    ctx = StreamContext(
+        spark=_session_keeping_dagster_interrupts(context.resources.spark),
+        lake=context.resources.lake,
+        source=context.resources.stream_source,
+    )
+    supervisor = Supervisor(tables, ctx, config, context.log)
+    listener = QueryEventListener()
+    ctx.spark.streams.addListener(listener)
+    context.log.info(f"running {', '.join(t.name for t in tables)} until terminated")
+    with ExitStack() as locks:
+        try:
+            for table in tables:
+                locks.enter_context(exclusive(table, ctx))
+            began = last_look = time.time()
+            while config.max_runtime_s is None or time.time() - began < config.max_runtime_s:
+                supervisor.start_due()
+                supervisor.handle(listener.drain())
+                supervisor.poll()
+                if supervisor.fatal is not None:
+                    raise supervisor.fatal
+                yield from supervisor.reports()
+                time.sleep(config.poll_interval_s)
+                if time.time() - last_look >= 5:
+                    last_look = time.time()
+                    if _termination_requested(context):
+                        raise DagsterExecutionInterruptedError()
+            context.log.info(f"max_runtime_s ({config.max_runtime_s:g} s) reached: stopping")
+            supervisor.stop_all(config.stop_timeout_s)
+            supervisor.handle(listener.drain())
+            yield from supervisor.reports(force=True)
+        except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+            _ignore_further_interrupts()
+            context.log.info("termination requested: stopping every query between batches")
+            supervisor.stop_all(config.stop_timeout_s)
+            supervisor.handle(listener.drain())
+            yield from supervisor.reports(force=True)
+            raise
+        except Exception:
+            supervisor.stop_all(config.stop_timeout_s)
+            yield from supervisor.reports(force=True)
+            raise
+        finally:
+            supervisor.stop_all(0)
+            ctx.spark.streams.removeListener(listener)
+
+
+def build_continuous_job(
+    catalog: Sequence[StreamingTable], name: str = JOB_NAME
+) -> JobDefinition:
+    """The continuous job over the given declarations (the project's: catalog.TABLES)."""
+
+    @op(
+        name=OP_NAME,
+        out={},
+        required_resource_keys=RESOURCE_KEYS,
+        description="Runs the selected streaming queries until the run is terminated.",
+    )
+    def run_streams(context: OpExecutionContext, config: ContinuousConfig) -> Iterator[Event]:
+        yield from run_continuously(context, config, catalog)
+
+    @job(
+        name=name,
+        executor_def=in_process_executor,
+        tags={MODE_TAG: CONTINUOUS},
+        description="Continuous mode: every streaming query (or a selection) with "
+        "processing-time triggers in one SparkSession, until the run is terminated.",
+    )
+    def continuous_job() -> None:
+        run_streams()
+
+    return continuous_job
+
+
+continuous_streams = build_continuous_job(TABLES)

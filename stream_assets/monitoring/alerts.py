@@ -1,0 +1,138 @@
+"""Where alerts go: Dagster's own event log, and a webhook that takes Slack's JSON.
+
+The webhook URL is a secret (a Slack incoming-webhook URL is a bearer token): it comes from
+`dagster.EnvVar`, is never logged or put into metadata, and errors that might quote it (a
+`requests` exception names the URL it failed on) are redacted before anyone sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from dagster import AssetCheckEvaluation, AssetCheckSeverity, AssetKey
+
+from stream_assets.errors import StreamAssetsError
+from stream_assets.monitoring.health import FIRING, RESOLVED, Alert, Problem
+
+HEALTH_CHECK = "stream_health"
+REDACTED = "<redacted>"
+# Slack's limits: header text 150 characters, section text 3000.
+_HEADER_MAX = 150
+_SECTION_MAX = 2900
+
+
+class AlertDeliveryFailed(StreamAssetsError):
+    """The alert webhook could not be reached or refused the alert (message is secret-free)."""
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` without the secret URL or the parts of it that identify it (path, query)."""
+    if not secret or not text:
+        return text
+    parts = urlsplit(secret)
+    candidates = {secret, secret.rstrip("/"), quote(secret, safe="")}
+    if parts.query:
+        candidates.add(parts.query)
+        candidates.add(f"{parts.path}?{parts.query}")
+    if len(parts.path.strip("/")) > 0:
+        candidates.add(parts.path)
+        candidates.add(parts.path.rstrip("/"))
+    for candidate in sorted((c for c in candidates if len(c) > 1), key=len, reverse=True):
+        text = text.replace(candidate, REDACTED)
+    return text
+
+
+def _when(epoch: float | None) -> str:
+    if not epoch:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def slack_payload(alert: Alert, ui_url: str | None = None) -> dict[str, Any]:
+    """A Slack incoming-webhook body (text + blocks) that other chat tools also accept."""
+    icon = ":large_green_circle:" if alert.state == RESOLVED else ":red_circle:"
+    if alert.state == FIRING and alert.problem not in (Problem.FAILED, Problem.RUN_FAILED):
+        icon = ":large_orange_circle:"
+    text = f"{icon} {alert.summary}"
+    context = [
+        f"stream *{alert.stream}*",
+        f"problem `{alert.problem}`",
+        f"state *{alert.state}*",
+        f"since {_when(alert.since)}",
+    ]
+    if alert.state == RESOLVED:
+        context.append(f"resolved {_when(alert.at)}")
+    if alert.run_id:
+        run = alert.run_id[:8]
+        if ui_url:
+            run = f"<{ui_url.rstrip('/')}/runs/{alert.run_id}|{run}>"
+        context.append(f"run {run}")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _clip(text, _HEADER_MAX)}},
+    ]
+    if alert.detail:
+        blocks.append(
+            {"type": "section",
+             "text": {"type": "mrkdwn", "text": _clip(f"```{alert.detail}```", _SECTION_MAX)}}
+        )
+    blocks.append(
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(context)}]}
+    )
+    return {"text": text, "blocks": blocks}
+
+
+def post_webhook(url: str, payload: dict[str, Any], timeout_s: float = 10.0) -> None:
+    """POST the payload as JSON; raise AlertDeliveryFailed with a redacted message."""
+    import requests
+
+    try:
+        response = requests.post(url, json=payload, timeout=timeout_s)
+    except requests.RequestException as exc:
+        raise AlertDeliveryFailed(
+            f"the alert webhook could not be reached ({type(exc).__name__}: "
+            f"{redact(str(exc), url)}); check STREAM_ASSETS_ALERT_WEBHOOK_URL"
+        ) from None
+    if response.status_code >= 300:
+        raise AlertDeliveryFailed(
+            f"the alert webhook answered HTTP {response.status_code}: "
+            f"{redact(response.text[:200], url)}"
+        )
+
+
+def health_evaluation(
+    asset_key: AssetKey, open_incidents: dict[str, dict[str, Any]], alerts: Iterable[Alert]
+) -> AssetCheckEvaluation:
+    """The event-log side of an alert: the `stream_health` check of the stream's asset.
+
+    Passes when no incident is open; a failed query makes it an ERROR, other problems WARN.
+    """
+    alerts = list(alerts)
+    passed = not open_incidents
+    severity = (
+        AssetCheckSeverity.ERROR if Problem.FAILED in open_incidents else AssetCheckSeverity.WARN
+    )
+    if passed:
+        description = "; ".join(a.summary for a in alerts) or "healthy"
+    else:
+        description = "; ".join(
+            f"{problem}: {incident.get('detail', '')}"
+            for problem, incident in sorted(open_incidents.items())
+        )
+    return AssetCheckEvaluation(
+        asset_key=asset_key,
+        check_name=HEALTH_CHECK,
+        passed=passed,
+        severity=severity,
+        description=_clip(description, 2000),
+        metadata={
+            "open_problems": ", ".join(sorted(open_incidents)) or "-",
+            "alerts": _clip("; ".join(f"{a.summary} ({a.state})" for a in alerts), 2000),
+        },
+    )

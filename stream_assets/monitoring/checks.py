@@ -1,0 +1,348 @@
+"""Asset checks derived from each table declaration.
+
+Every table a query writes gets `freshness` and, when its schema is declared, `schema`; the
+query's main table gets `keys_not_null` (its declared keys), `keys_unique` (where the keys
+identify a row: MERGE keys, Kafka positions of a dead-letter split, or `unique_keys` on the
+declaration) and, when the sink splits off dead letters, `dead_letter_ratio`, which reads
+both Delta tables. Each check warns or fails as its `Expectation` says (WARN or ERROR), and
+can block downstream materializations.
+
+One multi-asset check per query: one step, one Spark session for all of a query's checks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any, Literal
+
+from dagster import (
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    Config,
+    MetadataValue,
+    multi_asset_check,
+)
+from delta.tables import DeltaTable
+from pydantic import Field
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from stream_assets import schemas
+from stream_assets.tables.declaration import DeltaMerge, StreamingTable, WithDeadLetters
+
+Severity = Literal["WARN", "ERROR"]
+RESOURCE_KEYS = {"spark", "lake"}
+
+FRESHNESS = "freshness"
+DEAD_LETTER_RATIO = "dead_letter_ratio"
+SCHEMA = "schema"
+KEYS_NOT_NULL = "keys_not_null"
+KEYS_UNIQUE = "keys_unique"
+
+
+class Expectation(Config):
+    """Whether a check runs, and what a failure means: a warning or an error."""
+
+    enabled: bool = True
+    severity: Severity = Field(default="ERROR", description="WARN or ERROR when it fails.")
+    blocking: bool = Field(
+        default=False, description="A failed ERROR check stops downstream materializations."
+    )
+
+
+class FreshnessExpectation(Expectation):
+    severity: Severity = "WARN"
+    max_age_minutes: float = Field(
+        default=60.0, description="The table's last Delta commit must be at most this old."
+    )
+
+
+class DeadLetterExpectation(Expectation):
+    severity: Severity = "WARN"
+    max_ratio: float = Field(
+        default=0.05, description="Dead letters / all records read, over the whole tables."
+    )
+
+
+class SchemaExpectation(Expectation):
+    allow_extra_columns: bool = Field(
+        default=True, description="Columns beyond the declared ones (mergeSchema) pass."
+    )
+
+
+class ChecksConfig(Config):
+    """One expectation per kind of check; build_checks applies it to every table."""
+
+    freshness: FreshnessExpectation = Field(default_factory=FreshnessExpectation)
+    dead_letter_ratio: DeadLetterExpectation = Field(default_factory=DeadLetterExpectation)
+    schema_matches: SchemaExpectation = Field(default_factory=SchemaExpectation)
+    keys_not_null: Expectation = Field(default_factory=Expectation)
+    keys_unique: Expectation = Field(default_factory=Expectation)
+    nullable_keys: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Key columns that may be null, per table (the right side of an outer "
+        "join), e.g. {'impression_clicks': ['click_id']}.",
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    passed: bool
+    description: str
+    metadata: dict[str, Any]
+
+
+# -- what is checked, derived from the declaration -------------------------------------------
+
+def declared_schema(table: StreamingTable, name: str) -> StructType | None:
+    """The declared schema of one of the query's tables.
+
+    `schemas` on the declaration ({table: StructType}) wins; else the StructType named after
+    the table in stream_assets.schemas (RAW_EVENTS for raw_events).
+    """
+    explicit = getattr(table, "schemas", None)
+    if isinstance(explicit, Mapping) and isinstance(explicit.get(name), StructType):
+        return explicit[name]
+    found = getattr(schemas, name.upper(), None)
+    return found if isinstance(found, StructType) else None
+
+
+def unique_keys(table: StreamingTable) -> tuple[str, ...]:
+    """The columns that must identify a row of the main table, () if none must.
+
+    `unique_keys` on the declaration decides (True: the declared keys; a tuple: those
+    columns; False: none). Otherwise: MERGE keys are unique by construction, and a dead-letter
+    split's keys are Kafka positions, each landing exactly once.
+    """
+    declared = getattr(table, "unique_keys", None)
+    if declared is True:
+        return table.keys
+    if declared is False:
+        return ()
+    if declared:
+        return tuple(declared)
+    if isinstance(table.sink, DeltaMerge):
+        return tuple(table.sink.keys)
+    if isinstance(table.sink, WithDeadLetters):
+        return table.keys
+    return ()
+
+
+def required_keys(table: StreamingTable, config: ChecksConfig) -> tuple[str, ...]:
+    """The key columns that must never be null.
+
+    All declared keys but those allowed to be null: by the config, by `nullable_keys` on
+    the declaration, or by a declared schema that marks the column nullable.
+    """
+    allowed = set(config.nullable_keys.get(table.name, ()))
+    allowed |= set(getattr(table, "nullable_keys", ()) or ())
+    declared = declared_schema(table, table.name)
+    if declared is not None:
+        allowed |= {f.name for f in declared.fields if f.nullable}
+    return tuple(k for k in table.keys if k not in allowed)
+
+
+def _severity(expectation: Expectation) -> AssetCheckSeverity:
+    return AssetCheckSeverity(expectation.severity)
+
+
+def planned_checks(
+    table: StreamingTable, config: ChecksConfig
+) -> list[tuple[str, str, Expectation, str]]:
+    """(table, check name, expectation, description) for every check the declaration implies."""
+    planned: list[tuple[str, str, Expectation, str]] = []
+    fresh = config.freshness
+    for name in table.tables:
+        planned.append((name, FRESHNESS, fresh,
+                        f"The last Delta commit is at most {fresh.max_age_minutes:g} minutes old."))
+        if declared_schema(table, name) is not None:
+            planned.append((name, SCHEMA, config.schema_matches,
+                            "Columns and types are those declared in stream_assets.schemas."))
+    if required_keys(table, config):
+        keys = ", ".join(required_keys(table, config))
+        planned.append((table.name, KEYS_NOT_NULL, config.keys_not_null,
+                        f"No row has a null in its key columns ({keys})."))
+    if unique_keys(table):
+        planned.append((table.name, KEYS_UNIQUE, config.keys_unique,
+                        f"No two rows share ({', '.join(unique_keys(table))})."))
+    if isinstance(table.sink, WithDeadLetters):
+        dl = config.dead_letter_ratio
+        planned.append((table.name, DEAD_LETTER_RATIO, dl,
+                        f"At most {dl.max_ratio:.1%} of the records read land in "
+                        f"{table.sink.dead_letter_table}."))
+    return [p for p in planned if p[2].enabled]
+
+
+# -- the evaluations (Spark reads of Delta tables) -------------------------------------------
+
+def _missing(path: str, table: StreamingTable) -> Outcome:
+    return Outcome(False, f"no Delta table at {path} yet; materialize {table.name} first",
+                   {"path": MetadataValue.path(path)})
+
+
+def check_freshness(spark: SparkSession, path: str, max_age_minutes: float,
+                    now: float | None = None) -> Outcome:
+    last = (
+        DeltaTable.forPath(spark, path).history(1)
+        .select(F.col("timestamp").cast("double").alias("t"), "version").first()
+    )
+    age = ((now or time.time()) - last["t"]) / 60
+    return Outcome(
+        age <= max_age_minutes,
+        f"last commit (version {last['version']}) {age:.1f} minutes ago; "
+        f"allowed {max_age_minutes:g}",
+        {"age_minutes": round(age, 2), "max_age_minutes": max_age_minutes,
+         "last_commit": MetadataValue.timestamp(last["t"]), "delta_version": last["version"]},
+    )
+
+
+def check_schema(actual: StructType, declared: StructType, allow_extra: bool) -> Outcome:
+    have = {f.name: f.dataType.simpleString() for f in actual.fields}
+    want = {f.name: f.dataType.simpleString() for f in declared.fields}
+    missing = [n for n in want if n not in have]
+    changed = [f"{n}: {want[n]} declared, {have[n]} found"
+               for n in want if n in have and have[n] != want[n]]
+    extra = [n for n in have if n not in want]
+    problems = missing + changed + ([] if allow_extra else extra)
+    if not problems:
+        description = "columns and types as declared" + (
+            f" (plus {', '.join(extra)})" if extra else "")
+    else:
+        description = "; ".join(
+            ([f"missing {', '.join(missing)}"] if missing else [])
+            + changed
+            + ([f"undeclared {', '.join(extra)}"] if extra and not allow_extra else [])
+        )
+    return Outcome(not problems, description, {
+        "missing_columns": ", ".join(missing) or "-",
+        "changed_columns": "; ".join(changed) or "-",
+        "extra_columns": ", ".join(extra) or "-",
+    })
+
+
+def check_keys_not_null(frame: DataFrame, keys: Iterable[str]) -> Outcome:
+    keys = list(keys)
+    any_null = reduce(lambda a, b: a | b, [F.col(k).isNull() for k in keys])
+    row = frame.select(
+        F.count(F.lit(1)).alias("rows"),
+        F.coalesce(F.sum(F.when(any_null, 1).otherwise(0)), F.lit(0)).alias("nulls"),
+    ).first()
+    return Outcome(
+        row["nulls"] == 0,
+        f"{row['nulls']} of {row['rows']} rows have a null in ({', '.join(keys)})",
+        {"rows": row["rows"], "rows_with_null_keys": row["nulls"]},
+    )
+
+
+def check_keys_unique(frame: DataFrame, keys: Iterable[str], sample: int = 5) -> Outcome:
+    keys = list(keys)
+    duplicates = frame.groupBy(*keys).count().where(F.col("count") > 1)
+    stats = duplicates.select(
+        F.count(F.lit(1)).alias("keys"), F.coalesce(F.sum("count"), F.lit(0)).alias("rows")
+    ).first()
+    examples = [r.asDict() for r in duplicates.limit(sample).collect()] if stats["keys"] else []
+    return Outcome(
+        stats["keys"] == 0,
+        f"{stats['keys']} key value(s) of ({', '.join(keys)}) appear more than once",
+        {"duplicate_keys": stats["keys"], "rows_with_duplicate_keys": stats["rows"],
+         "examples": MetadataValue.json([{k: str(v) for k, v in e.items()} for e in examples])},
+    )
+
+
+def check_dead_letter_ratio(good_rows: int, dead_rows: int, max_ratio: float) -> Outcome:
+    total = good_rows + dead_rows
+    ratio = dead_rows / total if total else 0.0
+    return Outcome(
+        ratio <= max_ratio,
+        f"{dead_rows} of {total} records dead-lettered ({ratio:.2%}); allowed {max_ratio:.2%}",
+        {"dead_letter_ratio": round(ratio, 6), "dead_letter_rows": dead_rows,
+         "records": total, "max_ratio": max_ratio},
+    )
+
+
+def evaluate(
+    spark: SparkSession, lake: Any, table: StreamingTable, name: str, check: str,
+    expectation: Expectation, config: ChecksConfig | None = None,
+) -> Outcome:
+    """Run one planned check against the Delta tables."""
+    path = lake.table_path(name)
+    if not DeltaTable.isDeltaTable(spark, path):
+        return _missing(path, table)
+    if check == FRESHNESS:
+        assert isinstance(expectation, FreshnessExpectation)
+        return check_freshness(spark, path, expectation.max_age_minutes)
+    frame = spark.read.format("delta").load(path)
+    if check == SCHEMA:
+        assert isinstance(expectation, SchemaExpectation)
+        declared = declared_schema(table, name)
+        assert declared is not None
+        return check_schema(frame.schema, declared, expectation.allow_extra_columns)
+    if check == KEYS_NOT_NULL:
+        return check_keys_not_null(frame, required_keys(table, config or ChecksConfig()))
+    if check == KEYS_UNIQUE:
+        return check_keys_unique(frame, unique_keys(table))
+    if check == DEAD_LETTER_RATIO:
+        assert isinstance(expectation, DeadLetterExpectation)
+        assert isinstance(table.sink, WithDeadLetters)
+        dead_path = lake.table_path(table.sink.dead_letter_table)
+        dead = (spark.read.format("delta").load(dead_path).count()
+                if DeltaTable.isDeltaTable(spark, dead_path) else 0)
+        return check_dead_letter_ratio(frame.count(), dead, expectation.max_ratio)
+    raise ValueError(f"unknown check {check!r}")
+
+
+def build_checks(
+    table: StreamingTable, config: ChecksConfig | None = None
+) -> AssetChecksDefinition:
+    """All checks of one declared query, as one multi-asset check (one step, one session)."""
+    config = config or ChecksConfig()
+    planned = planned_checks(table, config)
+    by_key = {AssetCheckKey(AssetKey(name), check): (name, check, exp)
+              for name, check, exp, _ in planned}
+    specs = [
+        AssetCheckSpec(check, asset=AssetKey(name), description=text, blocking=exp.blocking,
+                       metadata={"severity": exp.severity})
+        for name, check, exp, text in planned
+    ]
+
+    @multi_asset_check(
+        name=f"{table.name}_checks",
+        specs=specs,
+        can_subset=True,
+        required_resource_keys=RESOURCE_KEYS,
+        description=f"Checks derived from the {table.name} declaration.",
+    )
+    def _checks(context) -> Iterator[AssetCheckResult]:  # AssetCheckExecutionContext
+        spark = context.resources.spark.spark_session
+        lake = context.resources.lake
+        for key in sorted(context.selected_asset_check_keys, key=lambda k: k.to_user_string()):
+            name, check, expectation = by_key[key]
+            outcome = evaluate(spark, lake, table, name, check, expectation, config)
+            yield AssetCheckResult(
+                asset_key=key.asset_key,
+                check_name=check,
+                passed=outcome.passed,
+                severity=_severity(expectation),
+                description=outcome.description,
+                metadata=outcome.metadata,
+            )
+
+    return _checks
+
+
+def build_all_checks(
+    tables: Iterable[StreamingTable],
+    config: ChecksConfig | None = None,
+    per_table: Mapping[str, ChecksConfig] | None = None,
+) -> list[AssetChecksDefinition]:
+    """Checks for every declaration; `per_table` overrides the config of named queries."""
+    per_table = per_table or {}
+    return [build_checks(t, per_table.get(t.name, config)) for t in tables]

@@ -1,0 +1,388 @@
+"""Health of running streams: what the continuous job reports, and incidents derived from it.
+
+The continuous job writes one `StreamReport` per query every few seconds into Dagster's event
+log (as metadata of an asset event); the health sensor reads the latest report of each stream
+and feeds it to `HealthState.evaluate`, a small state machine per stream and problem:
+
+    ok --(problem seen)--> open: one "firing" alert
+    open --(problem seen again)--> open: nothing
+    open --(problem absent `clear_after` times, or the stream stopped)--> ok: one "resolved"
+
+so an incident produces exactly one alert and one resolved notice however many ticks it lasts.
+Everything here is pure (no Dagster instance, Spark or network); the state is plain JSON and
+lives in the sensor's cursor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from itertools import pairwise
+from typing import Any
+
+from dagster import MetadataValue
+
+FIRING = "firing"
+RESOLVED = "resolved"
+REPORT_MARKER = "stream_status"
+_MAX_OUTBOX = 100
+
+
+class Problem(StrEnum):
+    FAILED = "failed"
+    STALLED = "stalled"
+    BEHIND = "behind"
+    DEAD_LETTERS = "dead_letters"
+    RUN_FAILED = "run_failed"
+
+
+class Status(StrEnum):
+    """What a query is doing, as the continuous job reports it."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    IDLE = "idle"
+    WAITING = "waiting"  # for an upstream table to exist
+    FAILED = "failed"  # failed, and not yet recovered (restarts included)
+    STOPPED = "stopped"
+
+
+def _value(raw: Any) -> Any:
+    return getattr(raw, "value", raw)
+
+
+@dataclass(frozen=True)
+class StreamReport:
+    """One query's state at one moment, and what it did since the previous report."""
+
+    query: str
+    status: str
+    reported_at: float
+    batches: int = 0
+    input_rows: int = 0
+    input_rows_per_second: float = 0.0
+    processed_rows_per_second: float = 0.0
+    behind_batches: int = 0
+    last_batch_id: int | None = None
+    last_batch_at: float | None = None
+    started_at: float | None = None
+    kafka_lag: int | None = None
+    dead_letter_rows: int | None = None
+    consecutive_failures: int = 0
+    error: str | None = None
+
+    _TIMES = ("last_batch_at", "started_at")
+
+    def to_metadata(self) -> dict[str, Any]:
+        """Dagster metadata: numbers stay numbers (plottable), times are timestamps."""
+        meta: dict[str, Any] = {REPORT_MARKER: str(self.status)}
+        for name, value in asdict(self).items():
+            if name in ("status", "reported_at") or value is None:
+                continue
+            meta[name] = MetadataValue.timestamp(float(value)) if name in self._TIMES else value
+        return meta
+
+    @classmethod
+    def from_metadata(
+        cls, metadata: Mapping[str, Any], reported_at: float
+    ) -> StreamReport | None:
+        """The report in an event's metadata, None if the event carries none."""
+        if REPORT_MARKER not in metadata:
+            return None
+        values = {k: _value(v) for k, v in metadata.items()}
+        known = {f for f in cls.__dataclass_fields__ if f not in ("status", "reported_at")}
+        kwargs = {k: v for k, v in values.items() if k in known}
+        try:
+            return cls(status=str(values[REPORT_MARKER]), reported_at=reported_at, **kwargs)
+        except TypeError:
+            return None
+
+
+@dataclass(frozen=True)
+class HealthThresholds:
+    """When a stream counts as unhealthy. Times in seconds."""
+
+    stall_after_s: float = 300.0
+    silent_after_s: float = 600.0
+    behind_batches: int = 3
+    dead_letter_ratio: float = 0.05
+    dead_letter_window_rows: int = 1000
+    dead_letter_min_rows: int = 200
+    clear_after: int = 1
+
+    def __post_init__(self) -> None:
+        if self.behind_batches < 1 or self.clear_after < 1:
+            raise ValueError("behind_batches and clear_after must be at least 1")
+        if not 0 <= self.dead_letter_ratio <= 1:
+            raise ValueError("dead_letter_ratio is a fraction between 0 and 1")
+
+
+@dataclass(frozen=True)
+class StreamView:
+    """What the sensor knows about one stream at one evaluation."""
+
+    stream: str
+    running: bool
+    report: StreamReport | None = None
+    report_id: int | None = None  # event storage id, to tell a new report from a seen one
+    run_id: str | None = None
+    run_started_at: float | None = None
+    ended_because: str | None = None  # why a stream that was running no longer is
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One notification: a problem starts (firing) or ends (resolved)."""
+
+    stream: str
+    problem: str
+    state: str
+    summary: str
+    detail: str = ""
+    at: float = 0.0
+    since: float | None = None
+    run_id: str | None = None
+
+    @property
+    def incident(self) -> str:
+        return f"{self.stream}/{self.problem}/{int(self.since or self.at)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Alert:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def problems(
+    view: StreamView,
+    lag_history: list[int],
+    now: float,
+    t: HealthThresholds,
+    dead_window: tuple[int, int] | None = None,
+) -> dict[Problem, str | None]:
+    """Each problem that can be judged now: its description if present, None if absent.
+
+    A problem missing from the result cannot be judged (no data) and keeps its state.
+    """
+    report = view.report
+    found: dict[Problem, str | None] = {}
+    if report is None:
+        if view.run_started_at is not None and now - view.run_started_at > t.silent_after_s:
+            found[Problem.STALLED] = (
+                f"no report from the continuous run for {_fmt_s(now - view.run_started_at)} "
+                "since it started"
+            )
+        return found
+
+    failing = report.status == Status.FAILED
+    found[Problem.FAILED] = None
+    if failing:
+        restarts = (
+            f" ({report.consecutive_failures} failed attempts so far)"
+            if report.consecutive_failures > 1 else ""
+        )
+        found[Problem.FAILED] = (report.error or "the query stopped with an error") + restarts
+
+    age = now - report.reported_at
+    found[Problem.STALLED] = None
+    if age > t.silent_after_s:
+        found[Problem.STALLED] = (
+            f"no report from the continuous run for {_fmt_s(age)}: the job may be hung"
+        )
+    elif not failing and report.status in (Status.RUNNING, Status.IDLE, Status.STARTING):
+        since = report.last_batch_at or report.started_at
+        waiting = report.kafka_lag
+        if since is not None and waiting and now - since > t.stall_after_s:
+            found[Problem.STALLED] = (
+                f"no batch completed for {_fmt_s(now - since)} while {waiting} records wait"
+            )
+
+    behind = None
+    if report.behind_batches >= t.behind_batches:
+        behind = (
+            f"input rate above processing rate for {report.behind_batches} consecutive batches "
+            f"({report.input_rows_per_second:.0f} rows/s in, "
+            f"{report.processed_rows_per_second:.0f} rows/s processed)"
+        )
+    elif len(lag_history) > t.behind_batches and all(
+        a < b for a, b in pairwise(lag_history)
+    ):
+        behind = (
+            f"Kafka lag grew over {len(lag_history) - 1} consecutive reports: "
+            f"{lag_history[0]} -> {lag_history[-1]} records"
+        )
+    found[Problem.BEHIND] = behind
+
+    if dead_window is None and report.dead_letter_rows is not None:
+        dead_window = (report.input_rows, report.dead_letter_rows)
+    if dead_window is not None and dead_window[0] >= t.dead_letter_min_rows:
+        rows, dead = dead_window
+        ratio = dead / rows
+        found[Problem.DEAD_LETTERS] = (
+            f"{ratio:.1%} of the last {rows} records were dead-lettered "
+            f"(threshold {t.dead_letter_ratio:.1%})"
+            if ratio > t.dead_letter_ratio else None
+        )
+    return found
+
+
+_TITLES = {
+    Problem.FAILED: "query failed",
+    Problem.STALLED: "stream stalled",
+    Problem.BEHIND: "stream falling behind",
+    Problem.DEAD_LETTERS: "dead-letter rate above threshold",
+}
+
+
+@dataclass
+class StreamState:
+    open: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lags: list[list[int]] = field(default_factory=list)  # [report_id, lag] samples
+    dead: list[list[int]] = field(default_factory=list)  # [report_id, rows, dead] samples
+
+
+@dataclass
+class HealthState:
+    """Open incidents per stream, recent lag samples, and alerts not delivered yet."""
+
+    streams: dict[str, StreamState] = field(default_factory=dict)
+    outbox: list[Alert] = field(default_factory=list)
+
+    # -- persistence (the sensor cursor) -------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "v": 1,
+                "streams": {n: asdict(s) for n, s in self.streams.items()
+                            if s.open or s.lags or s.dead},
+                "outbox": [a.to_dict() for a in self.outbox],
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> HealthState:
+        if not text:
+            return cls()
+        try:
+            data = json.loads(text)
+            return cls(
+                streams={n: StreamState(**s) for n, s in data.get("streams", {}).items()},
+                outbox=[Alert.from_dict(a) for a in data.get("outbox", [])],
+            )
+        except (ValueError, TypeError, KeyError):
+            return cls()  # an unreadable cursor starts over rather than blocking alerts
+
+    def open_incidents(self, stream: str) -> dict[str, dict[str, Any]]:
+        state = self.streams.get(stream)
+        return dict(state.open) if state else {}
+
+    # -- the state machine --------------------------------------------------------------
+    def evaluate(
+        self, views: Iterable[StreamView], now: float, thresholds: HealthThresholds
+    ) -> list[Alert]:
+        """Update incidents from this evaluation's views; returns (and queues) new alerts."""
+        new: list[Alert] = []
+        for view in views:
+            state = self.streams.setdefault(view.stream, StreamState())
+            if not view.running:
+                reason = view.ended_because or "the stream is no longer running"
+                for problem, incident in sorted(state.open.items()):
+                    new.append(self._alert(view, problem, RESOLVED, incident, now, reason))
+                state.open.clear()
+                state.lags.clear()
+                state.dead.clear()
+                continue
+            history = self._sample_lag(state, view, thresholds)
+            window = self._sample_dead_letters(state, view, thresholds)
+            for problem, detail in problems(view, history, now, thresholds, window).items():
+                incident = state.open.get(problem)
+                if detail is not None:
+                    if incident is None:
+                        incident = {"since": now, "detail": detail, "clear": 0}
+                        state.open[problem] = incident
+                        new.append(self._alert(view, problem, FIRING, incident, now, detail))
+                    else:
+                        incident.update(detail=detail, clear=0)
+                elif incident is not None:
+                    incident["clear"] = incident.get("clear", 0) + 1
+                    if incident["clear"] >= thresholds.clear_after:
+                        del state.open[problem]
+                        new.append(self._alert(view, problem, RESOLVED, incident, now,
+                                               "back to normal"))
+        self.outbox.extend(new)
+        del self.outbox[:-_MAX_OUTBOX]
+        return new
+
+    @staticmethod
+    def _sample_lag(state: StreamState, view: StreamView, t: HealthThresholds) -> list[int]:
+        report = view.report
+        if report is not None and report.kafka_lag is not None and view.report_id is not None:
+            if not state.lags or state.lags[-1][0] != view.report_id:
+                state.lags.append([view.report_id, int(report.kafka_lag)])
+            del state.lags[: -(t.behind_batches + 1)]
+        return [lag for _, lag in state.lags]
+
+    @staticmethod
+    def _sample_dead_letters(state: StreamState, view: StreamView, t: HealthThresholds
+                             ) -> tuple[int, int] | None:
+        """(rows, dead letters) over the newest reports holding `dead_letter_window_rows`."""
+        report = view.report
+        if (report is not None and report.dead_letter_rows is not None and report.input_rows
+                and view.report_id is not None
+                and (not state.dead or state.dead[-1][0] != view.report_id)):
+            state.dead.append([view.report_id, report.input_rows, report.dead_letter_rows])
+        rows = dead = 0
+        keep = 0
+        for _, sample_rows, sample_dead in reversed(state.dead):
+            keep += 1
+            rows += sample_rows
+            dead += sample_dead
+            if rows >= t.dead_letter_window_rows:
+                break
+        del state.dead[: len(state.dead) - keep]
+        return (rows, dead) if state.dead else None
+
+    @staticmethod
+    def _alert(view: StreamView, problem: str, state: str, incident: Mapping[str, Any],
+               now: float, detail: str) -> Alert:
+        title = _TITLES.get(Problem(problem), problem)
+        summary = f"{view.stream}: {title}" + (" - resolved" if state == RESOLVED else "")
+        return Alert(
+            stream=view.stream,
+            problem=str(problem),
+            state=state,
+            summary=summary,
+            detail=detail,
+            at=now,
+            since=incident.get("since"),
+            run_id=view.run_id,
+        )
+
+    # -- delivery -------------------------------------------------------------------------
+    def deliver(self, send: Callable[[Alert], None]) -> tuple[list[Alert], list[str]]:
+        """Send queued alerts in order; stop at the first failure and keep the rest queued.
+
+        Returns what was sent and the errors (already secret-free, from the sink).
+        """
+        sent: list[Alert] = []
+        errors: list[str] = []
+        while self.outbox:
+            alert = self.outbox[0]
+            try:
+                send(alert)
+            except Exception as exc:
+                errors.append(str(exc))
+                break
+            sent.append(self.outbox.pop(0))
+        return sent, errors
+

@@ -1,0 +1,381 @@
+"""Spark's streaming query events -> throttled Dagster events on each table's asset.
+
+`QueryEventListener` is the StreamingQueryListener: Spark calls it on its listener thread
+(started, progress, idle, terminated) and it only queues plain dicts, so it never blocks a
+query. The continuous job drains the queue into one `StreamTracker` per query, a pure
+accumulator that decides when a report is due (at most one per `interval_s`, a heartbeat
+every `heartbeat_s`, failures at once) and sums what happened in between. `stream_events`
+turns a report into Dagster events: an AssetMaterialization on each table that got rows,
+else an AssetObservation, all carrying numeric metadata the UI can plot and the health
+sensor reads back (see health.StreamReport).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from dagster import AssetKey, AssetMaterialization, AssetObservation, MetadataValue
+from pyspark.sql.streaming.listener import StreamingQueryListener
+
+from stream_assets.monitoring.health import Status, StreamReport
+from stream_assets.monitoring.lag import (
+    Offsets,
+    TopicLag,
+    lag_by_partition,
+    parse_offsets,
+    query_lag,
+    total_lag,
+)
+from stream_assets.monitoring.metadata import rows_written
+
+STARTED, PROGRESS, IDLE, TERMINATED = "started", "progress", "idle", "terminated"
+
+
+@dataclass(frozen=True)
+class QueryEvent:
+    """One lifecycle event of a query, as plain data."""
+
+    kind: str
+    query_id: str
+    run_id: str
+    at: float
+    name: str | None = None
+    progress: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class QueryEventListener(StreamingQueryListener):
+    """Queues every query's lifecycle events for the job's loop; does no work of its own."""
+
+    def __init__(self) -> None:
+        self._events: queue.SimpleQueue[QueryEvent] = queue.SimpleQueue()
+        self.errors = 0
+
+    def _put(self, make) -> None:
+        try:
+            self._events.put(make())
+        except Exception:  # never let a listener error reach Spark's listener bus
+            self.errors += 1
+
+    def onQueryStarted(self, event) -> None:
+        self._put(lambda: QueryEvent(STARTED, str(event.id), str(event.runId), time.time(),
+                                     name=event.name))
+
+    def onQueryProgress(self, event) -> None:
+        def make() -> QueryEvent:
+            progress = json.loads(event.progress.json)
+            return QueryEvent(PROGRESS, str(progress["id"]), str(progress["runId"]), time.time(),
+                              name=progress.get("name"), progress=progress)
+
+        self._put(make)
+
+    def onQueryIdle(self, event) -> None:
+        self._put(lambda: QueryEvent(IDLE, str(event.id), str(event.runId), time.time()))
+
+    def onQueryTerminated(self, event) -> None:
+        self._put(lambda: QueryEvent(TERMINATED, str(event.id), str(event.runId), time.time(),
+                                     error=event.exception))
+
+    def drain(self) -> list[QueryEvent]:
+        events = []
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                return events
+
+
+def _epoch(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    try:
+        value = datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+    return value if value > 0 else None  # Spark's "no watermark yet" is the epoch
+
+
+@dataclass
+class BatchTotals:
+    """What the batches since the previous report did, summed."""
+
+    batches: int = 0
+    input_rows: int = 0
+    rows_dropped_by_watermark: int = 0
+    batch_duration_ms: int = 0
+    batch_duration_ms_max: int = 0
+    first_batch_id: int | None = None
+    last_batch_id: int | None = None
+    _input_seconds: float = 0.0
+    _processing_seconds: float = 0.0
+    latest: dict[str, Any] | None = None
+
+    def add(self, progress: Mapping[str, Any]) -> None:
+        rows = int(progress.get("numInputRows") or 0)
+        duration = int((progress.get("durationMs") or {}).get("triggerExecution") or 0)
+        batch_id = progress.get("batchId")
+        self.batches += 1
+        self.input_rows += rows
+        self.batch_duration_ms = duration
+        self.batch_duration_ms_max = max(self.batch_duration_ms_max, duration)
+        if batch_id is not None:
+            if self.first_batch_id is None:
+                self.first_batch_id = int(batch_id)
+            self.last_batch_id = int(batch_id)
+        for op in progress.get("stateOperators") or []:
+            self.rows_dropped_by_watermark += int(op.get("numRowsDroppedByWatermark") or 0)
+        input_rate = float(progress.get("inputRowsPerSecond") or 0.0)
+        if rows and input_rate > 0:
+            self._input_seconds += rows / input_rate
+        self._processing_seconds += duration / 1000
+        self.latest = dict(progress)
+
+    @property
+    def input_rows_per_second(self) -> float:
+        """Rows over the time they took to arrive, as Spark measures it per batch."""
+        return self.input_rows / self._input_seconds if self._input_seconds else 0.0
+
+    @property
+    def processed_rows_per_second(self) -> float:
+        return self.input_rows / self._processing_seconds if self._processing_seconds else 0.0
+
+
+def behind(progress: Mapping[str, Any]) -> bool | None:
+    """Whether a batch fell behind (input faster than processing); None if it read nothing."""
+    if not int(progress.get("numInputRows") or 0):
+        return None
+    return float(progress.get("inputRowsPerSecond") or 0.0) > float(
+        progress.get("processedRowsPerSecond") or 0.0
+    )
+
+
+@dataclass
+class StreamTracker:
+    """One query's state between reports; pure (fed with times and progress dicts)."""
+
+    query: str
+    started_at: float
+    status: str = Status.STARTING
+    last_batch_at: float | None = None
+    last_batch_id: int | None = None
+    latest_progress: dict[str, Any] | None = None
+    behind_streak: int = 0
+    failures: int = 0
+    error: str | None = None
+    last_report_at: float | None = None
+    urgent: bool = True  # the first report (starting) goes out at once
+    totals: BatchTotals = field(default_factory=BatchTotals)
+
+    def on_started(self, now: float) -> None:
+        self.started_at = now
+        if self.status != Status.FAILED:
+            self.status = Status.STARTING
+
+    def on_progress(self, progress: Mapping[str, Any], now: float) -> None:
+        self.totals.add(progress)
+        self.latest_progress = dict(progress)
+        self.last_batch_at = now
+        if progress.get("batchId") is not None:
+            self.last_batch_id = int(progress["batchId"])
+        verdict = behind(progress)
+        if verdict is not None:
+            self.behind_streak = self.behind_streak + 1 if verdict else 0
+        self._healthy(Status.RUNNING if int(progress.get("numInputRows") or 0) else Status.IDLE)
+
+    def on_idle(self, now: float) -> None:
+        self._healthy(Status.IDLE)
+
+    def _healthy(self, status: str) -> None:
+        if self.failures:
+            self.urgent = True  # recovered: say so without waiting for the interval
+        self.failures = 0
+        self.error = None
+        self.status = status
+
+    def on_failed(self, error: str, now: float) -> None:
+        self.failures += 1
+        self.error = error
+        self.status = Status.FAILED
+        self.urgent = True
+
+    def on_waiting(self, reason: str) -> None:
+        if self.status != Status.WAITING:
+            self.urgent = True
+        self.status = Status.WAITING
+        self.error = reason
+
+    def on_stopped(self, now: float) -> None:
+        self.status = Status.STOPPED
+        self.urgent = True
+
+    def due(self, now: float, interval_s: float, heartbeat_s: float) -> bool:
+        """Whether a report should go out now: throttled, but failures and firsts at once."""
+        if self.urgent or self.last_report_at is None:
+            return True
+        elapsed = now - self.last_report_at
+        return (self.totals.batches > 0 and elapsed >= interval_s) or elapsed >= heartbeat_s
+
+    def take(
+        self, now: float, kafka_lag: int | None = None, dead_letter_rows: int | None = None
+    ) -> tuple[StreamReport, BatchTotals]:
+        """The report for this moment and the batches it covers; starts a new interval."""
+        totals, self.totals = self.totals, BatchTotals()
+        self.last_report_at = now
+        self.urgent = False
+        report = StreamReport(
+            query=self.query,
+            status=str(self.status),
+            reported_at=now,
+            batches=totals.batches,
+            input_rows=totals.input_rows,
+            input_rows_per_second=round(totals.input_rows_per_second, 3),
+            processed_rows_per_second=round(totals.processed_rows_per_second, 3),
+            behind_batches=self.behind_streak,
+            last_batch_id=self.last_batch_id,
+            last_batch_at=self.last_batch_at,
+            started_at=self.started_at,
+            kafka_lag=kafka_lag,
+            dead_letter_rows=dead_letter_rows,
+            consecutive_failures=self.failures,
+            error=self.error if self.status in (Status.FAILED, Status.WAITING) else None,
+        )
+        return report, totals
+
+
+def batch_metadata(totals: BatchTotals, lags: list[TopicLag] | None) -> dict[str, Any]:
+    """The per-batch figures beyond the report: durations, watermark, state, lag detail."""
+    meta: dict[str, Any] = {
+        "batch_duration_ms": totals.batch_duration_ms,
+        "batch_duration_ms_max": totals.batch_duration_ms_max,
+        "rows_dropped_by_watermark": totals.rows_dropped_by_watermark,
+    }
+    if totals.first_batch_id is not None:
+        meta["first_batch_id"] = totals.first_batch_id
+    latest = totals.latest or {}
+    watermark = _epoch((latest.get("eventTime") or {}).get("watermark"))
+    if watermark:
+        meta["watermark"] = MetadataValue.timestamp(watermark)
+    operators = latest.get("stateOperators") or []
+    if operators:
+        meta["state_rows"] = sum(int(op.get("numRowsTotal") or 0) for op in operators)
+        meta["state_memory_bytes"] = sum(int(op.get("memoryUsedBytes") or 0) for op in operators)
+    if lags is not None:
+        meta["kafka_lag_by_partition"] = MetadataValue.json(lag_by_partition(lags))
+    return meta
+
+
+def stream_events(
+    main_table: str,
+    tables: Iterable[str],
+    report: StreamReport,
+    totals: BatchTotals,
+    written: Mapping[str, int],
+    lags: list[TopicLag] | None,
+) -> list[AssetMaterialization | AssetObservation]:
+    """Dagster events for one report: a materialization per table that changed, else an
+    observation of the main table (a heartbeat, a failure, a stop)."""
+    shared = {**report.to_metadata(), **batch_metadata(totals, lags)}
+    if report.dead_letter_rows is not None and report.input_rows:
+        shared["dead_letter_ratio"] = round(report.dead_letter_rows / report.input_rows, 6)
+    span = (
+        f"batches {totals.first_batch_id}-{totals.last_batch_id}"
+        if totals.first_batch_id is not None else "no batch"
+    )
+    description = (
+        f"{report.query} {report.status}: {report.input_rows} rows read in {report.batches} "
+        f"batch(es) ({span})"
+    )
+    events: list[AssetMaterialization | AssetObservation] = []
+    for name in tables:
+        rows = written.get(name, 0)
+        changed = rows > 0 or (name == main_table and report.input_rows > 0)
+        meta = {**shared, "rows_written": rows, "mode": "continuous"}
+        if changed:
+            events.append(AssetMaterialization(
+                AssetKey(name), description=f"{description}; {rows} rows written to {name}",
+                metadata=meta))
+        elif name == main_table:
+            events.append(AssetObservation(AssetKey(name), description=description,
+                                           metadata=meta))
+    return events
+
+
+# -- measurements (I/O): Kafka lag and the rows each Delta commit wrote ----------------------
+
+def checkpoint_offsets(checkpoint: str) -> Offsets:
+    """Kafka offsets after the last committed batch of a local checkpoint ({} if unknown).
+
+    Until a restarted query completes a batch, this is where it stands.
+    """
+    commits = os.path.join(checkpoint, "commits")
+    try:
+        done = [int(n) for n in os.listdir(commits) if n.isdigit()]
+    except OSError:
+        return {}
+    if not done:
+        return {}
+    try:
+        with open(os.path.join(checkpoint, "offsets", str(max(done)))) as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return {}
+    offsets: Offsets = {}
+    for line in lines[2:]:  # "v1", the batch metadata, then one line per source
+        for topic, parts in parse_offsets(line).items():
+            offsets.setdefault(topic, {}).update(parts)
+    return offsets
+
+
+def measure_lag(source, topics: Iterable[str], processed: Offsets) -> list[TopicLag]:
+    """Broker offsets now, against the query's processed offsets (broker-side topic names)."""
+    broker = {source.topic_name(t): source.offsets(t) for t in topics}
+    return query_lag(broker, processed)
+
+
+class DeltaWrites:
+    """Rows the new commits of each table wrote since the previous call."""
+
+    def __init__(self, spark, paths: Mapping[str, str]) -> None:
+        self.spark = spark
+        self.paths = dict(paths)
+        self.versions: dict[str, int] = {}
+        for name in self.paths:
+            self.versions[name] = self._history(name, 1)[0] if self._exists(name) else -1
+
+    def _exists(self, name: str) -> bool:
+        from delta.tables import DeltaTable
+
+        return DeltaTable.isDeltaTable(self.spark, self.paths[name])
+
+    def _history(self, name: str, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        from delta.tables import DeltaTable
+
+        rows = (
+            DeltaTable.forPath(self.spark, self.paths[name]).history(limit)
+            .select("version", "operationMetrics").collect()
+        )
+        commits = [r.asDict(recursive=True) for r in rows]
+        return max((c["version"] for c in commits), default=-1), commits
+
+    def take(self, limit: int = 100) -> dict[str, int]:
+        written: dict[str, int] = {}
+        for name in self.paths:
+            if not self._exists(name):
+                written[name] = 0
+                continue
+            latest, commits = self._history(name, limit)
+            seen = self.versions.get(name, -1)
+            written[name] = rows_written(c for c in commits if c["version"] > seen)
+            self.versions[name] = max(seen, latest)
+        return written
+
+
+def lag_total(lags: list[TopicLag] | None) -> int | None:
+    return None if lags is None else total_lag(lags)

@@ -1,0 +1,429 @@
+"""Sensors: stream health alerts, failed-run alerts, and catch-up runs when input moved.
+
+- `stream_health_sensor` reads the latest report each running stream left in Dagster's event
+  log (health.StreamReport, written by the continuous job) and keeps incidents in its cursor:
+  one alert when a problem starts, one "resolved" notice when it ends, to the webhook and to
+  the event log (the `stream_health` check of the stream's asset).
+- `streaming_run_failure_alert` alerts once per failed run of any job of this code location.
+- `catch_up_sensor` requests a catch-up materialization of a table when its input moved (the
+  Kafka topics' latest offsets, or the upstream Delta table's version), unless the table is
+  already being written (continuous run or catch-up run in flight).
+
+The sensors run in the daemon, never in the job's process: everything they know comes from
+Dagster's storage, the broker and the Delta logs on disk, so they start no Spark session.
+"""
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from dagster import (
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    AssetSelection,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunRequest,
+    RunsFilter,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    multi_asset_check,
+    run_failure_sensor,
+    sensor,
+)
+
+from stream_assets.jobs import CONTINUOUS, MODE_TAG, OP_NAME, select_tables
+from stream_assets.monitoring.alerts import HEALTH_CHECK, health_evaluation
+from stream_assets.monitoring.health import (
+    FIRING,
+    Alert,
+    HealthState,
+    HealthThresholds,
+    Problem,
+    Status,
+    StreamReport,
+    StreamView,
+    problems,
+)
+from stream_assets.resources.alerting import AlertSink
+from stream_assets.resources.kafka import KafkaCompatibleSource
+from stream_assets.resources.lake import DeltaLake
+from stream_assets.tables.declaration import StreamingTable
+
+INTERVAL_ENV = "STREAM_ASSETS_SENSOR_INTERVAL_S"
+CATCH_UP_TAG = "stream_assets/catch_up"
+_IN_FLIGHT = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+
+
+def sensor_interval(default: int) -> int:
+    """Seconds between evaluations: $STREAM_ASSETS_SENSOR_INTERVAL_S, else `default`."""
+    raw = os.environ.get(INTERVAL_ENV)
+    return max(1, int(float(raw))) if raw else default
+
+
+# -- reading the continuous job's reports from Dagster's storage -----------------------------
+
+@dataclass(frozen=True)
+class LatestReport:
+    report: StreamReport
+    storage_id: int
+    run_id: str
+
+
+def latest_report(instance: DagsterInstance, key: AssetKey) -> LatestReport | None:
+    """The newest stream report on an asset, whether it came as observation or materialization."""
+    best: LatestReport | None = None
+    for fetch in (instance.fetch_observations, instance.fetch_materializations):
+        for record in fetch(key, limit=5).records:
+            event = record.asset_event
+            if event is None:
+                continue
+            report = StreamReport.from_metadata(event.metadata, record.timestamp)
+            if report is None:
+                continue
+            if best is None or record.storage_id > best.storage_id:
+                best = LatestReport(report, record.storage_id, record.run_id)
+            break
+    return best
+
+
+def continuous_runs(instance: DagsterInstance, statuses: Sequence[DagsterRunStatus]
+                    ) -> list[DagsterRun]:
+    return list(instance.get_runs(RunsFilter(tags={MODE_TAG: CONTINUOUS}, statuses=statuses)))
+
+
+def run_tables(run: DagsterRun, catalog: Sequence[StreamingTable]) -> set[str]:
+    """The queries a continuous run runs (from its run config; all when none are named)."""
+    config = ((run.run_config or {}).get("ops", {}).get(OP_NAME, {}) or {}).get("config") or {}
+    names = config.get("tables") or []
+    try:
+        return {t.name for t in select_tables(catalog, names)}
+    except Exception:
+        return {t.name for t in catalog}
+
+
+def stream_views(
+    instance: DagsterInstance, catalog: Sequence[StreamingTable]
+) -> list[StreamView]:
+    """What is known about each declared stream now (running or not, and its last report)."""
+    running = continuous_runs(instance, [DagsterRunStatus.STARTED])
+    by_id = {run.run_id: run for run in running}
+    views = []
+    for table in catalog:
+        latest = latest_report(instance, AssetKey(table.name))
+        owner = next((r for r in running if table.name in run_tables(r, catalog)), None)
+        if latest is not None and latest.run_id in by_id:
+            stopped = latest.report.status == Status.STOPPED
+            views.append(StreamView(
+                stream=table.name, running=not stopped, report=latest.report,
+                report_id=latest.storage_id, run_id=latest.run_id,
+                ended_because="the query was stopped" if stopped else None,
+            ))
+        elif owner is not None:
+            record = instance.get_run_record_by_id(owner.run_id)
+            started = None
+            if record is not None:
+                started = record.start_time or record.create_timestamp.timestamp()
+            views.append(StreamView(
+                stream=table.name, running=True, run_id=owner.run_id, run_started_at=started,
+            ))
+        else:
+            reason = None
+            if latest is not None:
+                run = instance.get_run_by_id(latest.run_id)
+                status = run.status.value if run else "deleted"
+                reason = f"run {latest.run_id[:8]} is no longer running ({status})"
+            views.append(StreamView(stream=table.name, running=False, run_id=None,
+                                    ended_because=reason))
+    return views
+
+
+# -- stream health ---------------------------------------------------------------------------
+
+def evaluate_health(
+    context: SensorEvaluationContext,
+    catalog: Sequence[StreamingTable],
+    thresholds: HealthThresholds,
+    alerting: AlertSink,
+    now: float | None = None,
+) -> SensorResult:
+    state = HealthState.from_json(context.cursor)
+    views = stream_views(context.instance, catalog)
+    now = time.time() if now is None else now
+    new = state.evaluate(views, now, thresholds)
+    for alert in new:
+        log = context.log.warning if alert.state == FIRING else context.log.info
+        log(f"{alert.summary}: {alerting.safe(alert.detail)}")
+    sent, errors = state.deliver(alerting.send)
+    for error in errors:
+        context.log.error(f"alert delivery failed, will retry next tick: {alerting.safe(error)}")
+    by_stream: dict[str, list[Alert]] = {}
+    for alert in new:
+        by_stream.setdefault(alert.stream, []).append(alert)
+    events = [
+        health_evaluation(AssetKey(stream), state.open_incidents(stream), alerts)
+        for stream, alerts in sorted(by_stream.items())
+    ]
+    watched = sum(1 for v in views if v.running)
+    open_count = sum(len(state.open_incidents(v.stream)) for v in views)
+    summary = (
+        f"{watched} running stream(s), {open_count} open incident(s); "
+        f"{len(new)} new alert(s), {len(sent)} delivered, {len(state.outbox)} queued"
+    )
+    return SensorResult(cursor=state.to_json(), asset_events=events,
+                        skip_reason=None if new else summary)
+
+
+def build_health_sensor(
+    catalog: Sequence[StreamingTable],
+    thresholds: HealthThresholds | None = None,
+    name: str = "stream_health_sensor",
+    minimum_interval_seconds: int | None = None,
+) -> SensorDefinition:
+    thresholds = thresholds or HealthThresholds()
+    catalog = tuple(catalog)
+
+    @sensor(
+        name=name,
+        minimum_interval_seconds=minimum_interval_seconds or sensor_interval(30),
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Alerts once when a running stream fails, stalls, falls behind or "
+        "dead-letters too much, and once more when it recovers.",
+    )
+    def stream_health_sensor(context: SensorEvaluationContext, alerting: AlertSink):
+        return evaluate_health(context, catalog, thresholds, alerting)
+
+    return stream_health_sensor
+
+
+def build_health_checks(
+    catalog: Sequence[StreamingTable], thresholds: HealthThresholds | None = None
+) -> AssetChecksDefinition:
+    """`stream_health` on every query's main table. The health sensor records its result at
+    each alert; running it by hand judges the latest report (without incident memory)."""
+    thresholds = thresholds or HealthThresholds()
+    catalog = tuple(catalog)
+    specs = [
+        AssetCheckSpec(HEALTH_CHECK, asset=AssetKey(t.name),
+                       description="The continuous query is not failed, stalled, behind or "
+                       "dead-lettering above the threshold (updated by stream_health_sensor).")
+        for t in catalog
+    ]
+
+    @multi_asset_check(specs=specs, name="stream_health_checks", can_subset=True)
+    def stream_health_checks(context):
+        views = {v.stream: v for v in stream_views(context.instance, catalog)}
+        now = time.time()
+        for key in context.selected_asset_check_keys:
+            view = views.get(key.asset_key.path[-1])
+            found = {} if view is None or not view.running else {
+                p: d for p, d in problems(view, [], now, thresholds).items() if d
+            }
+            yield AssetCheckResult(
+                asset_key=key.asset_key,
+                check_name=HEALTH_CHECK,
+                passed=not found,
+                severity=AssetCheckSeverity.ERROR if Problem.FAILED in found
+                else AssetCheckSeverity.WARN,
+                description="; ".join(f"{p}: {d}" for p, d in found.items())
+                or ("healthy" if view is not None and view.running
+                    else "not running in continuous mode"),
+            )
+
+    return stream_health_checks
+
+
+# -- failed runs -----------------------------------------------------------------------------
+
+def _step_errors(instance: DagsterInstance, run_id: str, limit: int = 3) -> list[str]:
+    errors = []
+    for record in instance.get_records_for_run(
+        run_id, of_type={DagsterEventType.STEP_FAILURE}, limit=limit
+    ).records:
+        event = record.event_log_entry.dagster_event
+        data = getattr(event, "step_failure_data", None) if event else None
+        error = getattr(data, "error", None)
+        while error is not None and error.cause is not None:  # the user's error, not Dagster's
+            error = error.cause
+        if error is not None:
+            first = error.message.strip().split("\n\tat ")[0]
+            errors.append(f"{event.step_key}: {first[:800]}")
+    return errors
+
+
+def run_failure_alert(instance: DagsterInstance, run: DagsterRun, message: str,
+                      now: float | None = None) -> Alert:
+    what = ", ".join(k.to_user_string() for k in sorted(
+        run.asset_selection or [], key=lambda k: k.to_user_string())) or run.job_name
+    steps = _step_errors(instance, run.run_id)
+    now = time.time() if now is None else now
+    return Alert(
+        stream=what,
+        problem=Problem.RUN_FAILED.value,
+        state=FIRING,
+        summary=f"run of {run.job_name} failed ({what})",
+        detail="\n".join([message, *steps]),
+        at=now,
+        since=now,
+        run_id=run.run_id,
+    )
+
+
+def build_run_failure_sensor(
+    name: str = "streaming_run_failure_alert", minimum_interval_seconds: int | None = None
+) -> SensorDefinition:
+    @run_failure_sensor(
+        name=name,
+        minimum_interval_seconds=minimum_interval_seconds or sensor_interval(30),
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Alerts once for every failed run of this code location's jobs "
+        "(continuous and catch-up).",
+    )
+    def streaming_run_failure_alert(context: RunFailureSensorContext, alerting: AlertSink):
+        message = context.failure_event.message or "the run failed"
+        alert = run_failure_alert(context.instance, context.dagster_run, message)
+        context.log.error(f"{alert.summary}: {alerting.safe(alert.detail)}")
+        alerting.send(alert)
+
+    return streaming_run_failure_alert
+
+
+# -- catch-up: materialize a table when its input moved --------------------------------------
+
+_VERSION_FILE = re.compile(r"^(\d{20})\.json$")
+
+
+def delta_log_version(path: str) -> int | None:
+    """The latest committed version of a local Delta table, read from its log (no Spark)."""
+    if "://" in path and not path.startswith("file:"):
+        return None
+    local = path.removeprefix("file://").removeprefix("file:")
+    try:
+        names = os.listdir(os.path.join(local, "_delta_log"))
+    except OSError:
+        return None
+    versions = [int(m.group(1)) for n in names if (m := _VERSION_FILE.match(n))]
+    return max(versions) if versions else None
+
+
+def input_positions(
+    table: StreamingTable, source: KafkaCompatibleSource, lake: DeltaLake
+) -> dict[str, int] | None:
+    """Where the table's inputs stand: the sum of each topic's latest offsets, each upstream
+    table's Delta version. None when an upstream or joined table does not exist yet.
+
+    A joined (static) table's changes apply to the next micro-batches, so they are not input
+    that needs a run of their own.
+    """
+    if any(delta_log_version(lake.table_path(t)) is None for t in table.static):
+        return None
+    positions: dict[str, int] = {}
+    for topic in table.kafka_topics:
+        positions[f"kafka:{topic}"] = sum(high for _, high in source.offsets(topic).values())
+    for upstream in table.upstream_tables:
+        version = delta_log_version(lake.table_path(upstream))
+        if version is None:
+            return None
+        positions[f"delta:{upstream}"] = version
+    return positions
+
+
+def plan_catch_up(
+    now_positions: Mapping[str, Mapping[str, int] | None],
+    seen: Mapping[str, Mapping[str, int]],
+    busy: Iterable[str],
+) -> list[str]:
+    """Tables to materialize: their input moved since last requested, and nobody writes them.
+
+    A table never requested before is requested when its input holds anything.
+    """
+    busy = set(busy)
+    due = []
+    for name, positions in now_positions.items():
+        if positions is None or name in busy:
+            continue
+        before = seen.get(name)
+        if before is None:
+            if any(v > 0 for v in positions.values()):
+                due.append(name)
+        elif dict(before) != dict(positions):
+            due.append(name)
+    return due
+
+
+def busy_tables(instance: DagsterInstance, catalog: Sequence[StreamingTable]) -> set[str]:
+    """Queries being written now: by a continuous run, or by a catch-up run in flight."""
+    busy: set[str] = set()
+    for run in continuous_runs(instance, [*_IN_FLIGHT, DagsterRunStatus.CANCELING]):
+        busy |= run_tables(run, catalog)
+    for run in instance.get_runs(RunsFilter(statuses=_IN_FLIGHT)):
+        keys = {k.to_user_string() for k in (run.asset_selection or [])}
+        busy |= {t.name for t in catalog if keys & set(t.tables)}
+    return busy
+
+
+def build_catch_up_sensor(
+    catalog: Sequence[StreamingTable],
+    name: str = "catch_up_sensor",
+    minimum_interval_seconds: int | None = None,
+) -> SensorDefinition:
+    catalog = tuple(catalog)
+    keys = [AssetKey(t) for decl in catalog for t in decl.tables]
+
+    @sensor(
+        name=name,
+        asset_selection=AssetSelection.assets(*keys),
+        minimum_interval_seconds=minimum_interval_seconds or sensor_interval(60),
+        default_status=DefaultSensorStatus.STOPPED,
+        description="Catch-up mode: materializes a table when its Kafka topics or upstream "
+        "Delta table moved, unless it is being written already.",
+    )
+    def catch_up_sensor(
+        context: SensorEvaluationContext, stream_source: KafkaCompatibleSource, lake: DeltaLake
+    ):
+        seen: dict[str, dict[str, int]] = json.loads(context.cursor) if context.cursor else {}
+        try:
+            positions = {t.name: input_positions(t, stream_source, lake) for t in catalog}
+        except Exception as exc:
+            return SkipReason(f"could not read input positions: {exc}")
+        busy = busy_tables(context.instance, catalog)
+        due = plan_catch_up(positions, seen, busy)
+        requests = []
+        for table in catalog:
+            if table.name not in due:
+                continue
+            current = positions[table.name] or {}
+            seen[table.name] = dict(current)
+            digest = ",".join(f"{k}={v}" for k, v in sorted(current.items()))
+            requests.append(RunRequest(
+                run_key=f"{table.name}:{digest}",
+                asset_selection=[AssetKey(t) for t in table.tables],
+                tags={CATCH_UP_TAG: table.name},
+            ))
+        cursor = json.dumps(seen, sort_keys=True)
+        if not requests:
+            waiting = [n for n, p in positions.items() if p is None]
+            reason = "no new input" + (f"; busy: {', '.join(sorted(busy))}" if busy else "") + (
+                f"; upstream missing for {', '.join(waiting)}" if waiting else "")
+            return SensorResult(skip_reason=reason, cursor=cursor)
+        return SensorResult(run_requests=requests, cursor=cursor)
+
+    return catch_up_sensor
+

@@ -1,0 +1,130 @@
+"""Asset checks derived from the declarations, run by Dagster against real Delta tables."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+from dagster import (
+    AssetCheckSeverity,
+    AssetSelection,
+    AssetSpec,
+    Definitions,
+    define_asset_job,
+)
+from pyspark.sql import functions as F
+
+from stream_assets import schemas
+from stream_assets.monitoring.checks import (
+    ChecksConfig,
+    DeadLetterExpectation,
+    Expectation,
+    SchemaExpectation,
+    build_checks,
+    check_freshness,
+    check_keys_not_null,
+    check_keys_unique,
+    check_schema,
+    planned_checks,
+)
+from stream_assets.resources import DeltaLake
+from stream_assets.tables.catalog import raw_events
+from stream_assets.tables.declaration import DeltaMerge, StreamingTable, upstream
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def event_row(i: int, offset: int | None = None, event_id: str | None = None) -> tuple:
+    return (event_id or f"e{i}", "click", "u1", NOW, {"page": "/"}, "events", 0,
+            i if offset is None else offset, NOW)
+
+
+def dead_row(i: int) -> tuple:
+    return ("{oops", "invalid JSON", NOW, "events", 1, i, b"{oops", None)
+
+
+def write(spark, path, rows, schema):
+    spark.createDataFrame(rows, schema).write.format("delta").mode("overwrite").save(path)
+
+
+def run_checks(spark_resource, lake, config: ChecksConfig | None = None):
+    checks = build_checks(raw_events, config)
+    defs = Definitions(
+        assets=[AssetSpec("raw_events"), AssetSpec("dead_letter_queue")],
+        asset_checks=[checks],
+        jobs=[define_asset_job("checks", selection=AssetSelection.checks(checks))],
+        resources={"spark": spark_resource, "lake": lake},
+    )
+    result = defs.resolve_job_def("checks").execute_in_process(raise_on_error=False)
+    return {(e.asset_key.to_user_string(), e.check_name): e
+            for e in result.get_asset_check_evaluations()}
+
+
+def test_declaration_implies_which_checks_each_table_gets():
+    planned = {(t, c) for t, c, _, _ in planned_checks(raw_events, ChecksConfig())}
+    assert planned == {
+        ("raw_events", "freshness"), ("raw_events", "schema"), ("raw_events", "keys_not_null"),
+        ("raw_events", "keys_unique"), ("raw_events", "dead_letter_ratio"),
+        ("dead_letter_queue", "freshness"), ("dead_letter_queue", "schema"),
+    }
+    counts = StreamingTable(
+        name="event_counts", sources=(upstream("raw_events"),), transform=lambda df: df,
+        sink=DeltaMerge(keys=("window_start", "event_type")), description="counts",
+        keys=("window_start", "event_type"),
+    )
+    planned = {c for _, c, _, _ in planned_checks(counts, ChecksConfig())}
+    assert {"keys_unique", "keys_not_null", "freshness"} <= planned
+    assert "dead_letter_ratio" not in planned
+    off = ChecksConfig(keys_unique=Expectation(enabled=False))
+    assert "keys_unique" not in {c for _, c, _, _ in planned_checks(counts, off)}
+
+
+def test_checks_pass_on_clean_data_and_fail_with_the_severity_the_user_chose(
+    spark, spark_resource, workdir
+):
+    lake = DeltaLake(tables_root=str(workdir / "t"), checkpoints_root=str(workdir / "c"))
+    clean = spark.createDataFrame([event_row(i) for i in range(10)], schemas.RAW_EVENTS)
+    assert check_keys_not_null(clean, raw_events.keys).passed
+    assert check_keys_unique(clean, raw_events.keys).passed
+    assert check_schema(clean.schema, schemas.RAW_EVENTS, allow_extra=False).passed
+
+    # raw_events broken in every way a check looks for; dead_letter_queue healthy
+    rows = [event_row(i) for i in range(10)] + [event_row(3, event_id="dup")]  # offset 3 twice
+    frame = spark.createDataFrame(rows, schemas.RAW_EVENTS).union(
+        spark.createDataFrame([event_row(99)], schemas.RAW_EVENTS).withColumn(
+            "offset", F.lit(None).cast("long"))
+    )
+    # a producer bug changed a type and lost a column
+    frame = frame.withColumn("partition", F.col("partition").cast("string")).drop("ingested_at")
+    frame.write.format("delta").save(lake.table_path("raw_events"))
+    write(spark, lake.table_path("dead_letter_queue"), [dead_row(i) for i in range(10)],
+          schemas.DEAD_LETTER_QUEUE)
+    config = ChecksConfig(
+        keys_unique=Expectation(severity="WARN"),
+        dead_letter_ratio=DeadLetterExpectation(max_ratio=0.2, severity="ERROR"),
+        schema_matches=SchemaExpectation(severity="WARN"),
+    )
+    results = run_checks(spark_resource, lake, config)
+    assert len(results) == 7
+    failed = {k: (r.severity, r.description) for k, r in results.items() if not r.passed}
+    assert set(failed) == {("raw_events", "keys_unique"), ("raw_events", "keys_not_null"),
+                           ("raw_events", "dead_letter_ratio"), ("raw_events", "schema")}
+    assert failed[("raw_events", "keys_unique")][0] == AssetCheckSeverity.WARN
+    assert failed[("raw_events", "keys_not_null")][0] == AssetCheckSeverity.ERROR
+    assert failed[("raw_events", "dead_letter_ratio")][0] == AssetCheckSeverity.ERROR
+    schema_problem = failed[("raw_events", "schema")][1]
+    assert "missing ingested_at" in schema_problem and "partition: int declared" in schema_problem
+    assert results[("raw_events", "keys_unique")].metadata["duplicate_keys"].value == 1
+    ratio = results[("raw_events", "dead_letter_ratio")].metadata["dead_letter_ratio"].value
+    assert ratio == pytest.approx(10 / 22, abs=1e-6)
+
+
+def test_freshness_fails_when_the_last_commit_is_older_than_allowed(spark, workdir):
+    path = str(workdir / "t" / "raw_events")
+    write(spark, path, [event_row(0)], schemas.RAW_EVENTS)
+    assert check_freshness(spark, path, max_age_minutes=30).passed
+    later = check_freshness(spark, path, max_age_minutes=30, now=time.time() + 3600)
+    assert not later.passed and later.metadata["age_minutes"] >= 59

@@ -1,0 +1,179 @@
+"""Incident detection: one alert when a problem starts, one notice when it ends."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream_assets.monitoring.health import (
+    FIRING,
+    RESOLVED,
+    HealthState,
+    HealthThresholds,
+    Problem,
+    Status,
+    StreamReport,
+    StreamView,
+)
+
+T = HealthThresholds(stall_after_s=60, silent_after_s=300, behind_batches=3,
+                     dead_letter_ratio=0.1, dead_letter_min_rows=10)
+
+
+def report(at: float, **fields) -> StreamReport:
+    base = {"query": "raw_events", "status": Status.RUNNING, "reported_at": at,
+            "last_batch_at": at, "started_at": 0.0, "kafka_lag": 0}
+    base.update(fields)
+    return StreamReport(**base)
+
+
+def view(rep: StreamReport | None, report_id: int = 1, running: bool = True, **kw) -> StreamView:
+    return StreamView("raw_events", running=running, report=rep, report_id=report_id,
+                      run_id="run-1", **kw)
+
+
+def run(state: HealthState, *views_at: tuple[StreamView, float]) -> list[tuple[str, str]]:
+    alerts = []
+    for v, now in views_at:
+        alerts += [(a.problem, a.state) for a in state.evaluate([v], now, T)]
+    return alerts
+
+
+def test_a_failed_query_alerts_once_however_many_ticks_it_stays_failed():
+    state = HealthState()
+    failed = report(100, status=Status.FAILED, error="boom: disk full", consecutive_failures=1)
+    alerts = run(state, *[(view(failed, report_id=i), 100 + i) for i in range(5)])
+    assert alerts == [(Problem.FAILED, FIRING)]
+    assert state.outbox[0].detail.startswith("boom: disk full")
+
+
+def test_failed_then_healthy_resolves_once():
+    state = HealthState()
+    failed = report(100, status=Status.FAILED, error="boom", consecutive_failures=3)
+    healthy = report(130)
+    alerts = run(state, (view(failed), 101), (view(healthy, 2), 131), (view(healthy, 2), 140))
+    assert alerts == [(Problem.FAILED, FIRING), (Problem.FAILED, RESOLVED)]
+    assert "3 failed attempts" in state.outbox[0].detail
+
+
+def test_restarts_that_keep_failing_are_still_one_incident():
+    state = HealthState()
+    views = [(view(report(100 + i, status=Status.FAILED, error="boom",
+                          consecutive_failures=i + 1), i), 101 + i) for i in range(4)]
+    assert run(state, *views) == [(Problem.FAILED, FIRING)]
+
+
+def test_stall_needs_both_no_progress_and_waiting_input():
+    state = HealthState()
+    idle_no_input = report(200, last_batch_at=100, kafka_lag=0)
+    assert run(state, (view(idle_no_input), 205)) == []
+    stuck = report(200, last_batch_at=100, kafka_lag=42)
+    assert run(state, (view(stuck, 2), 205)) == [(Problem.STALLED, FIRING)]
+    assert "42 records wait" in state.outbox[-1].detail
+    moving = report(260, last_batch_at=259, kafka_lag=42)
+    assert run(state, (view(moving, 3), 261)) == [(Problem.STALLED, RESOLVED)]
+
+
+def test_a_run_that_stops_reporting_counts_as_stalled():
+    state = HealthState()
+    assert run(state, (view(report(100)), 500)) == [(Problem.STALLED, FIRING)]
+    assert "no report" in state.outbox[-1].detail
+    silent_from_start = StreamView("raw_events", running=True, run_id="r", run_started_at=0)
+    assert run(HealthState(), (silent_from_start, 400)) == [(Problem.STALLED, FIRING)]
+
+
+def test_input_faster_than_processing_for_k_batches_is_falling_behind():
+    state = HealthState()
+    assert run(state, (view(report(10, behind_batches=2)), 11)) == []
+    assert run(state, (view(report(20, behind_batches=3), 2), 21)) == [(Problem.BEHIND, FIRING)]
+    assert run(state, (view(report(30, behind_batches=0), 3), 31)) == [(Problem.BEHIND, RESOLVED)]
+
+
+def test_lag_growing_over_k_reports_is_falling_behind_but_the_same_report_counts_once():
+    state = HealthState()
+    lags = [10, 20, 30]
+    alerts = run(state, *[(view(report(i, kafka_lag=lag), report_id=i), i) for i, lag in
+                          enumerate(lags, 1)])
+    # the same report seen again on a later tick is not a new sample
+    alerts += run(state, (view(report(3, kafka_lag=30), report_id=3), 4))
+    assert alerts == []
+    alerts = run(state, (view(report(5, kafka_lag=40), report_id=5), 5))
+    assert alerts == [(Problem.BEHIND, FIRING)]
+    assert "10 -> 40" in state.outbox[-1].detail
+
+
+def test_dead_letter_rate_is_judged_over_a_window_of_recent_records():
+    state = HealthState()
+    t = HealthThresholds(dead_letter_ratio=0.1, dead_letter_window_rows=100,
+                         dead_letter_min_rows=50)
+
+    def feed(report_id: int, rows: int, dead: int) -> list[tuple[str, str]]:
+        rep = report(report_id, input_rows=rows, dead_letter_rows=dead)
+        return [(a.problem, a.state) for a in state.evaluate([view(rep, report_id)],
+                                                             report_id, t)]
+
+    assert feed(1, 20, 10) == []  # 20 records are too few to judge
+    assert feed(2, 40, 10) == [(Problem.DEAD_LETTERS, FIRING)]  # 20 of 60
+    assert feed(2, 40, 10) == []  # the same report is not counted twice
+    assert feed(3, 0, 0) == []  # nothing read: no verdict, the incident stays open
+    assert feed(4, 30, 0) == []  # 20 of the last 90: still open, and no second alert
+    assert feed(5, 100, 1) == [(Problem.DEAD_LETTERS, RESOLVED)]  # 1 of the last 100
+
+
+def test_stopping_the_stream_resolves_its_open_incidents():
+    state = HealthState()
+    run(state, (view(report(1, status=Status.FAILED, error="x")), 1))
+    stopped = StreamView("raw_events", running=False, ended_because="run abc ended (CANCELED)")
+    assert run(state, (stopped, 2)) == [(Problem.FAILED, RESOLVED)]
+    assert state.outbox[-1].detail == "run abc ended (CANCELED)"
+    assert run(state, (stopped, 3)) == []
+
+
+def test_clear_after_waits_for_consecutive_healthy_evaluations():
+    state = HealthState()
+    thresholds = HealthThresholds(clear_after=2)
+    failed = view(report(1, status=Status.FAILED, error="x"))
+    healthy = view(report(2), 2)
+    alerts = [a.state for v, now in [(failed, 1), (healthy, 2), (failed, 3), (healthy, 4),
+                                     (healthy, 5)]
+              for a in state.evaluate([v], now, thresholds)]
+    assert alerts == [FIRING, RESOLVED]
+
+
+def test_state_survives_the_cursor_round_trip_and_a_broken_cursor_starts_over():
+    state = HealthState()
+    run(state, (view(report(1, status=Status.FAILED, error="x")), 1))
+    restored = HealthState.from_json(state.to_json())
+    assert restored.open_incidents("raw_events").keys() == {Problem.FAILED}
+    assert [a.incident for a in restored.outbox] == [a.incident for a in state.outbox]
+    assert run(restored, (view(report(2, status=Status.FAILED, error="x"), 2), 2)) == []
+    assert HealthState.from_json("{not json").streams == {}
+
+
+def test_undelivered_alerts_stay_queued_in_order_until_the_sink_accepts_them():
+    state = HealthState()
+    run(state, (view(report(1, status=Status.FAILED, error="x")), 1), (view(report(2), 2), 2))
+    calls = []
+
+    def broken(alert):
+        calls.append(alert.state)
+        raise RuntimeError("503")
+
+    sent, errors = state.deliver(broken)
+    assert (sent, errors, calls) == ([], ["503"], [FIRING])
+    sent, errors = state.deliver(lambda alert: None)
+    assert [a.state for a in sent] == [FIRING, RESOLVED] and not errors and not state.outbox
+
+
+def test_report_round_trips_through_dagster_metadata():
+    original = report(10, status=Status.FAILED, error="bad", batches=3, input_rows=7,
+                      dead_letter_rows=1, last_batch_id=4)
+    meta = original.to_metadata()
+    assert meta["stream_status"] == "failed" and meta["input_rows"] == 7
+    assert StreamReport.from_metadata(meta, 10) == original
+    assert StreamReport.from_metadata({"rows_written": 1}, 10) is None
+
+
+@pytest.mark.parametrize("bad", [{"behind_batches": 0}, {"dead_letter_ratio": 2}])
+def test_thresholds_refuse_nonsense(bad):
+    with pytest.raises(ValueError):
+        HealthThresholds(**bad)

@@ -1,0 +1,137 @@
+"""Progress reports -> throttled, accumulated Dagster events (no Spark needed)."""
+
+from __future__ import annotations
+
+import json
+
+from dagster import AssetMaterialization, AssetObservation
+
+from stream_assets.monitoring.health import Status, StreamReport
+from stream_assets.monitoring.lag import TopicLag
+from stream_assets.monitoring.listener import (
+    BatchTotals,
+    StreamTracker,
+    checkpoint_offsets,
+    stream_events,
+)
+
+
+def progress(batch_id: int, rows: int, *, input_rate: float = 100.0, processed_rate: float = 200.0,
+             duration_ms: int = 500, dropped: int = 0, state_rows: int = 0,
+             watermark: str = "2026-01-01T00:10:00.000Z") -> dict:
+    return {
+        "id": "q", "runId": "r", "name": "raw_events", "batchId": batch_id,
+        "numInputRows": rows, "inputRowsPerSecond": input_rate,
+        "processedRowsPerSecond": processed_rate,
+        "durationMs": {"triggerExecution": duration_ms},
+        "eventTime": {"watermark": watermark},
+        "stateOperators": [{"numRowsTotal": state_rows, "numRowsDroppedByWatermark": dropped,
+                            "memoryUsedBytes": 1024}],
+        "sources": [{"description": "KafkaV2[Subscribe[events]]",
+                     "endOffset": json.dumps({"events": {"0": 10 * (batch_id + 1)}})}],
+    }
+
+
+def test_first_report_goes_out_at_once_then_at_most_one_per_interval():
+    tracker = StreamTracker("raw_events", started_at=0)
+    assert tracker.due(0, interval_s=10, heartbeat_s=60)
+    tracker.take(0)
+    tracker.on_progress(progress(0, 50), now=1)
+    assert not tracker.due(5, 10, 60)
+    assert tracker.due(10, 10, 60)
+
+
+def test_batches_between_reports_are_summed_into_one():
+    tracker = StreamTracker("raw_events", started_at=0)
+    tracker.take(0)
+    for i, rows in enumerate([10, 20, 30]):
+        tracker.on_progress(progress(i, rows, dropped=1, duration_ms=100 * (i + 1)), now=i + 1)
+    report, totals = tracker.take(10, kafka_lag=7, dead_letter_rows=3)
+    assert (report.batches, report.input_rows, report.kafka_lag) == (3, 60, 7)
+    assert report.status == Status.RUNNING and report.last_batch_id == 2
+    assert totals.rows_dropped_by_watermark == 3 and totals.batch_duration_ms_max == 300
+    # 60 rows took 0.6 s of processing and arrived over 0.6 s at 100 rows/s
+    assert report.processed_rows_per_second == 100.0
+    assert report.input_rows_per_second == 100.0
+    nothing, _ = tracker.take(20)
+    assert (nothing.batches, nothing.input_rows) == (0, 0)
+
+
+def test_idle_query_reports_only_at_the_heartbeat():
+    tracker = StreamTracker("raw_events", started_at=0)
+    tracker.take(0)
+    tracker.on_idle(5)
+    assert not tracker.due(30, 10, 60)
+    assert tracker.due(60, 10, 60)
+    assert tracker.take(60)[0].status == Status.IDLE
+
+
+def test_failure_is_reported_at_once_and_stays_failed_across_restarts_until_a_batch_succeeds():
+    tracker = StreamTracker("raw_events", started_at=0)
+    tracker.take(0)
+    tracker.on_failed("IOException: disk full", now=1)
+    assert tracker.due(1.5, 10, 60)
+    report, _ = tracker.take(2)
+    assert (report.status, report.error, report.consecutive_failures) == (
+        "failed", "IOException: disk full", 1)
+    tracker.on_started(5)  # restarted: still failed until it proves otherwise
+    tracker.on_failed("IOException: disk full", now=6)
+    assert tracker.take(6)[0].consecutive_failures == 2
+    tracker.on_started(10)
+    tracker.on_progress(progress(7, 5), now=11)
+    assert tracker.due(11, 10, 60)  # recovery is news too
+    report, _ = tracker.take(11)
+    assert (report.status, report.error, report.consecutive_failures) == ("running", None, 0)
+
+
+def test_behind_streak_counts_consecutive_batches_slower_than_their_input():
+    tracker = StreamTracker("raw_events", started_at=0)
+    for i in range(3):
+        tracker.on_progress(progress(i, 100, input_rate=500, processed_rate=100), now=i)
+    assert tracker.behind_streak == 3
+    tracker.on_progress(progress(3, 0), now=4)  # an empty batch says nothing
+    assert tracker.behind_streak == 3
+    tracker.on_progress(progress(4, 100, input_rate=50, processed_rate=100), now=5)
+    assert tracker.behind_streak == 0
+
+
+def test_events_materialize_tables_that_changed_with_plottable_metadata():
+    totals = BatchTotals()
+    totals.add(progress(4, 100, dropped=2, state_rows=9))
+    report = StreamReport("raw_events", "running", 10.0, batches=1, input_rows=100,
+                          input_rows_per_second=100.0, processed_rows_per_second=200.0,
+                          kafka_lag=5, dead_letter_rows=10, last_batch_id=4, last_batch_at=9.0)
+    lags = [TopicLag("events", {"0": 5, "1": 0})]
+    events = stream_events("raw_events", ("raw_events", "dead_letter_queue"), report, totals,
+                           {"raw_events": 90, "dead_letter_queue": 10}, lags)
+    assert [type(e) for e in events] == [AssetMaterialization, AssetMaterialization]
+    meta = events[0].metadata
+    for key in ("input_rows", "input_rows_per_second", "processed_rows_per_second",
+                "batch_duration_ms", "watermark", "state_rows", "rows_dropped_by_watermark",
+                "kafka_lag", "kafka_lag_by_partition", "dead_letter_ratio", "rows_written"):
+        assert key in meta, key
+    assert meta["rows_written"].value == 90 and events[1].metadata["rows_written"].value == 10
+    assert meta["kafka_lag_by_partition"].value == {"events": {"0": 5, "1": 0}}
+    assert meta["dead_letter_ratio"].value == 0.1
+    assert meta["watermark"].value == 1767226200.0
+
+
+def test_a_report_without_rows_is_an_observation_of_the_main_table_only():
+    report = StreamReport("raw_events", "idle", 10.0, kafka_lag=0)
+    events = stream_events("raw_events", ("raw_events", "dead_letter_queue"), report,
+                           BatchTotals(), {"raw_events": 0, "dead_letter_queue": 0}, None)
+    assert len(events) == 1 and isinstance(events[0], AssetObservation)
+    assert events[0].metadata["stream_status"].value == "idle"
+
+
+def test_checkpoint_offsets_are_those_of_the_last_committed_batch(tmp_path):
+    (tmp_path / "offsets").mkdir()
+    (tmp_path / "commits").mkdir()
+    for batch, offset in ((0, 10), (1, 25), (2, 40)):
+        (tmp_path / "offsets" / str(batch)).write_text(
+            "v1\n" + json.dumps({"batchWatermarkMs": 0}) + "\n"
+            + json.dumps({"events": {"0": offset, "1": offset + 1}}) + "\n")
+    (tmp_path / "commits" / "0").write_text("v1\n{}")
+    (tmp_path / "commits" / "1").write_text("v1\n{}")  # batch 2 planned, not committed
+    assert checkpoint_offsets(str(tmp_path)) == {"events": {"0": 25, "1": 26}}
+    assert checkpoint_offsets(str(tmp_path / "missing")) == {}

@@ -1,0 +1,231 @@
+"""Sensors against a real Dagster instance: alerts from reports, failed runs, catch-up requests.
+
+The continuous job's reports are stored the way the job stores them (asset events of a
+STARTED run tagged continuous); no Spark or broker is needed.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from dagster import (
+    AssetCheckEvaluation,
+    AssetKey,
+    AssetObservation,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    build_run_status_sensor_context,
+    build_sensor_context,
+    instance_for_test,
+    job,
+    op,
+)
+from dagster._core.events import AssetObservationData, DagsterEvent
+from dagster._core.events.log import EventLogEntry
+
+from stream_assets.jobs import CONTINUOUS, JOB_NAME, MODE_TAG
+from stream_assets.monitoring.health import HealthThresholds, Status, StreamReport
+from stream_assets.monitoring.sensors import (
+    build_catch_up_sensor,
+    build_health_sensor,
+    build_run_failure_sensor,
+    delta_log_version,
+    plan_catch_up,
+)
+from stream_assets.resources import DeltaLake, KafkaSource
+from stream_assets.resources.alerting import AlertSink
+from stream_assets.tables.catalog import TABLES
+
+pytest_plugins = ["stream_assets_tests.dagster_dev"]
+
+
+@pytest.fixture
+def instance():
+    with instance_for_test() as instance:
+        yield instance
+
+
+def start_run(instance: DagsterInstance, tables: list[str] | None = None) -> DagsterRun:
+    config: dict[str, Any] = {"ops": {"run_streams": {"config": {"tables": tables or []}}}}
+    return instance.add_run(DagsterRun(
+        job_name=JOB_NAME, run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED,
+        tags={MODE_TAG: CONTINUOUS}, run_config=config,
+    ))
+
+
+def store_report(instance: DagsterInstance, run: DagsterRun, **fields: Any) -> None:
+    report = StreamReport(query="raw_events", reported_at=time.time(),
+                          **{"status": Status.RUNNING, "last_batch_at": time.time(),
+                             "kafka_lag": 0, **fields})
+    observation = AssetObservation(AssetKey("raw_events"), metadata=report.to_metadata())
+    instance.store_event(EventLogEntry(
+        error_info=None, level="debug", user_message="", run_id=run.run_id,
+        timestamp=time.time(),
+        dagster_event=DagsterEvent(DagsterEventType.ASSET_OBSERVATION.value, JOB_NAME,
+                                   event_specific_data=AssetObservationData(observation)),
+    ))
+
+
+class Ticks:
+    """Evaluates the health sensor like the daemon does: cursor carried from tick to tick."""
+
+    def __init__(self, instance: DagsterInstance, url: str) -> None:
+        self.instance = instance
+        self.cursor: str | None = None
+        self.sensor = build_health_sensor(TABLES, HealthThresholds(), minimum_interval_seconds=5)
+        self.sink = AlertSink(webhook_url=url)
+
+    def tick(self):
+        context = build_sensor_context(instance=self.instance, cursor=self.cursor,
+                                       resources={"alerting": self.sink})
+        result = self.sensor(context)
+        self.cursor = result.cursor
+        return result
+
+
+def texts(receiver, since: int) -> list[str]:
+    return [m["text"] for m in receiver.received()[since:]]
+
+
+def test_failed_stream_alerts_once_then_resolves_once(instance, alert_receiver):
+    ticks, before = Ticks(instance, alert_receiver.url), len(alert_receiver.received())
+    assert ticks.tick().skip_reason is not None  # nothing running
+    run = start_run(instance)
+    store_report(instance, run)
+    ticks.tick()
+    store_report(instance, run, status=Status.FAILED, error="IOException: Mkdirs failed",
+                 consecutive_failures=1)
+    first = ticks.tick()
+    store_report(instance, run, status=Status.FAILED, error="IOException: Mkdirs failed",
+                 consecutive_failures=2)
+    ticks.tick()
+    ticks.tick()
+    assert texts(alert_receiver, before) == [":red_circle: raw_events: query failed"]
+    [evaluation] = first.asset_events
+    assert isinstance(evaluation, AssetCheckEvaluation) and not evaluation.passed
+    assert "Mkdirs failed" in evaluation.description
+
+    store_report(instance, run, status=Status.RUNNING)
+    resolved = ticks.tick()
+    ticks.tick()
+    assert texts(alert_receiver, before)[1:] == [
+        ":large_green_circle: raw_events: query failed - resolved"]
+    assert resolved.asset_events[0].passed
+
+
+def test_alert_refused_by_the_webhook_is_delivered_on_a_later_tick_exactly_once(
+    instance, alert_receiver
+):
+    ticks, before = Ticks(instance, alert_receiver.url), len(alert_receiver.received())
+    run = start_run(instance)
+    store_report(instance, run, status=Status.FAILED, error="boom")
+    alert_receiver.refuse = 1
+    ticks.tick()
+    assert texts(alert_receiver, before) == []
+    ticks.tick()
+    ticks.tick()
+    assert texts(alert_receiver, before) == [":red_circle: raw_events: query failed"]
+
+
+def test_terminating_the_run_resolves_the_open_incident(instance, alert_receiver):
+    ticks, before = Ticks(instance, alert_receiver.url), len(alert_receiver.received())
+    run = start_run(instance)
+    store_report(instance, run, status=Status.FAILED, error="boom")
+    ticks.tick()
+    instance.report_run_canceled(instance.get_run_by_id(run.run_id))
+    ticks.tick()
+    assert len(texts(alert_receiver, before)) == 2
+    assert "no longer running (CANCELED)" in alert_receiver.received()[-1]["blocks"][1][
+        "text"]["text"]
+
+
+def test_a_continuous_run_that_never_reports_is_stalled(instance, alert_receiver):
+    ticks = Ticks(instance, alert_receiver.url)
+    ticks.sensor = build_health_sensor(TABLES, HealthThresholds(silent_after_s=0.5))
+    start_run(instance)
+    time.sleep(1)
+    result = ticks.tick()
+    assert result.asset_events and "no report" in result.asset_events[0].description
+
+
+def test_failed_run_of_a_streaming_job_alerts(instance, alert_receiver):
+    @op
+    def explode():
+        raise RuntimeError("the broker went away")
+
+    @job(name="broken_streaming_job")
+    def broken():
+        explode()
+
+    result = broken.execute_in_process(instance=instance, raise_on_error=False)
+    run = instance.get_run_by_id(result.run_id)
+    failure = instance.get_records_for_run(
+        run.run_id, of_type=DagsterEventType.RUN_FAILURE).records[0]
+    before = len(alert_receiver.received())
+    sensor = build_run_failure_sensor()
+    context = build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_event=failure.event_log_entry.dagster_event,
+        dagster_instance=instance, dagster_run=run,
+        resources={"alerting": AlertSink(webhook_url=alert_receiver.url)},
+    )
+    sensor(context.for_run_failure())
+    [message] = alert_receiver.received()[before:]
+    assert message["text"] == (
+        ":red_circle: run of broken_streaming_job failed (broken_streaming_job)")
+    assert "the broker went away" in message["blocks"][1]["text"]["text"]
+
+
+class FakeSource(KafkaSource):
+    """Broker offsets as the test says (the catch-up decision, not Kafka, is under test)."""
+
+    latest: dict[str, int] = {}
+
+    def offsets(self, topic: str) -> dict[str, tuple[int, int]]:
+        return {"0": (0, self.latest.get(topic, 0))}
+
+
+def test_catch_up_plan_requests_tables_whose_input_moved_and_nobody_writes():
+    now = {"raw_events": {"kafka:events": 10}, "event_counts": {"delta:raw_events": 3},
+           "sessions": None}
+    assert plan_catch_up(now, {}, busy=()) == ["raw_events", "event_counts"]
+    seen = {"raw_events": {"kafka:events": 10}, "event_counts": {"delta:raw_events": 2}}
+    assert plan_catch_up(now, seen, busy=()) == ["event_counts"]
+    assert plan_catch_up(now, seen, busy={"event_counts"}) == []
+    assert plan_catch_up({"raw_events": {"kafka:events": 0}}, {}, busy=()) == []
+
+
+def test_catch_up_sensor_requests_a_materialization_when_offsets_move(instance, tmp_path):
+    lake = DeltaLake(tables_root=str(tmp_path / "t"), checkpoints_root=str(tmp_path / "c"))
+    sensor = build_catch_up_sensor(TABLES)
+
+    def tick(cursor, latest):
+        context = build_sensor_context(
+            instance=instance, cursor=cursor,
+            resources={"stream_source": FakeSource(latest=latest), "lake": lake})
+        return sensor(context)
+
+    first = tick(None, {"events": 5})
+    assert [r.asset_selection for r in first.run_requests] == [
+        [AssetKey("raw_events"), AssetKey("dead_letter_queue")]]
+    again = tick(first.cursor, {"events": 5})
+    assert not again.run_requests
+    moved = tick(again.cursor, {"events": 9})
+    assert len(moved.run_requests) == 1
+    start_run(instance, ["raw_events"])  # the continuous job writes it: no catch-up
+    assert not tick(moved.cursor, {"events": 20}).run_requests
+
+
+def test_delta_version_is_read_from_the_log_without_spark(tmp_path):
+    log = tmp_path / "t" / "_delta_log"
+    log.mkdir(parents=True)
+    assert delta_log_version(str(tmp_path / "t")) is None
+    for v in (0, 1, 12):
+        (log / f"{v:020d}.json").write_text("{}")
+    (log / f"{10:020d}.checkpoint.parquet").write_text("")
+    assert delta_log_version(str(tmp_path / "t")) == 12
+    assert delta_log_version("abfss://c@a.dfs.core.windows.net/t") is None

@@ -1,0 +1,82 @@
+"""The Dagster UI in headless Chromium: the lineage graph, a materialization, its success.
+
+Needs Debian's Chromium (scripts/ensure-chromium.sh) and the `playwright` Python package, which
+drives that Chromium directly (no browser download). Screenshots go to $STREAM_ASSETS_ARTIFACTS
+(default: this test's temporary folder), and their paths are printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["stream_assets_tests.dagster_dev"]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("STREAM_ASSETS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the browser test needs `pip install playwright`")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}; run scripts/ensure-chromium.sh")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                              headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("STREAM_ASSETS_ARTIFACTS") or tmp_path / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_ui_shows_the_lineage_and_a_materialization_launched_from_it_succeeds(
+    dagster_dev, browser, artifacts
+):
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.set_default_timeout(60_000)
+
+    page.goto(f"{dagster_dev.url}/locations/stream_assets/asset-groups/streaming",
+              wait_until="networkidle")
+    for asset in ("raw_events", "dead_letter_queue", "event_counts"):
+        page.get_by_text(asset, exact=True).first.wait_for(state="visible")
+    page.get_by_text("events", exact=True).first.wait_for(state="visible")  # the topic
+    lineage = artifacts / "lineage.png"
+    page.screenshot(path=str(lineage))
+
+    # The batch table the streams join to: the cheapest asset to materialize for real.
+    page.goto(f"{dagster_dev.url}/assets/user_dimension", wait_until="networkidle")
+    page.locator("button", has_text="Materialize").first.click()
+    toast = page.get_by_text(re.compile(r"Launched run [0-9a-f]{8}")).first
+    toast.wait_for(state="visible")
+    short = re.search(r"Launched run ([0-9a-f]{8})", toast.inner_text()).group(1)
+    run_id = next(r for r in dagster_dev.run_ids() if r.startswith(short))
+    page.goto(f"{dagster_dev.url}/runs/{run_id}", wait_until="networkidle")
+
+    status = dagster_dev.wait_for_status(run_id, ("SUCCESS", "FAILURE", "CANCELED"), 400)
+    assert status == "SUCCESS", dagster_dev.log_tail()
+    deadline = time.monotonic() + 60
+    while "Success" not in page.inner_text("body") and time.monotonic() < deadline:
+        page.reload(wait_until="networkidle")
+        page.wait_for_timeout(1000)
+    assert "Success" in page.inner_text("body")
+    run_page = artifacts / "run_success.png"
+    page.screenshot(path=str(run_page))
+    print(f"screenshots: {lineage} {run_page}")
+    assert lineage.stat().st_size > 10_000 and run_page.stat().st_size > 10_000
