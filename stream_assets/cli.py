@@ -105,11 +105,17 @@ def produce(count: int, bad_ratio: float, rate: float | None, seed: int,
     from stream_assets.dev.generator import generate_ad_traffic, generate_events
     from stream_assets.dev.producer import produce as send
     from stream_assets.dev.producer import topic_record_count
-    from stream_assets.resources.kafka import KafkaConnection, default_bootstrap
+    from stream_assets.resources.kafka import KafkaConnection, check_reachable, default_bootstrap
 
     if not 0 <= bad_ratio <= 1:
         raise click.BadParameter("must be between 0 and 1", param_hint="--bad-ratio")
     connection = KafkaConnection(bootstrap_servers=bootstrap or default_bootstrap())
+    try:
+        # Ten seconds to say the broker is down beats a minute of unacknowledged retries.
+        check_reachable(connection, schemas.TOPICS, 10.0,
+                        "start one with 'stream-assets kafka start' or pass --bootstrap")
+    except StreamAssetsError as exc:
+        _fail(exc)
     if if_empty:
         held = topic_record_count(connection, schemas.EVENT_TOPIC)
         if held:
