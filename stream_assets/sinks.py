@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -47,26 +48,33 @@ def merge_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
     """Upsert a batch on `keys`, skipped if this batch id was already committed.
 
     MERGE takes its transaction identifiers from session settings rather than writer
-    options; foreachBatch hands us the query's own cloned session, so setting them there
-    does not leak into other queries running in the same application.
+    options; classic foreachBatch hands us the query's own cloned session, so setting them
+    there does not leak into other queries running in the same application. Over Spark
+    Connect the batch's session is the client's own session, shared by all its queries
+    (see docs/cluster.md): run concurrent MERGE queries in separate Connect sessions.
     """
     spark = df.sparkSession
-    if not DeltaTable.isDeltaTable(spark, path):
+    if not is_delta_table(spark, path):
         # First batch: MERGE into nothing is an insert, and the append records the same
         # transaction id, so a replay of this batch is skipped by the MERGE path below.
         append_once(df, path, query, table, batch_id)
         return
-    target = DeltaTable.forPath(spark, path)
-    condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    # Spark's own DataFrame.mergeInto (not DeltaTable.merge): the same Delta MERGE, and it
+    # also runs over Spark Connect, where DeltaTable needs Delta's server plugins. The target
+    # cannot take an alias, so the condition names it by its path.
+    target = sql_path(path)
+    condition = " AND ".join(f"{target}.`{k}` <=> s.`{k}`" for k in keys)
     spark.conf.set(TXN_APP_ID, app_id(query, table))
     spark.conf.set(TXN_VERSION, str(batch_id))
     try:
         (
-            target.alias("t")
-            .merge(df.alias("s"), condition)
-            .whenMatchedUpdateAll()
-            .whenNotMatchedInsertAll()
-            .execute()
+            df.alias("s")
+            .mergeInto(target, F.expr(condition))
+            .whenMatched()
+            .updateAll()
+            .whenNotMatched()
+            .insertAll()
+            .merge()
         )
     finally:
         spark.conf.unset(TXN_APP_ID)
@@ -99,7 +107,41 @@ def split_events_writer(query: str, events_path: str, dead_letter_path: str,
     return write
 
 
+def is_connect(spark: SparkSession) -> bool:
+    """Whether `spark` is a Spark Connect client session (no JVM in this process)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def sql_path(path: str) -> str:
+    """A Delta table path as a SQL table name: delta.`/path`."""
+    return "delta.`" + path.replace("`", "``") + "`"
+
+
+def is_delta_table(spark: SparkSession, path: str) -> bool:
+    """Whether `path` holds a Delta table, for a classic or a Spark Connect session.
+
+    Delta's Python DeltaTable API works over Spark Connect only when the server runs Delta's
+    Connect plugins (io.delta:delta-connect-server, which no Maven repository we use has for
+    Spark 4.2); plain SQL works on any server with Delta's SQL extension.
+    """
+    if not is_connect(spark):
+        return DeltaTable.isDeltaTable(spark, path)
+    try:
+        spark.sql(f"DESCRIBE DETAIL {sql_path(path)}").collect()
+    except AnalysisException as exc:
+        if exc.getCondition() == "DELTA_MISSING_DELTA_TABLE":
+            return False
+        raise
+    return True
+
+
+def delta_history(spark: SparkSession, path: str, limit: int) -> list[dict]:
+    """The newest `limit` commits of a Delta table, newest first (DESCRIBE HISTORY rows)."""
+    frame = spark.sql(f"DESCRIBE HISTORY {sql_path(path)} LIMIT {int(limit)}")
+    return [row.asDict(recursive=True) for row in frame.collect()]
+
+
 def delta_version(spark: SparkSession, path: str) -> int | None:
-    if not DeltaTable.isDeltaTable(spark, path):
+    if not is_delta_table(spark, path):
         return None
-    return DeltaTable.forPath(spark, path).history(1).first()["version"]
+    return delta_history(spark, path, 1)[0]["version"]

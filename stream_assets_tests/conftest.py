@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = (
-    ["stream_assets_tests.fixtures_kafka"]
-    if (Path(__file__).parent / "fixtures_kafka.py").exists()
-    else []
-)
+pytest_plugins = [
+    "stream_assets_tests.fixtures_kafka",
+    "stream_assets_tests.fixtures_spark_cluster",
+]
 
 # Everything the tests write goes below a throw-away home, never into the demo's.
 _TEST_HOME = Path(tempfile.mkdtemp(prefix="stream_assets_tests_"))

@@ -23,12 +23,14 @@ REDACT_VALUES = r"(?i)(SharedAccessKey=[^;\"']*|password=\"[^\"]*\"|hooks\.slack
 LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 
 
+# A local driver serves only this machine; never listen on the network. A cluster's executors
+# must reach the driver, so with any other master Spark's own choice (or spark_config) holds.
+_LOOPBACK_DRIVER = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+
+
 def _local_defaults() -> dict[str, str]:
     cores = os.cpu_count() or 2
     return {
-        # A local driver serves only this machine; never listen on the network.
-        "spark.driver.host": "127.0.0.1",
-        "spark.driver.bindAddress": "127.0.0.1",
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}",
         # 200 shuffle partitions means 200 state stores per stateful query: far too many on
         # one machine, and fixed forever in each checkpoint. Twice the cores keeps both busy.
@@ -77,6 +79,9 @@ class SparkResource(LazyPySparkResource):
         }
         if self.remote is None:
             conf.update(_local_defaults())
+            if self.master.startswith("local"):
+                conf.update(_LOOPBACK_DRIVER)
+            # Local paths: the driver serves them to executors, wherever those run.
             conf["spark.jars"] = ",".join(str(p) for p in jars.jars("spark"))
         conf.update({k: str(v) for k, v in self.spark_config.items()})
         return conf

@@ -14,11 +14,11 @@ from dagster import (
     MetadataValue,
     multi_asset,
 )
-from delta.tables import DeltaTable
 from pydantic import Field
 from pyspark.sql import SparkSession
 
 from stream_assets.monitoring.metadata import query_metadata, rows_written, table_schema
+from stream_assets.sinks import delta_history
 from stream_assets.tables.declaration import KafkaTopic, StreamingTable
 from stream_assets.tables.runner import CatchUpResult, StreamContext, catch_up
 
@@ -37,16 +37,14 @@ def table_metadata(spark: SparkSession, path: str, before: int | None, after: in
     """What a table looks like after a run, and what the run's commits wrote to it."""
     if after is None:
         return {"path": MetadataValue.path(path), "delta_version": -1, "dagster/row_count": 0}
-    table = DeltaTable.forPath(spark, path)
     new_commits = []
     if before is None or after > before:
         first = 0 if before is None else before + 1
         new_commits = [
-            row.asDict(recursive=True)
-            for row in table.history(after - first + 1).collect()
-            if row["version"] >= first
+            commit for commit in delta_history(spark, path, after - first + 1)
+            if commit["version"] >= first
         ]
-    frame = table.toDF()
+    frame = spark.read.format("delta").load(path)
     return {
         "path": MetadataValue.path(path),
         "delta_version": after,

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from delta.tables import DeltaTable
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -25,7 +24,7 @@ from stream_assets import paths
 from stream_assets.errors import CheckpointMismatch, StreamFailed, TableBusy
 from stream_assets.resources.kafka import KafkaCompatibleSource
 from stream_assets.resources.lake import DeltaLake
-from stream_assets.sinks import delta_version
+from stream_assets.sinks import delta_version, is_connect, is_delta_table
 from stream_assets.tables.declaration import KafkaTopic, SinkTarget, StreamingTable, Upstream
 
 MARKER = "stream_assets.json"
@@ -137,7 +136,7 @@ def guard_checkpoint(table: StreamingTable, ctx: StreamContext) -> None:
         )
     if not has_offsets:
         for name, path in ctx.table_paths(table).items():
-            if DeltaTable.isDeltaTable(ctx.spark, path):
+            if is_delta_table(ctx.spark, path):
                 raise CheckpointMismatch(
                     f"table {name} exists at {path} but the checkpoint of {table.name} at "
                     f"{checkpoint} is missing or empty, so its input would be read and written "
@@ -153,6 +152,13 @@ def full_refresh(table: StreamingTable, ctx: StreamContext) -> None:
     targets = [ctx.lake.checkpoint_path(table.name), *ctx.table_paths(table).values()]
     for target in targets:
         local = _local(target)
+        if local is None and is_connect(ctx.spark):
+            # A Spark Connect client has no JVM, and SQL has no 'delete this folder'.
+            raise StreamFailed(
+                f"a full refresh of {table.name} over Spark Connect cannot delete {target}; "
+                "delete the checkpoint and tables with your storage's tools (or run the "
+                "refresh with a classic SparkSession), then materialize again"
+            )
         if local is None:
             jvm = ctx.spark._jvm  # remote stores: Hadoop's FileSystem knows them all
             hadoop_path = jvm.org.apache.hadoop.fs.Path(target)
@@ -169,7 +175,7 @@ def read_sources(table: StreamingTable, ctx: StreamContext) -> list[DataFrame]:
             frames.append(ctx.source.read_stream(ctx.spark, source.topic))
         elif isinstance(source, Upstream):
             path = ctx.lake.table_path(source.table)
-            if not DeltaTable.isDeltaTable(ctx.spark, path):
+            if not is_delta_table(ctx.spark, path):
                 raise StreamFailed(
                     f"{table.name} reads {source.table}, which has no Delta table at {path} "
                     f"yet; materialize {source.table} first (the UI's 'Materialize all' runs "
@@ -178,7 +184,7 @@ def read_sources(table: StreamingTable, ctx: StreamContext) -> list[DataFrame]:
             frames.append(ctx.spark.readStream.format("delta").load(path))
     for static in table.static:
         path = ctx.lake.table_path(static)
-        if not DeltaTable.isDeltaTable(ctx.spark, path):
+        if not is_delta_table(ctx.spark, path):
             raise StreamFailed(
                 f"{table.name} joins {static}, which has no Delta table at {path}; "
                 f"materialize {static} first"
@@ -252,5 +258,20 @@ def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False
             if query.isActive:
                 query.stop()
         after = {t: delta_version(ctx.spark, p) for t, p in ctx.table_paths(table).items()}
-        progress = [json.loads(p.json) if hasattr(p, "json") else p for p in query.recentProgress]
+        progress = [progress_dict(p) for p in query.recentProgress]
         return CatchUpResult(progress, before, after, initial)
+
+
+def progress_dict(progress) -> dict:
+    """A progress report as the JVM's JSON dict, from a classic or a Spark Connect query.
+
+    Spark Connect sends each report's JSON without the top-level numInputRows and rates;
+    pyspark computes them from the sources, so they are put back from its properties.
+    """
+    if not hasattr(progress, "json"):
+        return progress
+    data = json.loads(progress.json)
+    for key in ("numInputRows", "inputRowsPerSecond", "processedRowsPerSecond"):
+        if data.get(key) is None:
+            data[key] = getattr(progress, key)
+    return data

@@ -1,0 +1,112 @@
+"""Pytest fixtures: a real Spark standalone cluster, a real Spark Connect server, shared input.
+
+Registered like fixtures_kafka (conftest's `pytest_plugins`). The daemons come from the
+installed pyspark distribution (stream_assets.dev.spark_cluster) on free ports of 127.0.0.1 and
+live for one test module; their logs stay in the module's temporary folder.
+
+`cluster_events` is one topic of generated events (good and bad) produced once per session, and
+`local_run` the tables a local SparkSession materializes from it through Dagster: the cluster
+and Connect tests materialize the same topic elsewhere and must end with the same tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from dagster import materialize
+
+from stream_assets.dev.generator import GOOD, Record, generate_events
+from stream_assets.dev.producer import produce
+from stream_assets.dev.spark_cluster import ConnectServer, StandaloneCluster
+from stream_assets.resources import DeltaLake, KafkaSource
+from stream_assets.resources.kafka import KafkaConnection
+from stream_assets.tables import catalog
+from stream_assets.tables.assets import build_asset
+
+# What the local run materializes; the cluster and Connect runs must equal it table by table.
+LOCAL_TABLES = ("raw_events", "event_counts")
+# Columns set from the clock at write time: they differ between any two runs.
+VOLATILE = {"raw_events": ("ingested_at",), "dead_letter_queue": ("error_time",),
+            "event_counts": ("updated_at",)}
+
+
+@dataclass(frozen=True)
+class ClusterEvents:
+    """One topic of generated records, and the broker that has it."""
+
+    bootstrap: str
+    topic: str
+    records: tuple[Record, ...]
+
+    @property
+    def topics(self) -> dict[str, str]:
+        return {"events": self.topic}
+
+    @property
+    def good_events(self) -> list[dict]:
+        return [r.event for r in self.records if r.kind == GOOD]
+
+
+def lake_at(root: Path) -> DeltaLake:
+    return DeltaLake(tables_root=str(root / "tables"), checkpoints_root=str(root / "checkpoints"))
+
+
+def table_rows(spark, lake: DeltaLake, table: str) -> list[dict]:
+    """A table's rows as dicts, without the columns stamped at write time."""
+    frame = spark.read.format("delta").load(lake.table_path(table))
+    return [r.asDict(recursive=True) for r in frame.drop(*VOLATILE.get(table, ())).collect()]
+
+
+@pytest.fixture(scope="session")
+def cluster_events(kafka_broker) -> Iterator[ClusterEvents]:
+    """400 events over 20 minutes for 8 users, 10% of them bad, on a topic of 2 partitions."""
+    topic = f"cluster-events-{uuid.uuid4().hex[:10]}"
+    kafka_broker.create_topics([topic], partitions=2)
+    records = tuple(
+        Record(topic, r.key, r.value, r.kind, r.event)
+        for r in generate_events(400, bad_ratio=0.1, seed=42, users=8,
+                                 spacing=timedelta(seconds=3), id_prefix="cl")
+    )
+    produce(records, KafkaConnection(bootstrap_servers=kafka_broker.bootstrap))
+    yield ClusterEvents(kafka_broker.bootstrap, topic, records)
+    with contextlib.suppress(Exception):
+        kafka_broker.delete_topics([topic])
+
+
+@pytest.fixture(scope="session")
+def local_run(cluster_events, spark_resource, tmp_path_factory) -> DeltaLake:
+    """The tables of LOCAL_TABLES, materialized by the test session's local SparkSession."""
+    lake = lake_at(tmp_path_factory.mktemp("local_run"))
+    declared = {t.name: t for t in catalog.TABLES}
+    result = materialize(
+        [build_asset(declared[name]) for name in LOCAL_TABLES],
+        resources={
+            "spark": spark_resource,
+            "lake": lake,
+            "stream_source": KafkaSource(bootstrap_servers=cluster_events.bootstrap,
+                                         topic_names=cluster_events.topics),
+        },
+    )
+    assert result.success
+    return lake
+
+
+@pytest.fixture(scope="module")
+def spark_cluster(tmp_path_factory) -> Iterator[StandaloneCluster]:
+    """A standalone master and one worker (2 cores, 1 GiB) on 127.0.0.1."""
+    with StandaloneCluster(tmp_path_factory.mktemp("spark_cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def connect_server(tmp_path_factory) -> Iterator[ConnectServer]:
+    """A Spark Connect server (local[2] inside) with the project's jars and Delta settings."""
+    with ConnectServer(tmp_path_factory.mktemp("spark_connect"),
+                       conf={"spark.sql.shuffle.partitions": "2"}) as server:
+        yield server

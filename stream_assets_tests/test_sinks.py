@@ -1,0 +1,31 @@
+"""Delta writes of one micro-batch are skipped when the same batch is written again."""
+
+from __future__ import annotations
+
+from stream_assets.sinks import append_once, delta_version, merge_once
+
+
+def test_replayed_merge_batch_changes_nothing(spark, workdir):
+    path = str(workdir / "counts")
+    first = spark.createDataFrame([("a", 1), ("b", 2)], "k string, n int")
+    merge_once(first, path, "q", "counts", 0, ("k",))
+    update = spark.createDataFrame([("a", 10), ("c", 3)], "k string, n int")
+    merge_once(update, path, "q", "counts", 1, ("k",))
+    version = delta_version(spark, path)
+
+    # A crash after the commit but before the checkpoint replays batch 1 with other values.
+    replay = spark.createDataFrame([("a", 99), ("d", 4)], "k string, n int")
+    merge_once(replay, path, "q", "counts", 1, ("k",))
+
+    assert delta_version(spark, path) == version
+    rows = sorted(tuple(r) for r in spark.read.format("delta").load(path).collect())
+    assert rows == [("a", 10), ("b", 2), ("c", 3)]
+
+
+def test_replayed_append_batch_changes_nothing(spark, workdir):
+    path = str(workdir / "events")
+    batch = spark.createDataFrame([("a",), ("b",)], "k string")
+    append_once(batch, path, "q", "events", 0)
+    append_once(batch, path, "q", "events", 0)
+    append_once(batch, path, "other-query", "events", 0)  # another query's batch 0 counts
+    assert spark.read.format("delta").load(path).count() == 4

@@ -1,0 +1,73 @@
+"""The same assets through a real Spark Connect server: the Dagster process holds no JVM.
+
+A Connect client switches its whole Python process to Connect mode, so the materializations
+run in a child process (stream_assets_tests.cluster_runner); this process reads the resulting
+Delta tables with its local SparkSession and compares them with the local run and the
+plain-Python reference. foreachBatch (the raw_events split, the event_counts MERGE) and the
+stateful user_sessions processor run in Python workers of the server.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from stream_assets_tests import reference
+from stream_assets_tests.cluster_runner import materialize_elsewhere
+from stream_assets_tests.fixtures_spark_cluster import lake_at, table_rows
+from stream_assets_tests.reference import assert_rows_equal
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TABLES = ("raw_events", "event_counts", "user_sessions")
+
+
+@pytest.fixture(scope="module")
+def connect_run(connect_server, cluster_events, tmp_path_factory):
+    """Two materializations through the server: all the input, then nothing new."""
+    lake = lake_at(tmp_path_factory.mktemp("connect_run"))
+    report = materialize_elsewhere(
+        ["--remote", connect_server.url],
+        bootstrap=cluster_events.bootstrap,
+        topics=cluster_events.topics,
+        tables_root=lake.tables_root,
+        checkpoints_root=lake.checkpoints_root,
+        tables=TABLES,
+        runs=2,
+    )
+    return lake, report
+
+
+def test_connect_run_writes_each_record_once_like_the_local_run(connect_run, cluster_events,
+                                                                local_run, spark):
+    lake, report = connect_run
+    for table in ("raw_events", "dead_letter_queue"):
+        assert_rows_equal(table_rows(spark, lake, table), table_rows(spark, local_run, table))
+    ids = [r["event_id"] for r in table_rows(spark, lake, "raw_events")]
+    assert sorted(ids) == sorted(e["event_id"] for e in cluster_events.good_events)
+    first = report["runs"][0]["assets"]
+    assert first["raw_events"]["rows_read"] == len(cluster_events.records)
+    assert first["raw_events"]["rows_written"] == len(ids)
+
+
+def test_foreach_batch_merge_through_connect_equals_the_local_run(connect_run, cluster_events,
+                                                                  local_run, spark):
+    lake, _ = connect_run
+    counts = table_rows(spark, lake, "event_counts")
+    assert_rows_equal(counts, table_rows(spark, local_run, "event_counts"))
+    assert_rows_equal(counts, reference.event_counts(cluster_events.good_events))
+
+
+def test_stateful_user_sessions_through_connect_equal_the_reference(connect_run, cluster_events,
+                                                                   spark):
+    lake, _ = connect_run
+    assert_rows_equal(table_rows(spark, lake, "user_sessions"),
+                      reference.user_sessions(cluster_events.good_events))
+
+
+def test_materialization_with_no_new_data_through_connect_changes_nothing(connect_run):
+    _, report = connect_run
+    first, second = (run["assets"] for run in report["runs"])
+    assert set(first) == {"raw_events", "dead_letter_queue", *TABLES}
+    for table, meta in second.items():
+        assert meta["rows_read"] == 0, table
+        assert meta["delta_version"] == first[table]["delta_version"], table
