@@ -1,0 +1,108 @@
+"""The Kafka broker stops mid-stream and comes back: nothing is lost and nothing is doubled.
+
+Observed and chosen behaviour (see docs/guarantees.md): a running catch-up query waits for the
+broker (Kafka's client retries) and continues where it was when the broker returns; a run that
+starts while the broker is down fails within `connect_timeout_s` with what to do, and the next
+run resumes from the checkpoint.
+
+The broker here is the test's own (own data folder and ports), so stopping it cannot disturb
+the other tests' session broker.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from dagster import materialize
+
+from stream_assets.dev.generator import generate_events
+from stream_assets.dev.kafka_broker import LocalBroker
+from stream_assets.dev.producer import produce
+from stream_assets.errors import KafkaUnavailable
+from stream_assets.resources import DeltaLake, KafkaSource
+from stream_assets.resources.kafka import KafkaConnection
+from stream_assets.tables.assets import build_asset
+from stream_assets.tables.catalog import raw_events
+from stream_assets_tests.fault_driver import (
+    Driver,
+    actual_tables,
+    broker_messages,
+    checkpoint_batches,
+    expected_tables,
+)
+from stream_assets_tests.fixtures_kafka import free_ports
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+OUTAGE_S = 8
+
+
+@pytest.fixture
+def own_broker(tmp_path_factory):
+    port, controller_port = free_ports(2)
+    broker = LocalBroker(home=tmp_path_factory.mktemp("kafka-outage"), port=port,
+                         controller_port=controller_port)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def _records(topic: str, count: int, seed: int):
+    return [r.__class__(topic, r.key, r.value, r.kind, r.event)
+            for r in generate_events(count, bad_ratio=0.1, seed=seed, id_prefix=f"outage-{seed}")]
+
+
+def test_broker_stopped_mid_stream_then_restarted_loses_and_doubles_nothing(
+    own_broker, spark_resource, spark, workdir
+):
+    topic = f"outage-{uuid.uuid4().hex[:8]}"
+    own_broker.create_topics([topic], partitions=3)
+    connection = KafkaConnection(bootstrap_servers=own_broker.bootstrap)
+    records = _records(topic, 200, seed=41)
+    produce(records, connection)
+    checkpoint = workdir / "checkpoints" / "raw_events"
+
+    # 1. The broker goes away while a run is between batches: the query waits, then goes on.
+    with Driver(workdir, own_broker.bootstrap, topic, max_offsets=50,
+                env={"STREAM_ASSETS_HOME": str(workdir / "home")}) as driver:
+        driver.start()
+        driver.wait_for(lambda: 1 in checkpoint_batches(checkpoint)[1], 300, "batch 1 committed")
+        own_broker.stop()
+        stopped_at = checkpoint_batches(checkpoint)[1]
+        time.sleep(OUTAGE_S)
+        assert driver.alive(), f"the run gave up during a {OUTAGE_S} s outage: " + (
+            driver.finish().describe())
+        own_broker.start()
+        outcome = driver.finish()
+    assert outcome.ok, outcome.describe()
+    assert checkpoint_batches(checkpoint)[1] > stopped_at
+
+    # 2. A run that starts while the broker is down fails fast and says what to do ...
+    more = _records(topic, 100, seed=42)
+    produce(more, connection)
+    lake = DeltaLake(tables_root=str(workdir / "tables"),
+                     checkpoints_root=str(workdir / "checkpoints"))
+    resources = {"spark": spark_resource, "lake": lake,
+                 "stream_source": KafkaSource(bootstrap_servers=own_broker.bootstrap,
+                                              topic_names={"events": topic},
+                                              connect_timeout_s=3)}
+    own_broker.stop()
+    started = time.monotonic()
+    with pytest.raises(KafkaUnavailable, match="stream-assets kafka start") as raised:
+        materialize([build_asset(raw_events)], resources=resources)
+    assert own_broker.bootstrap in str(raised.value)
+    assert time.monotonic() - started < 60
+
+    # ... and the next run, with the broker back, resumes from the checkpoint.
+    own_broker.start()
+    assert materialize([build_asset(raw_events)], resources=resources).success
+
+    expected = expected_tables(records + more, broker_messages(own_broker.bootstrap, topic))
+    actual = actual_tables(spark, workdir / "tables")
+    assert actual.events == expected.events
+    assert actual.dead == expected.dead
+    assert sum(actual.positions().values()) == len(records) + len(more)
