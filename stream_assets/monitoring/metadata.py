@@ -7,33 +7,16 @@ UI can plot them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dagster import MetadataValue, TableColumn, TableSchema
 from pyspark.sql.types import StructType
 
+from stream_assets.monitoring.lag import parse_offsets
+
 # Delta's operation metrics that count rows a commit wrote, per operation.
 _WRITTEN = ("numOutputRows", "numTargetRowsInserted", "numTargetRowsUpdated")
-
-
-def _offsets(raw: Any) -> dict[str, dict[str, int]]:
-    """A Kafka source's offsets ({topic: {partition: offset}}), whatever form Spark used."""
-    if raw is None:
-        return {}
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            return {}
-    if not isinstance(raw, dict):
-        return {}
-    return {
-        topic: {str(p): int(o) for p, o in parts.items()}
-        for topic, parts in raw.items()
-        if isinstance(parts, dict)
-    }
 
 
 def kafka_ranges(
@@ -50,8 +33,8 @@ def kafka_ranges(
         for source in report.get("sources", []):
             if not str(source.get("description", "")).startswith("KafkaV2"):
                 continue
-            start = _offsets(source.get("startOffset"))
-            end = _offsets(source.get("endOffset"))
+            start = parse_offsets(source.get("startOffset"))
+            end = parse_offsets(source.get("endOffset"))
             for topic, parts in end.items():
                 for partition, end_offset in parts.items():
                     first = start.get(topic, {}).get(partition)
