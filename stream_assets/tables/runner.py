@@ -199,9 +199,10 @@ def start(
     *,
     available_now: bool,
     trigger_interval: str | None = None,
+    source_checked: bool = False,
 ) -> StreamingQuery:
     """Start the table's query: `available_now` to catch up and stop, else keep running."""
-    if table.kafka_topics:
+    if table.kafka_topics and not source_checked:
         ctx.source.check_reachable(table.kafka_topics)
     guard_checkpoint(table, ctx)
     stream = table.transform(*read_sources(table, ctx))
@@ -243,13 +244,15 @@ def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False
             full_refresh(table, ctx)
         before = {t: delta_version(ctx.spark, p) for t, p in ctx.table_paths(table).items()}
         initial = {}
-        if table.kafka_topics and not _has_offsets(ctx.lake.checkpoint_path(table.name)):
+        if table.kafka_topics:
+            # Once per run: before the offsets lookup, so a dead broker gets the clear message.
             ctx.source.check_reachable(table.kafka_topics)
+        if table.kafka_topics and not _has_offsets(ctx.lake.checkpoint_path(table.name)):
             initial = {
                 ctx.source.topic_name(t): {p: low for p, (low, _) in ctx.source.offsets(t).items()}
                 for t in table.kafka_topics
             }
-        query = start(table, ctx, available_now=True)
+        query = start(table, ctx, available_now=True, source_checked=True)
         try:
             query.awaitTermination()
         except PySparkException as exc:
