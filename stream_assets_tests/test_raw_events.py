@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from dagster import AssetKey, materialize
+from dagster import AssetKey, DagsterInstance, materialize
 
 from stream_assets.dev.generator import BAD_KINDS, GOOD, generate_events
 from stream_assets.dev.producer import produce
@@ -29,6 +29,8 @@ def pipeline(kafka_broker, topic_factory, spark_resource, workdir):
                                      topic_names={"events": topic}),
     }
     connection = KafkaConnection(bootstrap_servers=kafka_broker.bootstrap)
+    # One instance for the pipeline's runs, as in a deployment: later runs see earlier ones.
+    instance = DagsterInstance.ephemeral()
 
     class Pipeline:
         def send(self, records):
@@ -38,7 +40,7 @@ def pipeline(kafka_broker, topic_factory, spark_resource, workdir):
 
         def materialize(self, **run_config):
             result = materialize([build_asset(raw_events)], resources=resources,
-                                 run_config=run_config or None)
+                                 run_config=run_config or None, instance=instance)
             assert result.success
             return result
 
@@ -97,7 +99,7 @@ def test_second_materialization_adds_only_new_records(pipeline, spark):
     pipeline.materialize()
     second = pipeline.send(list(generate_events(700, bad_ratio=0.05, seed=2, id_prefix="b")))
     result = pipeline.materialize()
-    pipeline.materialize()  # nothing new: must change nothing
+    idle = pipeline.materialize()  # nothing new: must change nothing
 
     good, bad = expectation(first + second)
     ids = [r.event_id for r in pipeline.table("raw_events", spark).select("event_id").collect()]
@@ -105,6 +107,11 @@ def test_second_materialization_adds_only_new_records(pipeline, spark):
     assert pipeline.table("dead_letter_queue", spark).count() == sum(bad.values())
     meta = {m.asset_key: m.metadata for m in result.asset_materializations_for_node("raw_events")}
     assert meta[AssetKey("raw_events")]["rows_read"].value == len(second)
+    # Row counts carried forward from the previous run's count must equal the real ones.
+    for run in (result, idle):
+        meta = {m.asset_key: m.metadata for m in run.asset_materializations_for_node("raw_events")}
+        assert meta[AssetKey("raw_events")]["dagster/row_count"].value == len(good)
+        assert meta[AssetKey("dead_letter_queue")]["dagster/row_count"].value == sum(bad.values())
 
 
 def test_table_without_its_checkpoint_is_refused_until_full_refresh(pipeline, spark, workdir):

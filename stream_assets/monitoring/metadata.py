@@ -106,6 +106,42 @@ def rows_written(history: Iterable[Mapping[str, Any]]) -> int:
     return total
 
 
+def row_count_after(
+    commits: Iterable[Mapping[str, Any]],
+    before: int | None,
+    after: int,
+    recorded: tuple[int, int] | None,
+) -> int | None:
+    """The table's row count after `commits`, derived from a count recorded at `before`.
+
+    Counting a Delta table costs a pass over its log (seconds on a busy driver), which a
+    small catch-up run would otherwise pay every time. `recorded` is the (Delta version,
+    row count) of the last materialization; the count carries forward only when it was
+    taken at `before`, the new commits cover every version up to `after`, and each is an
+    append or a MERGE whose metrics say how rows changed. Otherwise None: count the table.
+    """
+    if before is None:
+        base, first = 0, 0
+    elif recorded is not None and recorded[0] == before:
+        base, first = recorded[1], before + 1
+    else:
+        return None
+    commits = sorted(commits, key=lambda c: c["version"])
+    if [c["version"] for c in commits] != list(range(first, after + 1)):
+        return None
+    for commit in commits:
+        metrics = commit.get("operationMetrics") or {}
+        params = commit.get("operationParameters") or {}
+        if commit.get("operation") == "WRITE" and params.get("mode") == "Append":
+            base += int(metrics.get("numOutputRows", 0) or 0)
+        elif commit.get("operation") == "MERGE" and "numTargetRowsInserted" in metrics:
+            base += int(metrics["numTargetRowsInserted"] or 0)
+            base -= int(metrics.get("numTargetRowsDeleted", 0) or 0)
+        else:
+            return None
+    return base
+
+
 def table_schema(schema: StructType) -> TableSchema:
     return TableSchema(
         columns=[

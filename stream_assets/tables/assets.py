@@ -17,7 +17,12 @@ from dagster import (
 from pydantic import Field
 from pyspark.sql import SparkSession
 
-from stream_assets.monitoring.metadata import query_metadata, rows_written, table_schema
+from stream_assets.monitoring.metadata import (
+    query_metadata,
+    row_count_after,
+    rows_written,
+    table_schema,
+)
 from stream_assets.sinks import delta_history
 from stream_assets.tables.declaration import KafkaTopic, StreamingTable
 from stream_assets.tables.runner import CatchUpResult, StreamContext, catch_up
@@ -32,27 +37,54 @@ class CatchUpConfig(Config):
     )
 
 
-def table_metadata(spark: SparkSession, path: str, before: int | None, after: int | None
-                   ) -> dict[str, Any]:
-    """What a table looks like after a run, and what the run's commits wrote to it."""
+def table_metadata(
+    spark: SparkSession,
+    path: str,
+    before: int | None,
+    after: int | None,
+    recorded: tuple[int, int, float] | None = None,
+) -> dict[str, Any]:
+    """What a table looks like after a run, and what the run's commits wrote to it.
+
+    `recorded` is the (Delta version, row count, commit time) of the table's last
+    materialization; it spares a count of the whole table when the run's commits say how
+    the count changed. The commit time tells a table recreated since then from the same one.
+    """
     if after is None:
         return {"path": MetadataValue.path(path), "delta_version": -1, "dagster/row_count": 0}
-    new_commits = []
-    if before is None or after > before:
-        first = 0 if before is None else before + 1
-        new_commits = [
-            commit for commit in delta_history(spark, path, after - first + 1)
-            if commit["version"] >= first
-        ]
+    first = 0 if before is None else before + 1
+    # One commit more than the run made: the one at `before` anchors the recorded count.
+    history = delta_history(spark, path, after - first + 2)
+    new_commits = [c for c in history if c["version"] >= first]
+    anchor = next((c for c in history if c["version"] == before), None)
+    known = None
+    if recorded is not None and anchor is not None and recorded[0] == before \
+            and abs(recorded[2] - anchor["timestamp"].timestamp()) < 0.001:
+        known = recorded[:2]
+    count = row_count_after(new_commits, before, after, known)
     frame = spark.read.format("delta").load(path)
     return {
         "path": MetadataValue.path(path),
         "delta_version": after,
+        "delta_commit_time": MetadataValue.timestamp(history[0]["timestamp"].timestamp()),
         "rows_written": rows_written(new_commits),
-        "dagster/row_count": frame.count(),
+        "dagster/row_count": frame.count() if count is None else count,
         "dagster/column_schema": table_schema(frame.schema),
         "dagster/uri": MetadataValue.url(f"file://{path}") if "://" not in path else path,
     }
+
+
+def recorded_count(context: AssetExecutionContext, name: str) -> tuple[int, int, float] | None:
+    """(Delta version, row count, commit time) from the asset's last materialization."""
+    event = context.instance.get_latest_materialization_event(AssetKey(name))
+    materialization = event.asset_materialization if event is not None else None
+    if materialization is None:
+        return None
+    meta = materialization.metadata
+    if not {"delta_version", "dagster/row_count", "delta_commit_time"} <= meta.keys():
+        return None
+    return (int(meta["delta_version"].value), int(meta["dagster/row_count"].value),
+            float(meta["delta_commit_time"].value))
 
 
 def source_specs(tables: Sequence[StreamingTable]) -> list[AssetSpec]:
@@ -115,6 +147,7 @@ def build_asset(table: StreamingTable):
                     ctx.lake.table_path(name),
                     result.versions_before[name],
                     result.versions_after[name],
+                    recorded_count(context, name),
                 )
             )
             yield MaterializeResult(asset_key=AssetKey(name), metadata=meta)

@@ -1,0 +1,44 @@
+"""Row counts carried forward from a recorded count through Delta commit metrics."""
+
+from __future__ import annotations
+
+from stream_assets.monitoring.metadata import row_count_after
+
+
+def append(version: int, rows: int) -> dict:
+    return {"version": version, "operation": "WRITE",
+            "operationParameters": {"mode": "Append"},
+            "operationMetrics": {"numOutputRows": str(rows)}}
+
+
+def merge(version: int, inserted: int, updated: int, deleted: int = 0) -> dict:
+    return {"version": version, "operation": "MERGE", "operationParameters": {},
+            "operationMetrics": {"numTargetRowsInserted": str(inserted),
+                                 "numTargetRowsUpdated": str(updated),
+                                 "numTargetRowsDeleted": str(deleted)}}
+
+
+def test_new_table_counts_its_appends_from_zero():
+    assert row_count_after([append(1, 7), append(0, 5)], None, 1, None) == 12
+
+
+def test_recorded_count_at_the_previous_version_carries_forward():
+    commits = [append(4, 10), merge(5, inserted=3, updated=9, deleted=1)]
+    assert row_count_after(commits, 3, 5, (3, 100)) == 112
+
+
+def test_no_new_commits_keeps_the_recorded_count():
+    assert row_count_after([], 3, 3, (3, 100)) == 100
+
+
+def test_unknown_when_the_recorded_count_is_from_another_version():
+    assert row_count_after([append(4, 10)], 3, 4, (2, 100)) is None
+    assert row_count_after([append(4, 10)], 3, 4, None) is None
+
+
+def test_unknown_when_a_commit_is_missing_or_not_an_append_or_merge():
+    assert row_count_after([append(5, 10)], 3, 5, (3, 100)) is None
+    overwrite = {**append(4, 10), "operationParameters": {"mode": "Overwrite"}}
+    assert row_count_after([overwrite], 3, 4, (3, 100)) is None
+    delete = {"version": 4, "operation": "DELETE", "operationMetrics": {"numDeletedRows": "2"}}
+    assert row_count_after([delete], 3, 4, (3, 100)) is None
