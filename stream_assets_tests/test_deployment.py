@@ -322,6 +322,17 @@ def test_project_image_is_built_from_the_dockerfile_by_every_service_using_it(se
     assert all("build" not in s and s.get("image") for s in others.values()), others
 
 
+def test_compose_kafka_runs_the_broker_version_the_project_tests_against(services):
+    """The broker in compose is the one `stream-assets kafka` runs here, so tests speak for it."""
+    import xml.etree.ElementTree as ET
+
+    pom = ET.parse(ROOT / "jvm" / "kafka" / "pom.xml").getroot()
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    version = pom.find("m:properties/m:kafka.version", ns).text
+    kafka_images = {s["image"] for s in services.values() if s["image"].startswith("apache/kafka")}
+    assert kafka_images == {f"apache/kafka:{version}"}
+
+
 def test_dagster_yaml_env_vars_reach_every_dagster_process(services, dagster_yaml, compose):
     needed = env_references(dagster_yaml)
     assert {"DAGSTER_POSTGRES_PASSWORD", "DAGSTER_POSTGRES_HOST"} <= needed
