@@ -3,7 +3,8 @@
 Launch `continuous_streams` from the UI (Jobs -> continuous_streams -> Launchpad), optionally
 with a selection of tables. Its one op starts every query in one SparkSession with
 processing-time triggers (`runner.start(..., available_now=False)`), holding each table's
-lock, and reports each query to Dagster every few seconds (listener.py). Terminating the run
+lock, and reports each query to Dagster every few seconds (listener.py). Through Spark
+Connect each query starts in a session of its own (QuerySessions). Terminating the run
 stops every query between two batches; the checkpoints make the next start resume exactly
 where this one stopped. A query that fails is restarted with a growing back-off and reported
 as failed until a batch succeeds again (the health sensor turns that into one alert).
@@ -13,10 +14,11 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
-from dataclasses import dataclass, field
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pyspark
 from dagster import (
     AssetMaterialization,
     AssetObservation,
@@ -30,9 +32,9 @@ from dagster import (
     job,
     op,
 )
-from delta.tables import DeltaTable
 from pydantic import Field
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from stream_assets.errors import CheckpointMismatch, StreamAssetsError, StreamFailed, TableBusy
 from stream_assets.monitoring.health import Status
@@ -51,6 +53,7 @@ from stream_assets.monitoring.listener import (
     measure_lag,
     stream_events,
 )
+from stream_assets.sinks import is_connect, is_delta_table
 from stream_assets.tables.catalog import TABLES
 from stream_assets.tables.declaration import StreamingTable, WithDeadLetters
 from stream_assets.tables.runner import StreamContext, exclusive, start
@@ -161,6 +164,68 @@ class Stream:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class QuerySessions:
+    """The session each query of a run starts in, each one reporting to the run's listener.
+
+    A MERGE sink takes its Delta transaction ids from session settings (sinks.merge_once).
+    Classic Spark runs every query in a clone of the session that started it, so those
+    settings stay the query's own. Through Spark Connect a query's foreachBatch runs in the
+    very session it was started from: two queries sharing one could commit under each
+    other's ids and lose replay protection. There each query starts in a server-side clone
+    of the run's session (same settings), released when the run ends.
+    """
+
+    def __init__(self, spark: SparkSession, listener: StreamingQueryListener, log: Any) -> None:
+        self.spark = spark
+        self.listener = listener
+        self.log = log
+        self.own: dict[str, SparkSession] = {}
+        self.listening: list[SparkSession] = []
+        if not is_connect(spark):
+            self._listen(spark)
+
+    def for_query(self, name: str) -> SparkSession:
+        if not is_connect(self.spark):
+            return self.spark
+        if name not in self.own:
+            self.own[name] = self._clone(name)
+            self._listen(self.own[name])
+        return self.own[name]
+
+    def _clone(self, name: str) -> SparkSession:
+        try:
+            return self.spark.cloneSession()
+        except Exception as exc:
+            self.log.warning(
+                f"{name}: the Spark Connect server could not give the query a session of its "
+                f"own ({short_error(str(exc), 300)}), so it shares the run's: two MERGE queries "
+                "running at once could commit under each other's transaction ids. Use a server "
+                f"of the client's Spark version ({pyspark.__version__}) or run them in "
+                "separate runs."
+            )
+            return self.spark
+
+    def _listen(self, session: SparkSession) -> None:
+        if not any(s is session for s in self.listening):
+            session.streams.addListener(self.listener)
+            self.listening.append(session)
+
+    def close(self) -> None:
+        """Stop listening, and release the sessions made for queries (stopped by now)."""
+        for session in self.listening:
+            with suppress(Exception):
+                session.streams.removeListener(self.listener)
+        self.listening.clear()
+        for session in self.own.values():
+            if session is not self.spark:
+                # Not session.stop(): in Connect's local mode that stops the server too.
+                with suppress(Exception):
+                    session.client.release_session()
+                with suppress(Exception):
+                    session.client.close()
+        self.own.clear()
+
+
 class Supervisor:
     """Starts, watches, restarts and stops one run's queries; produces their Dagster events."""
 
@@ -171,11 +236,14 @@ class Supervisor:
         config: ContinuousConfig,
         log: Any,
         clock: Callable[[], float] = time.time,
+        session_for: Callable[[str], SparkSession] | None = None,
     ) -> None:
         self.ctx = ctx
         self.config = config
         self.log = log
         self.clock = clock
+        # The session a query starts in (QuerySessions.for_query); default: ctx.spark.
+        self.session_for = session_for or (lambda name: ctx.spark)
         now = clock()
         self.streams = [Stream(t, StreamTracker(t.name, now)) for t in tables]
         self.fatal: BaseException | None = None
@@ -185,7 +253,7 @@ class Supervisor:
         names = [*table.upstream_tables, *table.static]
         return [
             n for n in names
-            if not DeltaTable.isDeltaTable(self.ctx.spark, self.ctx.lake.table_path(n))
+            if not is_delta_table(self.ctx.spark, self.ctx.lake.table_path(n))
         ]
 
     def start_due(self) -> None:
@@ -208,7 +276,8 @@ class Supervisor:
         table = stream.table
         try:
             query = start(
-                table, self.ctx, available_now=False, trigger_interval=self.config.trigger_interval
+                table, replace(self.ctx, spark=self.session_for(table.name)),
+                available_now=False, trigger_interval=self.config.trigger_interval,
             )
         except (CheckpointMismatch, TableBusy) as exc:
             self.fatal = exc
@@ -421,9 +490,9 @@ def run_continuously(
         lake=context.resources.lake,
         source=context.resources.stream_source,
     )
-    supervisor = Supervisor(tables, ctx, config, context.log)
     listener = QueryEventListener()
-    ctx.spark.streams.addListener(listener)
+    sessions = QuerySessions(ctx.spark, listener, context.log)
+    supervisor = Supervisor(tables, ctx, config, context.log, session_for=sessions.for_query)
     context.log.info(f"running {', '.join(t.name for t in tables)} until terminated")
     with ExitStack() as locks:
         try:
@@ -459,7 +528,7 @@ def run_continuously(
             raise
         finally:
             supervisor.stop_all(0)
-            ctx.spark.streams.removeListener(listener)
+            sessions.close()
 
 
 def build_continuous_job(

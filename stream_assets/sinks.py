@@ -50,8 +50,10 @@ def merge_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
     MERGE takes its transaction identifiers from session settings rather than writer
     options; classic foreachBatch hands us the query's own cloned session, so setting them
     there does not leak into other queries running in the same application. Over Spark
-    Connect the batch's session is the client's own session, shared by all its queries
-    (see docs/cluster.md): run concurrent MERGE queries in separate Connect sessions.
+    Connect the batch's session is the session the query was started from, shared by every
+    query started there (see docs/cluster.md), so queries that run at once must each start in
+    a session of their own: the continuous job does (jobs.QuerySessions); a catch-up run
+    starts one query at a time.
     """
     spark = df.sparkSession
     if not is_delta_table(spark, path):
@@ -135,10 +137,17 @@ def is_delta_table(spark: SparkSession, path: str) -> bool:
     return True
 
 
+def history_frame(spark: SparkSession, path: str, limit: int) -> DataFrame:
+    """DESCRIBE HISTORY of a Delta table: its newest `limit` commits, newest first.
+
+    The same columns as DeltaTable.history, for a classic or a Spark Connect session.
+    """
+    return spark.sql(f"DESCRIBE HISTORY {sql_path(path)} LIMIT {int(limit)}")
+
+
 def delta_history(spark: SparkSession, path: str, limit: int) -> list[dict]:
     """The newest `limit` commits of a Delta table, newest first (DESCRIBE HISTORY rows)."""
-    frame = spark.sql(f"DESCRIBE HISTORY {sql_path(path)} LIMIT {int(limit)}")
-    return [row.asDict(recursive=True) for row in frame.collect()]
+    return [row.asDict(recursive=True) for row in history_frame(spark, path, limit).collect()]
 
 
 def delta_version(spark: SparkSession, path: str) -> int | None:

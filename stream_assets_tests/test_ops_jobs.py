@@ -9,6 +9,7 @@ from stream_assets.jobs import (
     CONTINUOUS,
     MODE_TAG,
     ContinuousConfig,
+    QuerySessions,
     continuous_streams,
     select_tables,
     short_error,
@@ -52,3 +53,86 @@ def test_job_is_tagged_continuous_and_runs_in_process_with_defaults():
     config = ContinuousConfig()
     assert config.tables == [] and config.max_runtime_s is None
     assert config.event_interval_s > 0 and config.restart_on_failure
+
+
+class FakeStreams:
+    def __init__(self) -> None:
+        self.listeners: list[object] = []
+
+    def addListener(self, listener: object) -> None:
+        self.listeners.append(listener)
+
+    def removeListener(self, listener: object) -> None:
+        self.listeners.remove(listener)
+
+
+class FakeClient:
+    released = closed = False
+
+    def release_session(self) -> None:
+        self.released = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeClassicSession:
+    def __init__(self) -> None:
+        self.streams = FakeStreams()
+        self.client = FakeClient()
+
+
+class FakeConnectSession(FakeClassicSession):
+    """Stands in for a Spark Connect client session: sinks.is_connect reads the module."""
+
+    __module__ = "pyspark.sql.connect.session"
+    cloneable = True
+
+    def cloneSession(self) -> FakeConnectSession:
+        if not self.cloneable:
+            raise RuntimeError("UNIMPLEMENTED: CloneSession")
+        return FakeConnectSession()
+
+
+class FakeLog:
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warning(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+def test_through_spark_connect_each_query_starts_in_a_session_of_its_own_released_at_the_end():
+    run_session, listener = FakeConnectSession(), object()
+    sessions = QuerySessions(run_session, listener, FakeLog())
+    counts, again, user_sessions = (sessions.for_query(n)
+                                    for n in ("event_counts", "event_counts", "user_sessions"))
+    assert counts is again  # a restarted query keeps its session
+    assert len({id(run_session), id(counts), id(user_sessions)}) == 3
+    assert counts.streams.listeners == user_sessions.streams.listeners == [listener]
+    assert run_session.streams.listeners == []  # no query of the run starts there
+
+    sessions.close()
+    for own in (counts, user_sessions):
+        assert own.streams.listeners == [] and own.client.released and own.client.closed
+    assert not run_session.client.released and not run_session.client.closed
+
+
+def test_a_classic_session_is_shared_because_spark_clones_it_per_query_itself():
+    run_session, listener = FakeClassicSession(), object()
+    sessions = QuerySessions(run_session, listener, FakeLog())
+    assert sessions.for_query("event_counts") is sessions.for_query("user_sessions") is run_session
+    assert run_session.streams.listeners == [listener]
+    sessions.close()
+    assert run_session.streams.listeners == [] and not run_session.client.released
+
+
+def test_a_connect_server_that_cannot_clone_sessions_shares_the_run_session_with_a_warning():
+    run_session, listener, log = FakeConnectSession(), object(), FakeLog()
+    run_session.cloneable = False
+    sessions = QuerySessions(run_session, listener, log)
+    assert sessions.for_query("event_counts") is sessions.for_query("user_sessions") is run_session
+    assert run_session.streams.listeners == [listener]  # listened to once
+    assert len(log.warnings) == 2 and "transaction ids" in log.warnings[0]
+    sessions.close()
+    assert run_session.streams.listeners == [] and not run_session.client.released

@@ -1,8 +1,16 @@
-"""Delta writes of one micro-batch are skipped when the same batch is written again."""
+"""Delta writes of one micro-batch are skipped when the same batch is written again, and the
+table lookups that work with a classic and a Spark Connect session alike."""
 
 from __future__ import annotations
 
-from stream_assets.sinks import append_once, delta_version, merge_once
+from stream_assets.sinks import (
+    append_once,
+    delta_history,
+    delta_version,
+    history_frame,
+    is_delta_table,
+    merge_once,
+)
 
 
 def test_replayed_merge_batch_changes_nothing(spark, workdir):
@@ -29,3 +37,16 @@ def test_replayed_append_batch_changes_nothing(spark, workdir):
     append_once(batch, path, "q", "events", 0)
     append_once(batch, path, "other-query", "events", 0)  # another query's batch 0 counts
     assert spark.read.format("delta").load(path).count() == 4
+
+
+def test_history_lists_commits_newest_first_and_a_missing_table_has_no_version(spark, workdir):
+    path = str(workdir / "history")
+    assert not is_delta_table(spark, path) and delta_version(spark, path) is None
+    batch = spark.createDataFrame([("a",), ("b",)], "k string")
+    append_once(batch, path, "q", "history", 0)
+    append_once(batch, path, "q", "history", 1)
+
+    assert is_delta_table(spark, path) and delta_version(spark, path) == 1
+    assert [c["version"] for c in delta_history(spark, path, 10)] == [1, 0]
+    newest = history_frame(spark, path, 1).select("version", "operationMetrics").collect()
+    assert [(r["version"], r["operationMetrics"]["numOutputRows"]) for r in newest] == [(1, "2")]

@@ -29,13 +29,13 @@ from dagster import (
     MetadataValue,
     multi_asset_check,
 )
-from delta.tables import DeltaTable
 from pydantic import Field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from stream_assets import schemas
+from stream_assets.sinks import history_frame, is_delta_table
 from stream_assets.tables.declaration import DeltaMerge, StreamingTable, WithDeadLetters
 
 Severity = Literal["WARN", "ERROR"]
@@ -191,7 +191,7 @@ def _missing(path: str, table: StreamingTable) -> Outcome:
 def check_freshness(spark: SparkSession, path: str, max_age_minutes: float,
                     now: float | None = None) -> Outcome:
     last = (
-        DeltaTable.forPath(spark, path).history(1)
+        history_frame(spark, path, 1)
         .select(F.col("timestamp").cast("double").alias("t"), "version").first()
     )
     age = ((now or time.time()) - last["t"]) / 60
@@ -274,7 +274,7 @@ def evaluate(
 ) -> Outcome:
     """Run one planned check against the Delta tables."""
     path = lake.table_path(name)
-    if not DeltaTable.isDeltaTable(spark, path):
+    if not is_delta_table(spark, path):
         return _missing(path, table)
     if check == FRESHNESS:
         assert isinstance(expectation, FreshnessExpectation)
@@ -294,7 +294,7 @@ def evaluate(
         assert isinstance(table.sink, WithDeadLetters)
         dead_path = lake.table_path(table.sink.dead_letter_table)
         dead = (spark.read.format("delta").load(dead_path).count()
-                if DeltaTable.isDeltaTable(spark, dead_path) else 0)
+                if is_delta_table(spark, dead_path) else 0)
         return check_dead_letter_ratio(frame.count(), dead, expectation.max_ratio)
     raise ValueError(f"unknown check {check!r}")
 

@@ -34,6 +34,7 @@ from stream_assets.monitoring.lag import (
     total_lag,
 )
 from stream_assets.monitoring.metadata import rows_written
+from stream_assets.sinks import history_frame, is_delta_table
 
 STARTED, PROGRESS, IDLE, TERMINATED = "started", "progress", "idle", "terminated"
 
@@ -350,15 +351,11 @@ class DeltaWrites:
             self.versions[name] = self._history(name, 1)[0] if self._exists(name) else -1
 
     def _exists(self, name: str) -> bool:
-        from delta.tables import DeltaTable
-
-        return DeltaTable.isDeltaTable(self.spark, self.paths[name])
+        return is_delta_table(self.spark, self.paths[name])
 
     def _history(self, name: str, limit: int) -> tuple[int, list[dict[str, Any]]]:
-        from delta.tables import DeltaTable
-
         rows = (
-            DeltaTable.forPath(self.spark, self.paths[name]).history(limit)
+            history_frame(self.spark, self.paths[name], limit)
             .select("version", "operationMetrics").collect()
         )
         commits = [r.asDict(recursive=True) for r in rows]

@@ -1,11 +1,11 @@
 """Batch tables that streams join to."""
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
-from delta.tables import DeltaTable
 from pydantic import Field
 
 from stream_assets.dev.users import generate_users, user_frame
 from stream_assets.monitoring.metadata import table_schema
+from stream_assets.sinks import delta_version, is_delta_table
 
 
 class UserDimensionConfig(Config):
@@ -28,17 +28,16 @@ def user_dimension(context: AssetExecutionContext, config: UserDimensionConfig
                    ) -> MaterializeResult:
     spark = context.resources.spark.spark_session
     path = context.resources.lake.table_path("user_dimension")
-    if config.overwrite or not DeltaTable.isDeltaTable(spark, path):
+    if config.overwrite or not is_delta_table(spark, path):
         user_frame(spark, generate_users(config.users)).write.format("delta").mode(
             "overwrite"
         ).option("overwriteSchema", "true").save(path)
         context.log.info(f"wrote {config.users} demo users to {path}")
-    table = DeltaTable.forPath(spark, path)
-    frame = table.toDF()
+    frame = spark.read.format("delta").load(path)
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(path),
-            "delta_version": table.history(1).first()["version"],
+            "delta_version": delta_version(spark, path),
             "dagster/row_count": frame.count(),
             "dagster/column_schema": table_schema(frame.schema),
         }
