@@ -66,21 +66,32 @@ def merge_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
     # cannot take an alias, so the condition names it by its path.
     target = sql_path(path)
     condition = " AND ".join(f"{target}.`{k}` <=> s.`{k}`" for k in keys)
-    spark.conf.set(TXN_APP_ID, app_id(query, table))
-    spark.conf.set(TXN_VERSION, str(batch_id))
+    # Cached: the emptiness check and the MERGE would otherwise each recompute the batch,
+    # stateful operators included.
+    df = df.persist()
     try:
-        (
-            df.alias("s")
-            .mergeInto(target, F.expr(condition))
-            .whenMatched()
-            .updateAll()
-            .whenNotMatched()
-            .insertAll()
-            .merge()
-        )
+        # Batches Spark runs only to advance the watermark usually update no row; a MERGE of
+        # nothing still joins the target and commits a version, holding up the next batch.
+        # Skipping one is safe: Delta's transaction check only asks for increasing versions.
+        if df.isEmpty():
+            return
+        spark.conf.set(TXN_APP_ID, app_id(query, table))
+        spark.conf.set(TXN_VERSION, str(batch_id))
+        try:
+            (
+                df.alias("s")
+                .mergeInto(target, F.expr(condition))
+                .whenMatched()
+                .updateAll()
+                .whenNotMatched()
+                .insertAll()
+                .merge()
+            )
+        finally:
+            spark.conf.unset(TXN_APP_ID)
+            spark.conf.unset(TXN_VERSION)
     finally:
-        spark.conf.unset(TXN_APP_ID)
-        spark.conf.unset(TXN_VERSION)
+        df.unpersist()
 
 
 def split_events_writer(query: str, events_path: str, dead_letter_path: str,

@@ -10,6 +10,7 @@ from stream_assets.jobs import (
     MODE_TAG,
     ContinuousConfig,
     QuerySessions,
+    check_trigger_names,
     continuous_streams,
     select_tables,
     short_error,
@@ -30,6 +31,18 @@ def test_selection_runs_upstream_queries_first_and_extra_tables_select_their_que
 def test_unknown_tables_are_refused_with_the_valid_names():
     with pytest.raises(Failure, match=r"unknown table\(s\) nope; .*raw_events"):
         select_tables(TABLES, ["nope"])
+
+
+def test_per_query_triggers_win_over_the_job_wide_one_and_the_declaration():
+    raw, counts = (next(t for t in TABLES if t.name == n) for n in ("raw_events", "event_counts"))
+    config = ContinuousConfig(trigger_intervals={"raw_events": "0 seconds"})
+    assert config.trigger_for(raw) == "0 seconds"
+    assert config.trigger_for(counts) == counts.trigger_interval
+    config = ContinuousConfig(trigger_interval="30 seconds",
+                              trigger_intervals={"raw_events": "1 second"})
+    assert (config.trigger_for(raw), config.trigger_for(counts)) == ("1 second", "30 seconds")
+    with pytest.raises(Failure, match=r"unknown query\(ies\) raw_event; .*raw_events"):
+        check_trigger_names(TABLES, {"raw_event": "1 second"})
 
 
 def test_errors_keep_the_first_line_and_the_root_cause_not_the_stack():

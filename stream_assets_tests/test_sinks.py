@@ -30,6 +30,17 @@ def test_replayed_merge_batch_changes_nothing(spark, workdir):
     assert rows == [("a", 10), ("b", 2), ("c", 3)]
 
 
+def test_an_empty_merge_batch_commits_nothing_and_later_batches_still_apply(spark, workdir):
+    path = str(workdir / "counts_empty")
+    merge_once(spark.createDataFrame([("a", 1)], "k string, n int"), path, "q", "c", 0, ("k",))
+    version = delta_version(spark, path)
+    merge_once(spark.createDataFrame([], "k string, n int"), path, "q", "c", 1, ("k",))
+    assert delta_version(spark, path) == version
+    merge_once(spark.createDataFrame([("a", 2)], "k string, n int"), path, "q", "c", 2, ("k",))
+    assert delta_version(spark, path) == version + 1
+    assert [tuple(r) for r in spark.read.format("delta").load(path).collect()] == [("a", 2)]
+
+
 def test_replayed_append_batch_changes_nothing(spark, workdir):
     path = str(workdir / "events")
     batch = spark.createDataFrame([("a",), ("b",)], "k string")
