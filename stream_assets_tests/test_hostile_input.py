@@ -55,7 +55,7 @@ KAFKA_WITH_HEADERS = StructType(
 
 KNOWN_ERRORS = {
     ev.NULL_VALUE, ev.EMPTY_VALUE, ev.NOT_UTF8, ev.INVALID_JSON, ev.NOT_OBJECT,
-    ev.BAD_TIMESTAMP, ev.TIMESTAMP_RANGE,
+    ev.BAD_TIMESTAMP, ev.TIMESTAMP_RANGE, ev.UNUSABLE_EVENT_TYPE,
     *(ev.missing(f) for f in ev.REQUIRED_STRINGS),
     *(ev.wrong_type(f, "a string") for f in (*ev.REQUIRED_STRINGS, *ev.OPTIONAL_STRINGS)),
     ev.wrong_type("properties", "an object of strings"),
@@ -261,6 +261,12 @@ def _oracle(doc: dict, stamp: Stamp) -> Expect | None:
     for name in ("event_type", "user_id"):
         if present(name) and not isinstance(doc[name], str):
             return Expect(ev.wrong_type(name, "a string"))
+    kind = doc.get("event_type")
+    if isinstance(kind, str) and (
+        kind == "" or any(ord(c) < 0x20 or ord(c) == 0x7F for c in kind)
+        or len(kind.encode("utf-8")) > ev.EVENT_TYPE_MAX_BYTES
+    ):
+        return Expect(ev.UNUSABLE_EVENT_TYPE)
     props = doc.get("properties")
     if props is not None and not (
         isinstance(props, dict) and all(isinstance(v, str) for v in props.values())

@@ -16,7 +16,12 @@ from pyspark.sql.types import (
 )
 
 from stream_assets.dev.generator import BAD_KINDS, GOOD, generate_events
-from stream_assets.transforms.events import dead_letters, parse_events, valid_events
+from stream_assets.transforms.events import (
+    UNUSABLE_EVENT_TYPE,
+    dead_letters,
+    parse_events,
+    valid_events,
+)
 
 KAFKA = StructType(
     [
@@ -99,6 +104,14 @@ def test_generated_records_split_exactly_into_events_and_dead_letters(spark):
          "wrong type: properties must be an object of strings"),
         (b'{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z", "properties": [1]}',
          "wrong type: properties must be an object of strings"),
+        (b'{"event_id": "a", "event_type": "", "timestamp": "2026-01-01T00:00:00Z"}',
+         UNUSABLE_EVENT_TYPE),
+        (b'{"event_id": "a", "event_type": "a\\u0000b", "timestamp": "2026-01-01T00:00:00Z"}',
+         UNUSABLE_EVENT_TYPE),
+        (b'{"event_id": "a", "event_type": "\\t", "timestamp": "2026-01-01T00:00:00Z"}',
+         UNUSABLE_EVENT_TYPE),
+        (b'{"event_id": "a", "event_type": "' + b"x" * 81 + b'", '
+         b'"timestamp": "2026-01-01T00:00:00Z"}', UNUSABLE_EVENT_TYPE),
         (b"", "empty value"),
         (None, "null value (tombstone)"),
         (b'{"event_id": "\xc3\x28", "timestamp": "2026-01-01T00:00:00Z"}',
@@ -117,6 +130,14 @@ def test_optional_fields_may_be_missing_or_null(spark):
     assert len(rows) == 1
     assert rows[0].user_id is None and rows[0].event_type is None and rows[0].properties is None
     assert rows[0].timestamp == datetime(2026, 1, 1, 8, 0)
+
+
+def test_event_type_of_80_bytes_with_unicode_is_kept(spark):
+    kind = "ü" * 40  # 80 UTF-8 bytes: the longest accepted partition value
+    value = json.dumps({"event_id": "a", "event_type": kind,
+                        "timestamp": "2026-01-01T00:00:00Z"}).encode()
+    rows = valid_events(parse_events(kafka_frame(spark, [value]))).collect()
+    assert [r.event_type for r in rows] == [kind]
 
 
 def test_unicode_survives_parsing(spark):

@@ -22,6 +22,13 @@ INVALID_JSON = "invalid JSON"
 NOT_OBJECT = "JSON value is not an object"
 BAD_TIMESTAMP = "unparseable timestamp"
 TIMESTAMP_RANGE = "timestamp out of range (years 0001-9999)"
+# raw_events is partitioned by event_type, so it names a folder: Spark does not escape NUL,
+# turns "" into null, and a name over 255 bytes (escaping triples some characters) cannot be
+# created. One such record would stop the table, replayed and failing on every retry.
+EVENT_TYPE_MAX_BYTES = 80
+UNUSABLE_EVENT_TYPE = (
+    f"unusable event_type: empty, a control character or over {EVENT_TYPE_MAX_BYTES} bytes"
+)
 # Spark accepts years up to 294247, but ISO-8601, Python and most readers stop at 9999.
 _LATEST = "9999-12-31 23:59:59.999999"
 _EARLIEST = "0001-01-01 00:00:00"
@@ -85,6 +92,15 @@ def parse_events(kafka: DataFrame) -> DataFrame:
         checks.append(
             (_present(fields[name]) & ~is_string(fields[name]), wrong_type(name, "a string"))
         )
+    event_type = F.try_variant_get(fields["event_type"], "$", "string")
+    checks.append(
+        (
+            (F.octet_length(event_type) == 0)
+            | event_type.rlike(r"[\x00-\x1f\x7f]")
+            | (F.octet_length(event_type) > EVENT_TYPE_MAX_BYTES),
+            UNUSABLE_EVENT_TYPE,
+        )
+    )
     checks.append(
         (
             _present(properties)
