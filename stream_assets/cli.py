@@ -162,10 +162,13 @@ def seed_users(users: int, if_missing: bool) -> None:
 @click.argument("table")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def reset(table: str, yes: bool) -> None:
-    """Full refresh: delete TABLE's checkpoint and the tables its query writes."""
-    from stream_assets.resources import DeltaLake, SparkResource
+    """Full refresh: delete TABLE's checkpoint and the tables its query writes.
+
+    Refused while a materialization writes the table: it holds the same lock.
+    """
+    from stream_assets.resources import DeltaLake, KafkaSource, SparkResource
+    from stream_assets.tables import runner
     from stream_assets.tables.catalog import TABLES
-    from stream_assets.tables.runner import StreamContext, full_refresh
 
     by_name = {t.name: t for t in TABLES} | {n: t for t in TABLES for n in t.tables}
     if table not in by_name:
@@ -174,11 +177,15 @@ def reset(table: str, yes: bool) -> None:
     if not yes:
         click.confirm(f"delete the checkpoint of {declared.name} and the tables "
                       f"{', '.join(declared.tables)}?", abort=True)
-    from stream_assets.resources import KafkaSource
-
-    spark = SparkResource(remote=None)
-    ctx = StreamContext(spark=spark.spark_session, lake=DeltaLake(), source=KafkaSource())
-    full_refresh(declared, ctx)
+    lake = DeltaLake()
+    try:
+        # The lock first: a busy table is refused before a SparkSession is started for nothing.
+        with runner.writer_lock(declared, lake):
+            spark = SparkResource(remote=None).spark_session
+            ctx = runner.StreamContext(spark=spark, lake=lake, source=KafkaSource())
+            runner.full_refresh(declared, ctx)
+    except StreamAssetsError as exc:
+        _fail(exc)
     click.echo(f"reset {', '.join(declared.tables)}; the next materialization rebuilds them")
 
 

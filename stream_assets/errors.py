@@ -13,6 +13,10 @@ class KafkaUnavailable(StreamAssetsError):
     """No Kafka broker answered at the configured address."""
 
 
+class KafkaAuthenticationFailed(KafkaUnavailable):
+    """The broker answered but refused the credentials (SASL authentication failed)."""
+
+
 class InvalidConnectionString(StreamAssetsError):
     """An Event Hubs connection string is malformed (the message never contains the key)."""
 
@@ -27,3 +31,7 @@ class TableBusy(StreamAssetsError):
 
 class StreamFailed(StreamAssetsError):
     """A streaming query stopped with an error."""
+
+
+class KafkaDataLoss(StreamFailed):
+    """Kafka no longer holds records the checkpoint has not read (fail_on_data_loss stopped it)."""

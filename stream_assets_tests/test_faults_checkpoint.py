@@ -10,6 +10,7 @@ checkpoint and the tables together).
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import uuid
 from pathlib import Path
@@ -23,6 +24,7 @@ from stream_assets.dev.producer import produce
 from stream_assets.errors import CheckpointMismatch
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.kafka import KafkaConnection
+from stream_assets.tables import runner
 from stream_assets.tables.assets import build_asset
 from stream_assets.tables.catalog import raw_events
 from stream_assets.tables.declaration import WithDeadLetters, kafka_topic
@@ -117,14 +119,6 @@ def test_checkpoint_of_another_query_is_refused_naming_both(written, tmp_path, s
     assert rebuilt.events == expected.events and rebuilt.dead == expected.dead
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the checkpoint marker records logical topics ('kafka:events'), not the broker "
-    "topic they map to, so pointing raw_events at another topic (topic_names, or another Event "
-    "Hub) with the same checkpoint passes the guard; Spark then fails with a misleading 'data "
-    "may have been lost', and with fail_on_data_loss: false mixes both topics in one table. "
-    "runner._fingerprint should record ctx.source.topic_name() of each topic",
-)
 def test_checkpoint_of_the_same_table_reading_another_topic_is_refused(written, tmp_path,
                                                                         kafka_broker):
     lake, _ = written
@@ -176,14 +170,6 @@ def _latest(folder: Path) -> Path:
     return max((p for p in folder.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a truncated Spark checkpoint fails with Spark's parser error (StreamFailed "
-    "'Unexpected end-of-input in field name', or an unwrapped Py4JJavaError for the metadata "
-    "file) that names neither the checkpoint nor the reset; runner.guard_checkpoint should "
-    "validate the checkpoint's log files and raise CheckpointMismatch with reset_hint (see "
-    "docs/guarantees.md)",
-)
 @pytest.mark.parametrize("damage", list(TRUNCATIONS))
 def test_truncated_checkpoint_is_refused_naming_the_table_and_the_reset(written, tmp_path,
                                                                         damage):
@@ -195,20 +181,63 @@ def test_truncated_checkpoint_is_refused_naming_the_table_and_the_reset(written,
     assert_refused_with_reset_hint(raised.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with the tables deleted and the checkpoint kept, the run succeeds and writes "
-    "nothing, so every record the checkpoint had committed is silently gone; "
-    "runner.guard_checkpoint should refuse a checkpoint with committed batches whose tables "
-    "are missing (see docs/guarantees.md)",
-)
-def test_tables_deleted_under_their_checkpoint_are_refused(written, tmp_path):
+@pytest.mark.parametrize("damage", ["last offsets file cut in half",
+                                    "query metadata cut in half"])
+def test_damage_the_guard_cannot_see_is_still_refused_naming_the_reset(written, tmp_path,
+                                                                       monkeypatch, damage):
+    # As on a remote store, whose files the guard does not read: Spark's own failure to parse
+    # them (at start for metadata, in the query for offsets) must get the same answer.
+    monkeypatch.setattr(runner, "_damaged_checkpoint_file", lambda checkpoint: None)
     lake, _ = written
-    copy = lake.copy(tmp_path / "no-table")
-    shutil.rmtree(copy.root / "tables" / "raw_events")
-    with pytest.raises(CheckpointMismatch) as raised:
+    copy = lake.copy(tmp_path / "unseen")
+    TRUNCATIONS[damage](copy.checkpoint)
+    with pytest.raises(CheckpointMismatch, match="damaged: Spark cannot read it") as raised:
         copy.materialize()
     assert_refused_with_reset_hint(raised.value)
+
+
+def _replace_with_plain_folder(table: Path) -> None:
+    shutil.rmtree(table)
+    table.mkdir()
+    (table / "part-00000.parquet").write_bytes(b"PAR1")
+
+
+@pytest.mark.parametrize("loss", ["deleted", "replaced by a folder that is not Delta"])
+def test_tables_deleted_under_their_checkpoint_are_refused(written, tmp_path, loss):
+    lake, _ = written
+    copy = lake.copy(tmp_path / "no-table")
+    table = copy.root / "tables" / "raw_events"
+    if loss == "deleted":
+        shutil.rmtree(table)
+    else:
+        _replace_with_plain_folder(table)
+    with pytest.raises(CheckpointMismatch, match="no Delta table raw_events") as raised:
+        copy.materialize()
+    assert_refused_with_reset_hint(raised.value)
+
+
+def test_checkpoint_marker_is_written_only_when_it_changes_and_atomically(written, tmp_path,
+                                                                           spark):
+    lake, _ = written
+    copy = lake.copy(tmp_path / "marker-writes")
+    source = KafkaSource(bootstrap_servers=lake.bootstrap, topic_names={"events": lake.topic})
+    ctx = runner.StreamContext(spark=spark, lake=copy.lake, source=source)
+    marker = copy.checkpoint / "stream_assets.json"
+    assert json.loads(marker.read_text())["topics"] == [lake.topic]
+
+    # A restart leaves a healthy marker alone: no write that a crash could tear.
+    before = marker.stat()
+    runner.guard_checkpoint(raw_events, ctx)
+    after = marker.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+    # A marker from before topics were recorded is accepted, then completed by a rename.
+    legacy = {k: v for k, v in json.loads(marker.read_text()).items() if k != "topics"}
+    marker.write_text(json.dumps(legacy))
+    runner.guard_checkpoint(raw_events, ctx)
+    assert json.loads(marker.read_text()) == {**legacy, "topics": [lake.topic]}
+    assert marker.stat().st_ino != before.st_ino
+    assert not [p for p in copy.checkpoint.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_cli_reset_deletes_checkpoint_and_tables_together_then_rebuild_is_exact(

@@ -7,7 +7,6 @@ Here: the full refresh from the CLI must respect the same lock.
 
 from __future__ import annotations
 
-import pytest
 from click.testing import CliRunner
 
 from stream_assets.cli import main
@@ -17,12 +16,6 @@ from stream_assets.tables.catalog import raw_events
 from stream_assets_tests.fault_driver import session_conf_kept
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `stream-assets reset` deletes the checkpoint and tables without taking the "
-    "writer lock, so it pulls them from under a running materialization; cli.reset should "
-    "hold runner.exclusive(table, ctx) around full_refresh (docs/guarantees.md, gap 5)",
-)
 def test_reset_is_refused_while_a_run_writes_the_table(spark, tmp_path, monkeypatch):
     monkeypatch.setenv("STREAM_ASSETS_HOME", str(tmp_path))
     lake = DeltaLake()  # the CLI's own lake: below STREAM_ASSETS_HOME

@@ -131,13 +131,6 @@ def test_expired_offsets_fail_loudly_by_default_and_are_skipped_only_on_purpose(
     assert not set(positions) & lost
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: when Kafka loses records inside a batch, the error surfaces in foreachBatch "
-    "as a Python traceback and runner._short keeps only its first 1500 characters, so "
-    "StreamFailed reads 'FOREACH_BATCH_USER_FUNCTION_ERROR ... Traceback' and never says "
-    "that data was lost or what to do (fix described in docs/guarantees.md)",
-)
 def test_data_loss_error_says_what_was_lost_and_how_to_go_on(expired):
     _, _, _, _, error = expired
     message = str(error)

@@ -162,13 +162,6 @@ def test_wrong_connection_string_is_refused_and_never_echoed(
     assert not (workdir / "tables" / "raw_events").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a rejected connection string reads 'no Kafka broker answered ... (Broker "
-    "transport failure); check the namespace ... port 9093 is reachable' after the full "
-    "timeout: librdkafka reports the SASL failure only through error_cb, which "
-    "resources.kafka.check_reachable does not install (fix in docs/guarantees.md)",
-)
 def test_wrong_connection_string_error_says_the_credentials_were_refused(
     kafka_broker, topic_factory, event_hubs_connection_string, spark_resource, workdir,
     monkeypatch

@@ -104,6 +104,13 @@ class EventHubsSource(KafkaCompatibleSource):
     def unreachable_hint(self) -> str:
         return "check the namespace in the connection string and that port 9093 is reachable"
 
+    def auth_hint(self) -> str:
+        return (
+            "check the connection string's SharedAccessKeyName and SharedAccessKey (copy it "
+            "again from the namespace's or hub's shared access policies; the policy needs "
+            "Listen rights)"
+        )
+
     def read_stream(self, spark: SparkSession, topic: str) -> DataFrame:
         kafka = super().read_stream(spark, topic)
         # The Kafka endpoint exposes the hub's sequence number as the Kafka offset.

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 from dagster import ConfigurableResource
 from pydantic import Field
 from pyspark.sql import DataFrame, SparkSession
 
-from stream_assets.errors import KafkaUnavailable
+from stream_assets.errors import KafkaAuthenticationFailed, KafkaUnavailable
 
 BOOTSTRAP_ENV = "STREAM_ASSETS_KAFKA_BOOTSTRAP"
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+# How often the reachability check looks for a refused login while it waits for the broker.
+_AUTH_POLL_S = 0.5
 
 _quiet = logging.getLogger("stream_assets.kafka_client")
 _quiet.addHandler(logging.NullHandler())
@@ -77,25 +80,49 @@ class KafkaConnection:
 
 
 def check_reachable(
-    connection: KafkaConnection, topics: tuple[str, ...], timeout_s: float, hint: str
+    connection: KafkaConnection,
+    topics: tuple[str, ...],
+    timeout_s: float,
+    hint: str,
+    auth_hint: str = "check the SASL user name and password",
 ) -> dict[str, int]:
     """Fail fast with a clear message instead of a Spark query that retries forever.
 
     Returns the partition count of each topic.
     """
-    from confluent_kafka import KafkaException
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(connection.client_config())
-    try:
-        metadata = admin.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        error = exc.args[0] if exc.args else None
-        reason = error.str() if hasattr(error, "str") else type(exc).__name__
-        raise KafkaUnavailable(
-            f"no Kafka broker answered at {connection.describe()} within {timeout_s:g} s "
-            f"({reason}); {hint}"
-        ) from None
+    refused: list[KafkaError] = []
+
+    def on_error(error: KafkaError) -> None:
+        # librdkafka reports a refused login only here: list_topics just waits and times out.
+        if error.code() == KafkaError._AUTHENTICATION:
+            refused.append(error)
+
+    admin = AdminClient({**connection.client_config(), "error_cb": on_error})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        wait = min(_AUTH_POLL_S, deadline - time.monotonic())
+        try:
+            metadata = admin.list_topics(timeout=max(wait, 0.01))
+            break
+        except KafkaException as exc:
+            admin.poll(0)  # serves error_cb
+            if refused:
+                # Not librdkafka's text: the message must never risk carrying the secret.
+                raise KafkaAuthenticationFailed(
+                    f"the Kafka endpoint at {connection.describe()} refused the credentials "
+                    f"(SASL authentication failed); {auth_hint}"
+                ) from None
+            if time.monotonic() < deadline:
+                continue
+            error = exc.args[0] if exc.args else None
+            reason = error.str() if hasattr(error, "str") else type(exc).__name__
+            raise KafkaUnavailable(
+                f"no Kafka broker answered at {connection.describe()} within {timeout_s:g} s "
+                f"({reason}); {hint}"
+            ) from None
     missing = [t for t in topics if t not in metadata.topics]
     if missing:
         raise KafkaUnavailable(
@@ -139,12 +166,16 @@ class KafkaCompatibleSource(ConfigurableResource):
     def unreachable_hint(self) -> str:
         return "check the bootstrap address"
 
+    def auth_hint(self) -> str:
+        return "check the SASL user name and password"
+
     def check_reachable(self, topics: tuple[str, ...]) -> dict[str, int]:
         return check_reachable(
             self.connection(),
             tuple(self.topic_name(t) for t in topics),
             self.connect_timeout_s,
             self.unreachable_hint(),
+            self.auth_hint(),
         )
 
     def offsets(self, topic: str) -> dict[str, tuple[int, int]]:
@@ -217,3 +248,6 @@ class KafkaSource(KafkaCompatibleSource):
             "start one with 'stream-assets kafka start' or set "
             f"{BOOTSTRAP_ENV} to a broker that runs"
         )
+
+    def auth_hint(self) -> str:
+        return "check sasl_username and sasl_password (pass the password as a dagster.EnvVar)"

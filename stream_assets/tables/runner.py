@@ -10,18 +10,27 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from stream_assets import paths
-from stream_assets.errors import CheckpointMismatch, StreamFailed, TableBusy
+from stream_assets.errors import (
+    CheckpointMismatch,
+    KafkaDataLoss,
+    StreamAssetsError,
+    StreamFailed,
+    TableBusy,
+)
 from stream_assets.resources.kafka import KafkaCompatibleSource
 from stream_assets.resources.lake import DeltaLake
 from stream_assets.sinks import delta_version, is_connect, is_delta_table
@@ -59,12 +68,19 @@ class StreamContext:
 
 @contextmanager
 def exclusive(table: StreamingTable, ctx: StreamContext) -> Iterator[None]:
-    """One writer per checkpoint on this machine: a second run is refused, never interleaved.
+    """One writer per checkpoint on this machine: a second run is refused, never interleaved."""
+    with writer_lock(table, ctx.lake):
+        yield
+
+
+@contextmanager
+def writer_lock(table: StreamingTable, lake: DeltaLake) -> Iterator[None]:
+    """The lock behind `exclusive`, for callers without a SparkSession yet (`stream-assets reset`).
 
     The lock is keyed by the checkpoint location, not the table name, so two projects (or a
     benchmark beside the demo) writing different locations never block each other.
     """
-    checkpoint = ctx.lake.checkpoint_path(table.name)
+    checkpoint = lake.checkpoint_path(table.name)
     digest = hashlib.sha1(checkpoint.encode()).hexdigest()[:12]
     lock_path = paths.locks_dir() / f"{table.name}-{digest}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +98,12 @@ def exclusive(table: StreamingTable, ctx: StreamContext) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _fingerprint(table: StreamingTable) -> dict:
+def _fingerprint(table: StreamingTable, ctx: StreamContext) -> dict:
+    """What the checkpoint's offsets mean: the query, its tables and the broker-side topics.
+
+    Logical sources alone are not enough: `topic_names` (or another Event Hub) can point the
+    same declaration at another topic, whose offsets the old checkpoint's do not describe.
+    """
     return {
         "table": table.name,
         "tables": list(table.tables),
@@ -90,7 +111,18 @@ def _fingerprint(table: StreamingTable) -> dict:
             f"kafka:{s.topic}" if isinstance(s, KafkaTopic) else f"delta:{s.table}"
             for s in table.sources
         ],
+        "topics": [ctx.source.topic_name(t) for t in table.kafka_topics],
     }
+
+
+def _batch_files(folder: str) -> list[str]:
+    """A Spark log folder's batch files (named by batch id), oldest first."""
+    if not os.path.isdir(folder):
+        return []
+    return [
+        os.path.join(folder, name)
+        for name in sorted((n for n in os.listdir(folder) if n.isdigit()), key=int)
+    ]
 
 
 def _has_offsets(checkpoint: str) -> bool:
@@ -98,43 +130,138 @@ def _has_offsets(checkpoint: str) -> bool:
     local = _local(checkpoint)
     if local is None:
         return True
-    offsets = os.path.join(local, "offsets")
-    return os.path.isdir(offsets) and bool(os.listdir(offsets))
+    return bool(_batch_files(os.path.join(local, "offsets")))
+
+
+def _log_file_problem(path: str, *, offsets: bool) -> str | None:
+    """Why Spark could not read a log file (`v1` then JSON lines), or None if it can.
+
+    Spark skips a trailing newline. offsets/N holds the batch metadata (which may be empty),
+    then one line per source ('-' for a source that has no offset yet); commits/N one line.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError):
+        return "is unreadable"
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    if not lines:
+        return "is empty"
+    version, *entries = lines
+    if not re.fullmatch(r"v\d+", version):
+        return "has no version line"
+    if len(entries) < (2 if offsets else 1):
+        return "is cut short"
+    for index, entry in enumerate(entries):
+        if offsets and (entry == "-" or (entry == "" and index == 0)):
+            continue
+        try:
+            json.loads(entry)
+        except ValueError:
+            return "is cut short (incomplete JSON)"
+    return None
+
+
+def _damaged_checkpoint_file(checkpoint: str) -> str | None:
+    """The first file of a local checkpoint that Spark would fail to parse, with the reason.
+
+    A crash on a store without atomic renames leaves log files truncated or empty. Only the
+    files a restart reads are checked: the query id, and the newest offsets and commits (the
+    restart reads the last two planned batches and the last commit).
+    """
+    metadata = os.path.join(checkpoint, "metadata")
+    if os.path.exists(metadata):
+        try:
+            with open(metadata, encoding="utf-8") as handle:
+                if "id" not in json.loads(handle.readline() or "null"):
+                    return f"{metadata} has no query id"
+        except (OSError, UnicodeDecodeError, ValueError, TypeError):
+            return f"{metadata} is empty or cut short"
+    for folder in ("offsets", "commits"):
+        for path in _batch_files(os.path.join(checkpoint, folder))[-2:]:
+            problem = _log_file_problem(path, offsets=folder == "offsets")
+            if problem:
+                return f"{path} {problem}"
+    return None
+
+
+def _check_marker(table: StreamingTable, ctx: StreamContext, checkpoint: str) -> dict | None:
+    """The fingerprint recorded in the checkpoint (None if there is none); refuse a foreign one."""
+    marker = os.path.join(checkpoint, MARKER)
+    if not os.path.exists(marker):
+        if os.path.isdir(checkpoint) and os.listdir(checkpoint):
+            raise CheckpointMismatch(
+                f"{checkpoint} holds files but no {MARKER}: it was not written by stream_assets "
+                f"for {table.name}; {reset_hint(table.name)}"
+            )
+        return None
+    try:
+        with open(marker) as handle:
+            recorded = json.load(handle)
+        if not isinstance(recorded, dict):
+            raise ValueError(MARKER)
+    except (OSError, ValueError):
+        raise CheckpointMismatch(
+            f"the checkpoint of {table.name} at {checkpoint} is damaged ({MARKER} is "
+            f"unreadable); {reset_hint(table.name)}"
+        ) from None
+    expected = _fingerprint(table, ctx)
+    if recorded.get("table") != table.name or recorded.get("sources") != expected["sources"]:
+        raise CheckpointMismatch(
+            f"the checkpoint at {checkpoint} belongs to {recorded.get('table')!r} reading "
+            f"{recorded.get('sources')}, not to {table.name}; {reset_hint(table.name)}"
+        )
+    # Markers written before topics were recorded are accepted (and rewritten with them).
+    if "topics" in recorded and recorded["topics"] != expected["topics"]:
+        raise CheckpointMismatch(
+            f"the checkpoint of {table.name} at {checkpoint} holds offsets of topic(s) "
+            f"{', '.join(recorded['topics'])}, but the stream source now reads "
+            f"{', '.join(expected['topics'])}; point the source back at the old topic(s), "
+            f"or {reset_hint(table.name)}"
+        )
+    return recorded
+
+
+def _write_marker(checkpoint: str, fingerprint: dict, recorded: dict | None) -> None:
+    """Record the fingerprint when it changed, atomically: a torn marker would look foreign."""
+    if recorded == fingerprint:
+        return
+    os.makedirs(checkpoint, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{MARKER}.", suffix=".tmp", dir=checkpoint)
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(fingerprint, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, os.path.join(checkpoint, MARKER))
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
 
 
 def guard_checkpoint(table: StreamingTable, ctx: StreamContext) -> None:
     """Refuse to start a query whose checkpoint does not belong to its tables.
 
     A missing checkpoint beside an existing table would re-read the whole input and write it
-    twice; a checkpoint of another query would resume from offsets that mean nothing here.
+    twice; a checkpoint of another query (or topic) would resume from offsets that mean nothing
+    here; a damaged one fails inside Spark with a parser error; and tables deleted under a
+    checkpoint would be resumed as if they held everything it committed.
     """
     checkpoint = _local(ctx.lake.checkpoint_path(table.name))
     if checkpoint is None:
         return  # remote checkpoints are guarded by Spark's own metadata checks only
-    marker = os.path.join(checkpoint, MARKER)
-    has_offsets = _has_offsets(checkpoint)
-    if os.path.exists(marker):
-        try:
-            with open(marker) as handle:
-                recorded = json.load(handle)
-        except (OSError, ValueError):
-            raise CheckpointMismatch(
-                f"the checkpoint of {table.name} at {checkpoint} is damaged ({MARKER} is "
-                f"unreadable); {reset_hint(table.name)}"
-            ) from None
-        if recorded.get("table") != table.name or recorded.get("sources") != _fingerprint(
-            table
-        )["sources"]:
-            raise CheckpointMismatch(
-                f"the checkpoint at {checkpoint} belongs to {recorded.get('table')!r} reading "
-                f"{recorded.get('sources')}, not to {table.name}; {reset_hint(table.name)}"
-            )
-    elif os.path.isdir(checkpoint) and os.listdir(checkpoint):
+    recorded = _check_marker(table, ctx, checkpoint)
+    damaged = _damaged_checkpoint_file(checkpoint)
+    if damaged:
         raise CheckpointMismatch(
-            f"{checkpoint} holds files but no {MARKER}: it was not written by stream_assets "
-            f"for {table.name}; {reset_hint(table.name)}"
+            f"the checkpoint of {table.name} at {checkpoint} is damaged: {damaged} (a crash "
+            f"while it was written?), so Spark cannot tell what was already read; "
+            f"{reset_hint(table.name)}"
         )
-    if not has_offsets:
+    if not _has_offsets(checkpoint):
         for name, path in ctx.table_paths(table).items():
             if is_delta_table(ctx.spark, path):
                 raise CheckpointMismatch(
@@ -142,9 +269,18 @@ def guard_checkpoint(table: StreamingTable, ctx: StreamContext) -> None:
                     f"{checkpoint} is missing or empty, so its input would be read and written "
                     f"a second time; {reset_hint(table.name)}"
                 )
-    os.makedirs(checkpoint, exist_ok=True)
-    with open(marker, "w") as handle:
-        json.dump(_fingerprint(table), handle)
+    elif _batch_files(os.path.join(checkpoint, "commits")):
+        # Every sink writes each of its tables in every batch (an empty append still creates
+        # the table), so a committed batch without its table means the table was lost.
+        for name, path in ctx.table_paths(table).items():
+            if not is_delta_table(ctx.spark, path):
+                raise CheckpointMismatch(
+                    f"the checkpoint of {table.name} at {checkpoint} has committed batches but "
+                    f"there is no Delta table {name} at {path} (deleted or replaced?); resuming "
+                    "would skip every record the checkpoint already read, so they would be "
+                    f"missing from {name}; restore the table, or {reset_hint(table.name)}"
+                )
+    _write_marker(checkpoint, _fingerprint(table, ctx), recorded)
 
 
 def full_refresh(table: StreamingTable, ctx: StreamContext) -> None:
@@ -216,14 +352,72 @@ def start(
         writer = writer.trigger(processingTime=trigger_interval or table.trigger_interval)
     try:
         return writer.start()
-    except PySparkException as exc:
-        raise StreamFailed(f"{table.name} could not start: {_short(exc)}") from exc
+    except (PySparkException, Py4JJavaError) as exc:
+        raise query_error(table, ctx, exc, "could not start") from exc
+
+
+# Signs that Spark failed to *parse* the checkpoint's files (not to write them: a full disk is
+# no reason to rebuild a table). Class names without packages, which move between versions.
+_UNREADABLE_CHECKPOINT = (
+    "Incomplete log file",
+    "Log file was malformed",
+    "OffsetSeqLog.deserialize",
+    "CommitLog.deserialize",
+    "StreamMetadata$.read",
+    "InitialOffsetWriter.deserialize",
+)
+# A checkpoint of a newer Spark is readable by that Spark: Spark's own message says so.
+_NEWER_LOG_VERSION = ("INVALID_LOG_VERSION", "UnsupportedLogVersion")
+_DATA_LOSS = "data may have been lost"
+
+
+def query_error(
+    table: StreamingTable, ctx: StreamContext, exc: BaseException, doing: str
+) -> StreamAssetsError:
+    """A failed query as an error that says what happened and what the user can do."""
+    summary = _short(exc)
+    # pyspark keeps the JVM stack trace out of str() of captured exceptions.
+    details = f"{exc}\n{getattr(exc, '_stackTrace', '') or ''}"
+    if any(sign in details for sign in _UNREADABLE_CHECKPOINT) and not any(
+        sign in details for sign in _NEWER_LOG_VERSION
+    ):
+        return CheckpointMismatch(
+            f"the checkpoint of {table.name} at {ctx.lake.checkpoint_path(table.name)} is "
+            f"damaged: Spark cannot read it ({summary}); {reset_hint(table.name)}"
+        )
+    if _DATA_LOSS in summary.lower():
+        return KafkaDataLoss(
+            f"{table.name} {doing}: data may have been lost: Kafka no longer holds records the "
+            "checkpoint has not read yet (retention deleted them, or the topic was deleted or "
+            f"recreated). {table.name} stopped rather than skip them. To go on, either skip "
+            "them for one run with fail_on_data_loss: false on the stream source (what is "
+            "gone stays gone, everything else lands once), or rebuild from what Kafka holds "
+            f"now: {reset_hint(table.name)}. Spark said: {summary}"
+        )
+    return StreamFailed(f"{table.name} {doing}: {summary}")
+
+
+# py4j's wrapper around a Java exception: "Py4JJavaError: An error occurred while calling
+# o730.save.\n: org.apache...Exception: message".
+_PY4J_CALL = re.compile(r"(?:py4j\.protocol\.)?(?:Py4JJavaError: )?An error occurred while "
+                        r"calling \S+\n: ")
 
 
 def _short(exc: BaseException, limit: int = 1500) -> str:
+    """Spark's message without the query's plan, Java frames or a foreachBatch traceback."""
     text = str(exc).strip()
-    first = text.split("\n\tat ")[0].split("\nJVM stacktrace:")[0]
-    return first[:limit]
+    text = text.split("\n=== Streaming Query ===")[0].split("\nJVM stacktrace:")[0]
+    head, traceback, frames = text.partition("Traceback (most recent call last):")
+    if traceback:
+        # An error inside foreachBatch reaches us as the Python traceback of the batch
+        # function; what matters is the exception that ended it, usually a Java one.
+        last_frame = frames.rfind('\n  File "')
+        lines = frames[last_frame + 1:].split("\n")
+        raised = next((i for i, line in enumerate(lines) if line and not line[0].isspace()),
+                      len(lines))
+        text = head.rstrip() + " " + "\n".join(lines[raised:])
+    text = _PY4J_CALL.sub("", text).split("\n\tat ")[0]
+    return text.strip()[:limit]
 
 
 @dataclass
@@ -256,7 +450,7 @@ def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False
         try:
             query.awaitTermination()
         except PySparkException as exc:
-            raise StreamFailed(f"{table.name} failed: {_short(exc)}") from exc
+            raise query_error(table, ctx, exc, "failed") from exc
         finally:
             if query.isActive:
                 query.stop()
