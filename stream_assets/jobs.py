@@ -36,7 +36,13 @@ from pydantic import Field
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
-from stream_assets.errors import CheckpointMismatch, StreamAssetsError, StreamFailed, TableBusy
+from stream_assets.errors import (
+    CheckpointMismatch,
+    KafkaDataLoss,
+    StreamAssetsError,
+    StreamFailed,
+    TableBusy,
+)
 from stream_assets.monitoring.health import Status
 from stream_assets.monitoring.lag import processed_offsets
 from stream_assets.monitoring.listener import (
@@ -56,7 +62,7 @@ from stream_assets.monitoring.listener import (
 from stream_assets.sinks import is_connect, is_delta_table
 from stream_assets.tables.catalog import TABLES
 from stream_assets.tables.declaration import StreamingTable, WithDeadLetters
-from stream_assets.tables.runner import StreamContext, exclusive, start
+from stream_assets.tables.runner import StreamContext, exclusive, query_error, start
 
 JOB_NAME = "continuous_streams"
 OP_NAME = "run_streams"
@@ -364,6 +370,15 @@ class Supervisor:
         if stream.stopping:
             stream.tracker.on_stopped(self.clock())
             return
+        if error:
+            # A damaged checkpoint or lost Kafka data fails again on every restart: stop the
+            # run at once with what to do, rather than after max_consecutive_failures tries.
+            verdict = query_error(stream.table, self.ctx, RuntimeError(error), "failed")
+            if isinstance(verdict, (CheckpointMismatch, KafkaDataLoss)):
+                stream.tracker.on_failed(str(verdict), self.clock())
+                self.log.error(str(verdict))
+                self.fatal = verdict
+                return
         self._failed(stream, short_error(error) if error else
                      "the query stopped without an error, but nobody asked it to")
 

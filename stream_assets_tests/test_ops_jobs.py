@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 from dagster import Failure
 
+from stream_assets.errors import CheckpointMismatch, KafkaDataLoss
 from stream_assets.jobs import (
     CONTINUOUS,
     MODE_TAG,
     ContinuousConfig,
     QuerySessions,
+    Supervisor,
     check_trigger_names,
     continuous_streams,
     select_tables,
@@ -43,6 +45,44 @@ def test_per_query_triggers_win_over_the_job_wide_one_and_the_declaration():
     assert (config.trigger_for(raw), config.trigger_for(counts)) == ("1 second", "30 seconds")
     with pytest.raises(Failure, match=r"unknown query\(ies\) raw_event; .*raw_events"):
         check_trigger_names(TABLES, {"raw_event": "1 second"})
+
+
+class _Log:
+    def __init__(self):
+        self.lines = []
+
+    def __getattr__(self, level):
+        return lambda text: self.lines.append((level, text))
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "fatal"),
+    [
+        ("org.apache.spark.SparkException: Partition events-0's offset was changed from 78 "
+         "to 0, some data may have been lost because they are not available in Kafka any "
+         "more", KafkaDataLoss, True),
+        ("java.lang.IllegalStateException: Incomplete log file in the offset commit log",
+         CheckpointMismatch, True),
+        ("org.apache.kafka.common.errors.TimeoutException: Timed out waiting for a node",
+         None, False),
+    ],
+)
+def test_a_query_that_cannot_succeed_on_restart_ends_the_run_with_what_to_do(
+    tmp_path, error, kind, fatal
+):
+    from stream_assets.resources import DeltaLake
+    from stream_assets.tables.runner import StreamContext
+
+    lake = DeltaLake(tables_root=str(tmp_path / "t"), checkpoints_root=str(tmp_path / "c"))
+    ctx = StreamContext(spark=None, lake=lake, source=None)
+    raw = next(t for t in TABLES if t.name == "raw_events")
+    supervisor = Supervisor([raw], ctx, ContinuousConfig(), _Log(), clock=lambda: 100.0)
+    supervisor._terminated(supervisor.streams[0], error)
+    if fatal:
+        assert isinstance(supervisor.fatal, kind)
+        assert "stream-assets reset raw_events" in str(supervisor.fatal)
+    else:
+        assert supervisor.fatal is None and supervisor.streams[0].retry_at > 100.0
 
 
 def test_errors_keep_the_first_line_and_the_root_cause_not_the_stack():
