@@ -209,7 +209,6 @@ class KafkaCompatibleSource(ConfigurableResource):
                 "subscribe": self.topic_name(topic),
                 "startingOffsets": self.starting_offsets,
                 "failOnDataLoss": str(self.fail_on_data_loss).lower(),
-                "includeHeaders": "true",
             }
         )
         if self.max_offsets_per_trigger:
