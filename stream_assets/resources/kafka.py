@@ -230,7 +230,7 @@ class KafkaSource(KafkaCompatibleSource):
     )
     security_protocol: str = Field(default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_SSL…")
     sasl_mechanism: str | None = Field(default=None, description="PLAIN when SASL is used.")
-    sasl_username: str | None = None
+    sasl_username: str | None = Field(default=None, description="SASL user name.")
     sasl_password: str | None = Field(default=None, description="Secret: pass a dagster.EnvVar.")
 
     def connection(self) -> KafkaConnection:

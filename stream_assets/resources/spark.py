@@ -53,7 +53,7 @@ class SparkResource(LazyPySparkResource):
     remote: str | None = Field(
         default=None, description="Spark Connect URL, e.g. sc://127.0.0.1:15002; overrides master."
     )
-    app_name: str = Field(default="stream_assets")
+    app_name: str = Field(default="stream_assets", description="Spark application name.")
     spark_config: dict[str, Any] = Field(
         default_factory=dict, description="Extra Spark configuration; wins over the defaults."
     )
