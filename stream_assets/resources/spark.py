@@ -36,6 +36,10 @@ def _local_defaults() -> dict[str, str]:
         # one machine, and fixed forever in each checkpoint. Twice the cores keeps both busy.
         "spark.sql.shuffle.partitions": str(max(2, 2 * cores)),
         "spark.default.parallelism": str(max(2, 2 * cores)),
+        # Delta rebuilds a table's state from its log in this many tasks (default 50) whenever
+        # a write checks its transaction id, i.e. on every idempotent micro-batch write: 50
+        # tiny tasks cost seconds per write on a small machine.
+        "spark.databricks.delta.snapshotPartitions": str(max(2, 2 * cores)),
         "spark.ui.showConsoleProgress": "false",
         "spark.ui.enabled": "false",
     }
