@@ -181,6 +181,31 @@ def test_the_secret_stays_in_the_private_config(
 # -- brokers of their own -----------------------------------------------------------------------
 
 
+def _ignored_signals(pid: int) -> set[int]:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            mask = int(line.split()[1], 16)
+            return {sig for sig in range(1, 65) if mask & (1 << (sig - 1))}
+    return set()
+
+
+@pytest.mark.integration
+def test_stops_cleanly_even_if_started_by_a_process_that_ignores_sigterm(
+    own_broker: LocalBroker,
+) -> None:
+    # A suite run in the background of a non-interactive shell ignores SIGINT, and Dagster maps
+    # SIGTERM onto that: a broker inheriting the ignored SIGTERM could only be killed.
+    saved = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        pid = own_broker.start().pid
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    assert pid is not None and signal.SIGTERM not in _ignored_signals(pid)
+    started = time.monotonic()
+    own_broker.stop(timeout_s=30)
+    assert time.monotonic() - started < 30 and not kb._alive(pid)
+
+
 @pytest.mark.integration
 def test_start_reuses_and_stop_is_clean(own_broker: LocalBroker) -> None:
     first = own_broker.start()

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stream_assets import jars, paths
+from stream_assets.dev.processes import popen
 from stream_assets.errors import KafkaUnavailable, StreamAssetsError
 
 if TYPE_CHECKING:
@@ -446,7 +447,7 @@ class LocalBroker:
         with open(self.stdout_path, "ab") as out:
             # Own session: Ctrl-C in the terminal that ran `kafka start`, or the end of the
             # pytest/Dagster process, must not take the broker down with it.
-            proc = subprocess.Popen(
+            proc = popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=out,

@@ -35,6 +35,7 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from stream_assets.dev.processes import popen
 from stream_assets.errors import StreamAssetsError
 
 CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
@@ -101,7 +102,7 @@ class _Daemon:
         with open(self.log, "ab") as out:
             # In its own folder: Spark drops spark-warehouse/ and derby.log into the working
             # directory, and Python workers would import a checkout found there first.
-            self.process = subprocess.Popen(
+            self.process = popen(
                 self.command, env=self.env, cwd=self.home, stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
