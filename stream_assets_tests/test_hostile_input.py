@@ -30,8 +30,6 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
     BinaryType,
-    IntegerType,
-    LongType,
     StringType,
     StructField,
     StructType,
@@ -40,14 +38,12 @@ from pyspark.sql.types import (
 from stream_assets import schemas
 from stream_assets.transforms import events as ev
 from stream_assets_tests.fault_driver import QUIET
+from stream_assets_tests.test_parse_events import KAFKA
 
+# The Kafka record shape of the parser's unit tests, plus the headers a real record carries.
 KAFKA_WITH_HEADERS = StructType(
     [
-        StructField("key", BinaryType()),
-        StructField("value", BinaryType()),
-        StructField("topic", StringType()),
-        StructField("partition", IntegerType()),
-        StructField("offset", LongType()),
+        *KAFKA.fields,
         StructField("headers", ArrayType(StructType([StructField("key", StringType()),
                                                      StructField("value", BinaryType())]))),
     ]
