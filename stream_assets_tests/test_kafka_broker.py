@@ -109,6 +109,14 @@ def test_rejects_half_configured_sasl_and_non_local_hosts() -> None:
 
 
 @pytest.mark.integration
+def test_cluster_ids_never_look_like_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 0xf8.. encodes to a leading "-" in URL-safe base64; the storage tool would read it as
+    # an option and fail to format (seen once in 64 broker starts).
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=bytes(16))])
+    monkeypatch.setattr(kb.uuid, "uuid4", lambda: next(drawn))
+    assert kb._random_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
+
+
 def test_produce_and_consume(kafka_broker: LocalBroker, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory("events")
     event = {"event_id": "e-1", "event_type": "click", "user_id": "u-1",

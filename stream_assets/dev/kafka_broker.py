@@ -713,8 +713,15 @@ def _java() -> str:
 
 
 def _random_cluster_id() -> str:
-    """What `kafka-storage random-uuid` prints: 16 random bytes, URL-safe base64, no padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """What `kafka-storage random-uuid` prints: 16 random bytes, URL-safe base64, no padding.
+
+    Like Kafka's Uuid.randomUuid, never one starting with "-": the storage tool's argument
+    parser would take it for an option and refuse to format (one start in 64).
+    """
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not found.startswith("-"):
+            return found
 
 
 def _jaas_quote(value: str) -> str:
