@@ -34,6 +34,27 @@ _LATEST = "9999-12-31 23:59:59.999999"
 _EARLIEST = "0001-01-01 00:00:00"
 
 
+# Working columns of parse_events; the prefix keeps them apart from Kafka's columns.
+_STRINGS = (*REQUIRED_STRINGS, *OPTIONAL_STRINGS)
+_FIELDS = (*_STRINGS, "properties")
+_DOC = "__doc"
+_IS_OBJECT = "__is_object"
+_PROPS_MAP = "__properties_map"
+_TIMESTAMP = "__timestamp"
+
+
+def _part(name: str) -> str:
+    return f"__field_{name}"
+
+
+def _kind(name: str) -> str:
+    return f"__type_{name}"
+
+
+def _text(name: str) -> str:
+    return f"__text_{name}"
+
+
 def missing(field: str) -> str:
     return f"missing {field}"
 
@@ -62,37 +83,54 @@ def parse_events(kafka: DataFrame) -> DataFrame:
     Strict on types: a field that must be a string and holds a number is an error rather than
     silently becoming "123", because a producer sending numbers is a bug someone should see.
     """
-    text = F.col("value").cast("string")
-    doc = F.try_parse_json(text)
-    fields = {name: _field(doc, name) for name in (*REQUIRED_STRINGS, *OPTIONAL_STRINGS)}
-    properties = _field(doc, "properties")
-    props_map = F.try_variant_get(properties, "$", "map<string,variant>")
+    # Three projections, each naming what the next one reads several times: Spark does not
+    # merge a projection into the next when that would evaluate an expression twice, so the
+    # JSON is parsed, and each field extracted and typed, once per record rather than once
+    # per check that looks at it.
+    doc = kafka.select("*", F.try_parse_json(F.col("value").cast("string")).alias(_DOC))
+    fields = doc.select(
+        "*",
+        *[_field(F.col(_DOC), name).alias(_part(name)) for name in _FIELDS],
+        # A cast to an empty struct succeeds for any object and fails for anything else.
+        F.try_variant_get(F.col(_DOC), "$", "struct<>").isNotNull().alias(_IS_OBJECT),
+    )
+    typed = fields.select(
+        "*",
+        *[_json_type(F.col(_part(name))).alias(_kind(name)) for name in _STRINGS],
+        *[F.try_variant_get(F.col(_part(name)), "$", "string").alias(_text(name))
+          for name in _STRINGS],
+        F.try_variant_get(F.col(_part("properties")), "$", "map<string,variant>")
+        .alias(_PROPS_MAP),
+    )
     # Naive timestamps are read in the session time zone, which the Spark resource pins to UTC.
     # Spark also casts a bare time ("12:00") to *today* at that time, which would make a replay
     # produce another value, so an ISO-8601 date must come first.
-    ts_text = F.try_variant_get(fields["timestamp"], "$", "string")
-    timestamp = F.when(
-        ts_text.rlike(r"^[+-]?\d{4,}-\d{2}-\d{2}"), ts_text.try_cast("timestamp")
+    ts_text = F.col(_text("timestamp"))
+    stamped = typed.select(
+        "*",
+        F.when(ts_text.rlike(r"^[+-]?\d{4,}-\d{2}-\d{2}"), ts_text.try_cast("timestamp"))
+        .alias(_TIMESTAMP),
     )
 
-    def is_string(value: Column) -> Column:
-        return _json_type(value) == F.lit("STRING")
+    def present(name: str) -> Column:
+        return _present(F.col(_part(name)))
+
+    def is_string(name: str) -> Column:
+        return F.col(_kind(name)) == F.lit("STRING")
 
     checks: list[tuple[Column, str]] = [
         (F.col("value").isNull(), NULL_VALUE),
         (F.length(F.col("value")) == 0, EMPTY_VALUE),
         (~F.is_valid_utf8(F.col("value")), NOT_UTF8),
-        (doc.isNull(), INVALID_JSON),
-        (F.try_variant_get(doc, "$", "map<string,variant>").isNull(), NOT_OBJECT),
+        (F.col(_DOC).isNull(), INVALID_JSON),
+        (~F.col(_IS_OBJECT), NOT_OBJECT),
     ]
     for name in REQUIRED_STRINGS:
-        checks.append((~_present(fields[name]), missing(name)))
-        checks.append((~is_string(fields[name]), wrong_type(name, "a string")))
+        checks.append((~present(name), missing(name)))
+        checks.append((~is_string(name), wrong_type(name, "a string")))
     for name in OPTIONAL_STRINGS:
-        checks.append(
-            (_present(fields[name]) & ~is_string(fields[name]), wrong_type(name, "a string"))
-        )
-    event_type = F.try_variant_get(fields["event_type"], "$", "string")
+        checks.append((present(name) & ~is_string(name), wrong_type(name, "a string")))
+    event_type = F.col(_text("event_type"))
     checks.append(
         (
             (F.octet_length(event_type) == 0)
@@ -103,14 +141,16 @@ def parse_events(kafka: DataFrame) -> DataFrame:
     )
     checks.append(
         (
-            _present(properties)
+            present("properties")
             & (
-                props_map.isNull()
-                | ~F.forall(F.map_values(props_map), lambda v: _json_type(v) == F.lit("STRING"))
+                F.col(_PROPS_MAP).isNull()
+                | ~F.forall(F.map_values(F.col(_PROPS_MAP)),
+                            lambda v: _json_type(v) == F.lit("STRING"))
             ),
             wrong_type("properties", "an object of strings"),
         )
     )
+    timestamp = F.col(_TIMESTAMP)
     checks.append((timestamp.isNull(), BAD_TIMESTAMP))
     checks.append(
         (
@@ -124,16 +164,13 @@ def parse_events(kafka: DataFrame) -> DataFrame:
     for condition, message in reversed(checks):
         error = F.when(condition, F.lit(message)).otherwise(error)
 
-    strings = {
-        name: F.try_variant_get(fields[name], "$", "string").alias(name)
-        for name in (*REQUIRED_STRINGS, *OPTIONAL_STRINGS)
-    }
-    return kafka.select(
-        strings["event_id"],
-        strings["event_type"],
-        strings["user_id"],
+    return stamped.select(
+        F.col(_text("event_id")).alias("event_id"),
+        F.col(_text("event_type")).alias("event_type"),
+        F.col(_text("user_id")).alias("user_id"),
         timestamp.alias("timestamp"),
-        F.try_variant_get(properties, "$", "map<string,string>").alias("properties"),
+        F.try_variant_get(F.col(_part("properties")), "$", "map<string,string>")
+        .alias("properties"),
         "topic",
         "partition",
         "offset",
