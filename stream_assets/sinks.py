@@ -102,7 +102,21 @@ def split_events_writer(query: str, events_path: str, dead_letter_path: str,
     Both tables are written from the same batch under the same batch id, so a crash between
     the two writes is repaired by the replay: the table already written skips, the other
     catches up, and neither can run ahead of the other.
+
+    The first batch of each run writes both tables even when one gets no rows, so both exist
+    from the first committed batch on (the checkpoint guard relies on it). After that a table
+    with no rows in the batch is not written: most batches have no dead letters, and each
+    idempotent write costs a commit and a read of the table's transaction ids, which is most
+    of a small batch's time. A replay reads the same offsets, so it skips the same writes.
     """
+    written: set[str] = set()
+
+    def write_if_rows(rows: DataFrame, path: str, table: str, batch_id: int,
+                      partition: tuple[str, ...] = ()) -> None:
+        if table in written and rows.isEmpty():
+            return
+        append_once(rows, path, query, table, batch_id, partition)
+        written.add(table)
 
     def write(batch: DataFrame, batch_id: int) -> None:
         # One instant for both tables, so a row's ingest and dead-letter times line up.
@@ -110,10 +124,10 @@ def split_events_writer(query: str, events_path: str, dead_letter_path: str,
         # Both writes read the batch; caching it reads Kafka and parses JSON once.
         parsed = batch.persist()
         try:
-            append_once(valid_events(parsed, now), events_path, query, events_table, batch_id,
-                        partition_by)
-            append_once(dead_letters(parsed, now), dead_letter_path, query, dead_letter_table,
-                        batch_id)
+            write_if_rows(valid_events(parsed, now), events_path, events_table, batch_id,
+                          partition_by)
+            write_if_rows(dead_letters(parsed, now), dead_letter_path, dead_letter_table,
+                          batch_id)
         finally:
             parsed.unpersist()
 

@@ -3,6 +3,7 @@ table lookups that work with a classic and a Spark Connect session alike."""
 
 from __future__ import annotations
 
+from stream_assets.dev.generator import GOOD, generate_events
 from stream_assets.sinks import (
     append_once,
     delta_history,
@@ -10,7 +11,10 @@ from stream_assets.sinks import (
     history_frame,
     is_delta_table,
     merge_once,
+    split_events_writer,
 )
+from stream_assets.transforms.events import parse_events
+from stream_assets_tests.test_parse_events import kafka_frame
 
 
 def test_replayed_merge_batch_changes_nothing(spark, workdir):
@@ -61,3 +65,37 @@ def test_history_lists_commits_newest_first_and_a_missing_table_has_no_version(s
     assert [c["version"] for c in delta_history(spark, path, 10)] == [1, 0]
     newest = history_frame(spark, path, 1).select("version", "operationMetrics").collect()
     assert [(r["version"], r["operationMetrics"]["numOutputRows"]) for r in newest] == [(1, "2")]
+
+
+def test_split_writer_creates_both_tables_then_writes_only_tables_with_rows(spark, workdir):
+    events, dead = str(workdir / "split_events"), str(workdir / "split_dead")
+
+    def batch(count: int, bad_ratio: float, seed: int):
+        records = list(generate_events(count, bad_ratio=bad_ratio, seed=seed))
+        return parse_events(kafka_frame(spark, [r.value for r in records])), records
+
+    def counts() -> tuple[int, int]:
+        return tuple(spark.read.format("delta").load(p).count() for p in (events, dead))
+
+    write = split_events_writer("q", events, dead, "events", "dead", ())
+    clean, records = batch(20, 0.0, 1)
+    write(clean, 0)
+    # Both tables exist after the first batch, the dead letters empty.
+    assert counts() == (20, 0)
+    versions = (delta_version(spark, events), delta_version(spark, dead))
+
+    write(clean, 1)  # no bad record: the dead-letter table gets no commit
+    assert (delta_version(spark, events), delta_version(spark, dead)) == (
+        versions[0] + 1, versions[1])
+
+    mixed, records = batch(50, 0.2, 2)
+    bad = sum(1 for r in records if r.kind != GOOD)
+    assert 0 < bad < 50
+    write(mixed, 2)
+    write(mixed, 2)  # a replay of the batch changes nothing
+    assert counts() == (40 + 50 - bad, bad)
+
+    # A new run (a restart) writes both tables in its first batch again, empty or not.
+    restarted = split_events_writer("q", events, dead, "events", "dead", ())
+    restarted(clean, 3)
+    assert delta_version(spark, dead) == versions[1] + 2

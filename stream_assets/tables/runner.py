@@ -270,8 +270,9 @@ def guard_checkpoint(table: StreamingTable, ctx: StreamContext) -> None:
                     f"a second time; {reset_hint(table.name)}"
                 )
     elif _batch_files(os.path.join(checkpoint, "commits")):
-        # Every sink writes each of its tables in every batch (an empty append still creates
-        # the table), so a committed batch without its table means the table was lost.
+        # Every sink writes each of its tables in the first batch of a run (an empty append
+        # still creates the table), so a committed batch without its table means the table
+        # was lost.
         for name, path in ctx.table_paths(table).items():
             if not is_delta_table(ctx.spark, path):
                 raise CheckpointMismatch(
