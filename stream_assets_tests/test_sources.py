@@ -74,6 +74,11 @@ def test_kafka_source_maps_logical_topics_and_keeps_fail_on_data_loss():
     assert options["startingOffsets"] == "earliest"
     assert options["maxOffsetsPerTrigger"] == "1000"
     assert "kafka.sasl.jaas.config" not in options
+    # Not Kafka's 500 ms: a micro-batch's tasks would wait on the fetch left pending by the last.
+    assert options["kafka.fetch.max.wait.ms"] == "20"
+    custom = KafkaSource(bootstrap_servers="b:1", fetch_max_wait_ms=100,
+                         extra_options={"kafka.fetch.min.bytes": "1"}).spark_options("events")
+    assert (custom["kafka.fetch.max.wait.ms"], custom["kafka.fetch.min.bytes"]) == ("100", "1")
 
 
 def test_kafka_sasl_password_is_not_in_its_description():
