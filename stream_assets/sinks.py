@@ -104,30 +104,28 @@ def split_events_writer(query: str, events_path: str, dead_letter_path: str,
     catches up, and neither can run ahead of the other.
 
     The first batch of each run writes both tables even when one gets no rows, so both exist
-    from the first committed batch on (the checkpoint guard relies on it). After that a table
-    with no rows in the batch is not written: most batches have no dead letters, and each
+    from the first committed batch on (the checkpoint guard relies on it). After that the
+    dead letters are written only when the batch has some: most batches have none, and each
     idempotent write costs a commit and a read of the table's transaction ids, which is most
-    of a small batch's time. A replay reads the same offsets, so it skips the same writes.
+    of a small batch's time. A replay reads the same offsets, so it skips the same write.
+    (The events are always written: a batch without a single good record is rare, and
+    checking for one would cost every batch a Spark job.)
     """
-    written: set[str] = set()
-
-    def write_if_rows(rows: DataFrame, path: str, table: str, batch_id: int,
-                      partition: tuple[str, ...] = ()) -> None:
-        if table in written and rows.isEmpty():
-            return
-        append_once(rows, path, query, table, batch_id, partition)
-        written.add(table)
+    dead_letters_written = False
 
     def write(batch: DataFrame, batch_id: int) -> None:
+        nonlocal dead_letters_written
         # One instant for both tables, so a row's ingest and dead-letter times line up.
         now = F.lit(datetime.now(UTC))
         # Both writes read the batch; caching it reads Kafka and parses JSON once.
         parsed = batch.persist()
         try:
-            write_if_rows(valid_events(parsed, now), events_path, events_table, batch_id,
-                          partition_by)
-            write_if_rows(dead_letters(parsed, now), dead_letter_path, dead_letter_table,
-                          batch_id)
+            append_once(valid_events(parsed, now), events_path, query, events_table, batch_id,
+                        partition_by)
+            dead = dead_letters(parsed, now)
+            if not dead_letters_written or not dead.isEmpty():
+                append_once(dead, dead_letter_path, query, dead_letter_table, batch_id)
+                dead_letters_written = True
         finally:
             parsed.unpersist()
 
