@@ -26,10 +26,14 @@ Per event:
   batch reads part of a version, the figure is late by that one batch, never early.
 
 Warm-up events (a day older, so in windows of their own) are sent before the measured ones, so
-both tables exist and both queries have run a batch before the clock starts.
+both tables exist and both queries have run a batch before the clock starts. With
+--warmup-seconds the producer first sends that many seconds of unmeasured traffic at the same
+rate (also a day older), then the measured events without a pause: the figures are then those
+of a stream that has been running, not of a JVM's first batches.
 
     .venv/bin/python bench/latency.py [--rate 10000] [--seconds 60] [--trigger "1 second"]
-                                      [--partitions 4] [--timeline]
+                                      [--warmup-seconds 20] [--partitions 4] [--raw-only]
+                                      [--timeline]
 """
 
 from __future__ import annotations
@@ -58,8 +62,11 @@ COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
 
 
 def produce_timed(bootstrap: str, topic: str, rate: int, count: int, start: datetime,
-                  times_path: str) -> None:
-    """Producer process: send the measured events at `rate`, recording each one's send time."""
+                  times_path: str, warmup: int = 0) -> None:
+    """Producer process: send `warmup` unmeasured events, then the measured ones, at `rate`
+    without a pause between them, recording each measured event's send time."""
+    from itertools import chain
+
     from stream_assets.dev.generator import Record, generate_events
     from stream_assets.dev.producer import produce
     from stream_assets.resources.kafka import KafkaConnection
@@ -72,14 +79,18 @@ def produce_timed(bootstrap: str, topic: str, rate: int, count: int, start: date
             times.append(time.time())
             yield record
 
+    spacing = timedelta(seconds=1 / rate)
+    # Warm-up traffic is a day older, so it fills windows of its own in event_counts.
+    warm = generate_events(warmup, seed=13, start=start - timedelta(days=1), spacing=spacing,
+                           users=10_000, id_prefix="rate-warmup", topic=topic)
     # Event time follows wall time, as in a live stream, so windows fill and close as they
     # would in production (users spread the keys over all partitions).
-    records = generate_events(count, seed=11, start=start, spacing=timedelta(seconds=1 / rate),
-                              users=10_000, id_prefix=MEASURED_PREFIX, topic=topic)
-    produce(stamped(records), KafkaConnection(bootstrap_servers=bootstrap), rate=rate,
-            total=count)
+    measured = generate_events(count, seed=11, start=start + warmup * spacing, spacing=spacing,
+                               users=10_000, id_prefix=MEASURED_PREFIX, topic=topic)
+    produce(stamped(chain(warm, measured)), KafkaConnection(bootstrap_servers=bootstrap),
+            rate=rate, total=warmup + count)
     with open(times_path, "wb") as handle:
-        times.tofile(handle)
+        times[warmup:].tofile(handle)
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, queries: list) -> None:
@@ -135,7 +146,7 @@ def commits(table_path: str) -> dict[int, tuple[float, list[str]]]:
 
 
 def wait_until_counted(spark, raw_path: str, counts_path: str | None, count: int,
-                       first_sent: float, queries: list) -> None:
+                       first_sent: float, queries: list, before: int = WARMUP_EVENTS) -> None:
     """Wait until every measured event is in both tables, or warn and let them be missing."""
     from pyspark.sql import functions as F
 
@@ -150,7 +161,7 @@ def wait_until_counted(spark, raw_path: str, counts_path: str | None, count: int
 
     try:
         wait_for(lambda: spark.read.format("delta").load(raw_path).count()
-                 == WARMUP_EVENTS + count, 120, "every event in raw_events", queries)
+                 == before + count, 120, "every event in raw_events", queries)
         if counts_path is not None:
             wait_for(counted, 120, "every event counted in event_counts", queries)
     except TimeoutError as exc:
@@ -218,16 +229,23 @@ def batch_line(query, since: float) -> str:
 
     from stream_assets.tables.runner import progress_dict
 
-    seconds = []
+    seconds, phases = [], {}
     for progress in map(progress_dict, query.recentProgress):
         stamp = datetime.fromisoformat(progress["timestamp"].replace("Z", "+00:00"))
         if stamp.timestamp() >= since and progress.get("numInputRows"):
             seconds.append(progress["durationMs"]["triggerExecution"] / 1000)
+            for phase, ms in progress["durationMs"].items():
+                phases.setdefault(phase, []).append(ms / 1000)
     if not seconds:
         return f"{query.name}: no batch with input reported"
+    # Where a batch's time goes (Spark's own phase timings), to say what to cut next.
+    split = ", ".join(f"{phase} {statistics.median(values):.2f}"
+                      for phase, values in sorted(phases.items(), key=lambda kv: -max(kv[1]))
+                      if phase != "triggerExecution")
     return (f"{query.name}: {len(seconds)} batches with input, median "
             f"{statistics.median(seconds):.2f} s, slowest {max(seconds):.2f} s "
-            f"(from the last {len(query.recentProgress)} progress reports)")
+            f"(from the last {len(query.recentProgress)} progress reports); "
+            f"median s per phase: {split}")
 
 
 def main() -> None:
@@ -241,6 +259,10 @@ def main() -> None:
     parser.add_argument("--raw-only", action="store_true",
                         help="run raw_events alone: its latency without event_counts competing "
                         "for the cores")
+    parser.add_argument("--warmup-seconds", type=int, default=0,
+                        help="produce at the same rate for this long before the measured "
+                        "events: steady-state latency, without the first batches of a fresh "
+                        "JVM (which compiles the hot code while they run)")
     parser.add_argument("--timeline", action="store_true",
                         help="also print each version committed while measuring")
     args = parser.parse_args()
@@ -258,6 +280,7 @@ def main() -> None:
     from stream_assets.transforms.windows import TUMBLING_WINDOW
 
     count = args.rate * args.seconds
+    warmup = args.rate * args.warmup_seconds
     trigger = args.trigger or f"{raw_events.trigger_interval} (declaration default)"
     work = Path(tempfile.mkdtemp(prefix="stream_assets_bench_latency_"))
     with broker() as kafka:
@@ -272,13 +295,13 @@ def main() -> None:
         queries = start_queries(ctx, connection, args.trigger, args.raw_only)
         try:
             print(f"queries running (trigger {trigger}); producing {count:,} events at "
-                  f"{args.rate:,}/s", flush=True)
+                  f"{args.rate:,}/s after {warmup:,} unmeasured ones", flush=True)
             times_path = work / "produced_at.bin"
             # spawn, not fork: this process holds a JVM gateway and Spark's threads.
             producer = multiprocessing.get_context("spawn").Process(
                 target=produce_timed,
                 args=(kafka.bootstrap, TOPIC, args.rate, count, datetime.now(UTC),
-                      str(times_path)))
+                      str(times_path), warmup))
             producer.start()
             producer.join()
             if producer.exitcode != 0:
@@ -289,7 +312,7 @@ def main() -> None:
                   f"({(count - 1) / sent_for:,.0f} events/s)", flush=True)
 
             wait_until_counted(spark, raw_path, None if args.raw_only else counts_path, count,
-                               first_sent, queries)
+                               first_sent, queries, WARMUP_EVENTS + warmup)
             lines = [batch_line(q, first_sent) for q in queries]
         finally:
             stop_between_batches(queries)
@@ -334,7 +357,8 @@ def main() -> None:
         _, counts_p99 = describe("event_counts", counts_at - sent, count)
         counted = f", event_counts p99 {counts_p99:.2f} s"
     verdict = "met" if raw_p99 < GOAL_P99_S else "missed"
-    print(f"summary: {args.rate:,} events/s for {args.seconds} s, trigger {trigger}"
+    print(f"summary: {args.rate:,} events/s for {args.seconds} s"
+          f"{f' after {args.warmup_seconds} s of warm-up' if warmup else ''}, trigger {trigger}"
           f"{' (raw_events alone)' if args.raw_only else ''}: raw_events p99 {raw_p99:.2f} s "
           f"(goal < {GOAL_P99_S:g} s: {verdict}){counted}")
     shutil.rmtree(work, ignore_errors=True)
