@@ -67,7 +67,7 @@ def test_history_lists_commits_newest_first_and_a_missing_table_has_no_version(s
     assert [(r["version"], r["operationMetrics"]["numOutputRows"]) for r in newest] == [(1, "2")]
 
 
-def test_split_writer_creates_both_tables_then_writes_dead_letters_only_when_there_are_some(spark, workdir):
+def test_split_writer_writes_dead_letters_in_the_first_batch_then_only_if_any(spark, workdir):
     events, dead = str(workdir / "split_events"), str(workdir / "split_dead")
 
     def batch(count: int, bad_ratio: float, seed: int):
