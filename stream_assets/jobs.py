@@ -56,6 +56,7 @@ from stream_assets.monitoring.listener import (
     StreamTracker,
     checkpoint_offsets,
     lag_total,
+    measure_backlog,
     measure_lag,
     stream_events,
 )
@@ -413,13 +414,15 @@ class Supervisor:
                                          self.config.heartbeat_interval_s)):
                 continue
             lags = self._lag(stream)
+            backlog = self._backlog(stream)
             written = self._written(stream)
             dead = None
             if isinstance(stream.table.sink, WithDeadLetters):
                 dead = written.get(stream.table.sink.dead_letter_table, 0)
-            report, totals = tracker.take(now, lag_total(lags), dead)
+            waiting = None if backlog is None else sum(backlog.values())
+            report, totals = tracker.take(now, lag_total(lags), dead, waiting)
             events.extend(stream_events(stream.table.name, stream.table.tables, report,
-                                        totals, written, lags))
+                                        totals, written, lags, backlog))
         return events
 
     def _written(self, stream: Stream) -> dict[str, int]:
@@ -450,6 +453,21 @@ class Supervisor:
             self._warn_once(stream, "lag", f"{table.name}: Kafka lag not measured: "
                             f"{short_error(str(exc))}")
             return None
+
+    def _backlog(self, stream: Stream) -> dict[str, int] | None:
+        """Upstream Delta versions the query has not processed, per upstream table."""
+        table = stream.table
+        if not table.upstream_tables or stream.tracker.status == Status.WAITING:
+            return None
+        paths = {t: self.ctx.lake.table_path(t) for t in table.upstream_tables}
+        try:
+            backlog = measure_backlog(self.ctx.spark, paths, stream.tracker.latest_progress,
+                                      self.ctx.lake.checkpoint_path(table.name))
+        except Exception as exc:  # like the Kafka lag: never worth stopping the reporting
+            self._warn_once(stream, "backlog", f"{table.name}: upstream versions waiting not "
+                            f"measured: {short_error(str(exc))}")
+            return None
+        return backlog or None
 
     # -- stopping ------------------------------------------------------------------------
     def stop_all(self, timeout_s: float) -> None:

@@ -73,6 +73,49 @@ def test_stall_needs_both_no_progress_and_waiting_input():
     assert run(state, (view(moving, 3), 261)) == [(Problem.STALLED, RESOLVED)]
 
 
+def test_input_arriving_after_a_long_idle_time_is_a_stall_only_once_it_waited_long_enough():
+    state = HealthState()
+    # last batch long ago, but the query was caught up at 190: records waiting since then
+    fresh = report(200, last_batch_at=10, caught_up_at=190, kafka_lag=42)
+    assert run(state, (view(fresh), 200)) == []
+    assert run(state, (view(fresh), 249)) == []
+    assert run(state, (view(fresh), 251)) == [(Problem.STALLED, FIRING)]
+    assert state.outbox[-1].detail == "no batch completed for 61 s while 42 records wait"
+
+
+def delta_view(rep: StreamReport, report_id: int = 1) -> StreamView:
+    return StreamView("event_counts", running=True, report=rep, report_id=report_id,
+                      run_id="run-1", upstream=("raw_events",))
+
+
+def test_upstream_delta_versions_waiting_count_as_waiting_input_for_a_stall():
+    state = HealthState()
+    # a Delta-sourced query measures no Kafka lag at all
+    idle = report(200, query="event_counts", last_batch_at=100, kafka_lag=None,
+                  upstream_versions_waiting=0)
+    assert run(state, (delta_view(idle), 205)) == []
+    stuck = report(200, query="event_counts", last_batch_at=100, kafka_lag=None,
+                   upstream_versions_waiting=3)
+    assert run(state, (delta_view(stuck, 2), 205)) == [(Problem.STALLED, FIRING)]
+    assert state.outbox[-1].detail == (
+        "no batch completed for 105 s while 3 upstream raw_events versions wait")
+    moving = report(260, query="event_counts", last_batch_at=259, kafka_lag=None,
+                    upstream_versions_waiting=1)
+    assert run(state, (delta_view(moving, 3), 261)) == [(Problem.STALLED, RESOLVED)]
+
+
+def test_stall_text_names_every_kind_of_input_that_waits():
+    one = report(200, last_batch_at=100, kafka_lag=None, upstream_versions_waiting=1)
+    state = HealthState()
+    run(state, (delta_view(one), 205))
+    assert state.outbox[-1].detail.endswith("while 1 upstream raw_events version waits")
+    both = report(200, last_batch_at=100, kafka_lag=42, upstream_versions_waiting=2)
+    state = HealthState()
+    run(state, (view(both), 205))  # no upstream names known: says what kind of table it is
+    assert state.outbox[-1].detail.endswith(
+        "while 42 records and 2 upstream Delta versions wait")
+
+
 def test_a_run_that_stops_reporting_counts_as_stalled():
     state = HealthState()
     assert run(state, (view(report(100)), 500)) == [(Problem.STALLED, FIRING)]
@@ -99,6 +142,22 @@ def test_lag_growing_over_k_reports_is_falling_behind_but_the_same_report_counts
     alerts = run(state, (view(report(5, kafka_lag=40), report_id=5), 5))
     assert alerts == [(Problem.BEHIND, FIRING)]
     assert "10 -> 40" in state.outbox[-1].detail
+
+
+def test_a_growing_upstream_delta_backlog_is_falling_behind_like_growing_kafka_lag():
+    state = HealthState()
+    backlogs = [0, 1, 2]
+    alerts = run(state, *[
+        (delta_view(report(i, kafka_lag=None, upstream_versions_waiting=b), report_id=i), i)
+        for i, b in enumerate(backlogs, 1)])
+    assert alerts == []
+    alerts = run(state, (delta_view(report(4, kafka_lag=None, upstream_versions_waiting=4),
+                                    report_id=4), 4))
+    assert alerts == [(Problem.BEHIND, FIRING)]
+    assert state.outbox[-1].detail == (
+        "upstream raw_events backlog grew over 3 consecutive reports: 0 -> 4 versions waiting")
+    caught_up = report(5, kafka_lag=None, upstream_versions_waiting=0)
+    assert run(state, (delta_view(caught_up, report_id=5), 5)) == [(Problem.BEHIND, RESOLVED)]
 
 
 def test_dead_letter_rate_is_judged_over_a_window_of_recent_records():
@@ -171,6 +230,19 @@ def test_report_round_trips_through_dagster_metadata():
     assert meta["stream_status"] == "failed" and meta["input_rows"] == 7
     assert StreamReport.from_metadata(meta, 10) == original
     assert StreamReport.from_metadata({"rows_written": 1}, 10) is None
+    delta = report(10, kafka_lag=None, upstream_versions_waiting=3)
+    meta = delta.to_metadata()
+    assert meta["upstream_versions_waiting"] == 3 and "kafka_lag" not in meta
+    assert StreamReport.from_metadata(meta, 10) == delta
+
+
+def test_a_report_written_before_upstream_versions_were_measured_is_still_read():
+    old_metadata = {"stream_status": "running", "query": "raw_events", "batches": 2,
+                    "input_rows": 5, "kafka_lag": 0,
+                    "last_batch_at": 9.0, "started_at": 0.0, "rows_written": 5,
+                    "mode": "continuous"}
+    old = StreamReport.from_metadata(old_metadata, 10)
+    assert old is not None and old.upstream_versions_waiting is None and old.input_rows == 5
 
 
 @pytest.mark.parametrize("bad", [{"behind_batches": 0}, {"dead_letter_ratio": 2}])

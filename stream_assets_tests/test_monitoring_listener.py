@@ -12,6 +12,7 @@ from stream_assets.monitoring.listener import (
     BatchTotals,
     StreamTracker,
     checkpoint_offsets,
+    measure_backlog,
     stream_events,
 )
 
@@ -84,6 +85,22 @@ def test_failure_is_reported_at_once_and_stays_failed_across_restarts_until_a_ba
     assert (report.status, report.error, report.consecutive_failures) == ("running", None, 0)
 
 
+def test_an_idle_trigger_or_a_report_measuring_nothing_waiting_means_caught_up():
+    tracker = StreamTracker("raw_events", started_at=0)
+    for i in range(3):
+        tracker.on_progress(progress(i, 10, input_rate=500.0, processed_rate=100.0), now=i + 1)
+    assert tracker.behind_streak == 3
+    report, _ = tracker.take(5, kafka_lag=30)
+    assert report.caught_up_at is None and report.behind_batches == 3
+    tracker.on_idle(now=6)
+    report, _ = tracker.take(7, kafka_lag=30)  # records arrived after the idle trigger
+    assert report.caught_up_at == 6 and report.behind_batches == 0
+    report, _ = tracker.take(8, kafka_lag=0)
+    assert report.caught_up_at == 8
+    report, _ = tracker.take(9)  # nothing measured: nothing learnt
+    assert report.caught_up_at == 8
+
+
 def test_behind_streak_counts_consecutive_batches_slower_than_their_input():
     tracker = StreamTracker("raw_events", started_at=0)
     for i in range(3):
@@ -122,6 +139,58 @@ def test_a_report_without_rows_is_an_observation_of_the_main_table_only():
                            BatchTotals(), {"raw_events": 0, "dead_letter_queue": 0}, None)
     assert len(events) == 1 and isinstance(events[0], AssetObservation)
     assert events[0].metadata["stream_status"].value == "idle"
+
+
+def test_upstream_backlog_is_reported_with_its_per_table_detail():
+    tracker = StreamTracker("event_counts", started_at=0)
+    report, totals = tracker.take(10, upstream_versions_waiting=3)
+    assert report.upstream_versions_waiting == 3 and report.kafka_lag is None
+    [event] = stream_events("event_counts", ("event_counts",), report, totals,
+                            {"event_counts": 0}, None, {"raw_events": 3})
+    assert event.metadata["upstream_versions_waiting"].value == 3
+    assert event.metadata["upstream_versions_waiting_by_table"].value == {"raw_events": 3}
+
+
+def delta_table(path, versions: int) -> str:
+    """A Delta log with versions 0..versions-1 (only the file names matter here)."""
+    log = path / "_delta_log"
+    log.mkdir(parents=True)
+    for v in range(versions):
+        (log / f"{v:020d}.json").write_text("{}")
+    return str(path)
+
+
+def delta_progress(path: str, version: int, index: int = -1) -> dict:
+    return {"sources": [{"description": f"DeltaSource[file:{path}]", "endOffset": {
+        "sourceVersion": 1, "reservoirId": "x", "reservoirVersion": version, "index": index,
+        "isStartingVersion": False}}]}
+
+
+def test_backlog_compares_the_query_position_with_the_upstream_log(tmp_path):
+    raw = delta_table(tmp_path / "raw_events", versions=6)  # latest version 5
+    paths = {"raw_events": raw}
+    checkpoint = str(tmp_path / "checkpoint")
+    assert measure_backlog(None, paths, delta_progress(raw, 6), checkpoint) == {"raw_events": 0}
+    assert measure_backlog(None, paths, delta_progress(raw, 3), checkpoint) == {"raw_events": 3}
+    # a new query (no checkpoint, no progress) has every version ahead of it
+    assert measure_backlog(None, paths, None, checkpoint) == {"raw_events": 6}
+    # an upstream table that does not exist yet is not judged
+    assert measure_backlog(None, {"raw_events": str(tmp_path / "none")}, None, checkpoint) == {}
+
+
+def test_backlog_of_a_restarted_query_comes_from_its_last_committed_batch(tmp_path):
+    raw = delta_table(tmp_path / "raw_events", versions=10)
+    checkpoint = tmp_path / "checkpoint"
+    (checkpoint / "offsets").mkdir(parents=True)
+    (checkpoint / "commits").mkdir()
+    for batch, version in ((0, 4), (1, 7)):
+        (checkpoint / "offsets" / str(batch)).write_text(
+            "v1\n{}\n" + json.dumps({"sourceVersion": 1, "reservoirId": "x",
+                                      "reservoirVersion": version, "index": -1,
+                                      "isStartingVersion": False}) + "\n")
+    (checkpoint / "commits" / "0").write_text("v1\n{}")  # batch 1 planned, not committed
+    assert measure_backlog(None, {"raw_events": raw}, None, str(checkpoint)) == {
+        "raw_events": 6}  # versions 4..9
 
 
 def test_checkpoint_offsets_are_those_of_the_last_committed_batch(tmp_path):

@@ -6,6 +6,7 @@ STARTED run tagged continuous); no Spark or broker is needed.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -58,11 +59,12 @@ def start_run(instance: DagsterInstance, tables: list[str] | None = None) -> Dag
     ))
 
 
-def store_report(instance: DagsterInstance, run: DagsterRun, **fields: Any) -> None:
-    report = StreamReport(query="raw_events", reported_at=time.time(),
+def store_report(instance: DagsterInstance, run: DagsterRun, table: str = "raw_events",
+                 **fields: Any) -> None:
+    report = StreamReport(query=table, reported_at=time.time(),
                           **{"status": Status.RUNNING, "last_batch_at": time.time(),
                              "kafka_lag": 0, **fields})
-    observation = AssetObservation(AssetKey("raw_events"), metadata=report.to_metadata())
+    observation = AssetObservation(AssetKey(table), metadata=report.to_metadata())
     instance.store_event(EventLogEntry(
         error_info=None, level="debug", user_message="", run_id=run.run_id,
         timestamp=time.time(),
@@ -151,6 +153,21 @@ def test_a_continuous_run_that_never_reports_is_stalled(instance, alert_receiver
     time.sleep(1)
     result = ticks.tick()
     assert result.asset_events and "no report" in result.asset_events[0].description
+
+
+def test_a_delta_sourced_stream_stuck_while_upstream_versions_wait_names_its_upstream(
+    instance, alert_receiver
+):
+    ticks, before = Ticks(instance, alert_receiver.url), len(alert_receiver.received())
+    ticks.sensor = build_health_sensor(TABLES, HealthThresholds(stall_after_s=30))
+    run = start_run(instance, ["event_counts"])
+    store_report(instance, run, "event_counts", kafka_lag=None, upstream_versions_waiting=3,
+                 last_batch_at=time.time() - 90)
+    ticks.tick()
+    [message] = alert_receiver.received()[before:]
+    assert message["text"] == ":large_orange_circle: event_counts: stream stalled"
+    assert re.fullmatch(r"```no batch completed for 9\d s while 3 upstream raw_events versions "
+                        r"wait```", message["blocks"][1]["text"]["text"])
 
 
 def test_failed_run_of_a_streaming_job_alerts(instance, alert_receiver):

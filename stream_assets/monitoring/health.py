@@ -68,12 +68,17 @@ class StreamReport:
     last_batch_id: int | None = None
     last_batch_at: float | None = None
     started_at: float | None = None
+    # The last moment nothing was waiting (an idle trigger, or a report that measured no
+    # lag): a stall is counted from there, not from a batch long before the input arrived.
+    caught_up_at: float | None = None
     kafka_lag: int | None = None
+    # Versions of the upstream Delta table(s) committed but not yet processed (Delta sources).
+    upstream_versions_waiting: int | None = None
     dead_letter_rows: int | None = None
     consecutive_failures: int = 0
     error: str | None = None
 
-    _TIMES = ("last_batch_at", "started_at")
+    _TIMES = ("last_batch_at", "started_at", "caught_up_at")
 
     def to_metadata(self) -> dict[str, Any]:
         """Dagster metadata: numbers stay numbers (plottable), times are timestamps."""
@@ -130,6 +135,7 @@ class StreamView:
     run_id: str | None = None
     run_started_at: float | None = None
     ended_because: str | None = None  # why a stream that was running no longer is
+    upstream: tuple[str, ...] = ()  # the Delta tables the stream reads, for alert texts
 
 
 @dataclass(frozen=True)
@@ -161,16 +167,43 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
+def _upstream_name(view: StreamView) -> str:
+    return f"upstream {' + '.join(view.upstream)}" if view.upstream else "upstream Delta"
+
+
+def _waiting_input(view: StreamView, report: StreamReport) -> str | None:
+    """What input waits for the stream, in words ("3 upstream raw_events versions wait"),
+    None when nothing measured waits. Kafka records or upstream Delta versions: either is
+    input the query has not processed."""
+    parts = []
+    if report.kafka_lag:
+        parts.append(f"{report.kafka_lag} record{'s' if report.kafka_lag != 1 else ''}")
+    versions = report.upstream_versions_waiting
+    if versions:
+        parts.append(f"{versions} {_upstream_name(view)} version{'s' if versions != 1 else ''}")
+    if not parts:
+        return None
+    one = len(parts) == 1 and parts[0].startswith("1 ")
+    return " and ".join(parts) + (" waits" if one else " wait")
+
+
+def _growing(history: list[int], t: HealthThresholds) -> bool:
+    return len(history) > t.behind_batches and all(a < b for a, b in pairwise(history))
+
+
 def problems(
     view: StreamView,
     lag_history: list[int],
     now: float,
     t: HealthThresholds,
     dead_window: tuple[int, int] | None = None,
+    backlog_history: list[int] | None = None,
 ) -> dict[Problem, str | None]:
     """Each problem that can be judged now: its description if present, None if absent.
 
-    A problem missing from the result cannot be judged (no data) and keeps its state.
+    `lag_history` holds the Kafka lag and `backlog_history` the upstream Delta versions
+    waiting of the latest reports, oldest first. A problem missing from the result cannot
+    be judged (no data) and keeps its state.
     """
     report = view.report
     found: dict[Problem, str | None] = {}
@@ -199,10 +232,12 @@ def problems(
         )
     elif not failing and report.status in (Status.RUNNING, Status.IDLE, Status.STARTING):
         since = report.last_batch_at or report.started_at
-        waiting = report.kafka_lag
+        if since is not None and report.caught_up_at is not None:
+            since = max(since, report.caught_up_at)
+        waiting = _waiting_input(view, report)
         if since is not None and waiting and now - since > t.stall_after_s:
             found[Problem.STALLED] = (
-                f"no batch completed for {_fmt_s(now - since)} while {waiting} records wait"
+                f"no batch completed for {_fmt_s(now - since)} while {waiting}"
             )
 
     behind = None
@@ -212,12 +247,15 @@ def problems(
             f"({report.input_rows_per_second:.0f} rows/s in, "
             f"{report.processed_rows_per_second:.0f} rows/s processed)"
         )
-    elif len(lag_history) > t.behind_batches and all(
-        a < b for a, b in pairwise(lag_history)
-    ):
+    elif _growing(lag_history, t):
         behind = (
             f"Kafka lag grew over {len(lag_history) - 1} consecutive reports: "
             f"{lag_history[0]} -> {lag_history[-1]} records"
+        )
+    elif backlog_history and _growing(backlog_history, t):
+        behind = (
+            f"{_upstream_name(view)} backlog grew over {len(backlog_history) - 1} consecutive "
+            f"reports: {backlog_history[0]} -> {backlog_history[-1]} versions waiting"
         )
     found[Problem.BEHIND] = behind
 
@@ -246,12 +284,14 @@ _TITLES = {
 class StreamState:
     open: dict[str, dict[str, Any]] = field(default_factory=dict)
     lags: list[list[int]] = field(default_factory=list)  # [report_id, lag] samples
+    backlog: list[list[int]] = field(default_factory=list)  # [report_id, versions] samples
     dead: list[list[int]] = field(default_factory=list)  # [report_id, rows, dead] samples
 
 
 @dataclass
 class HealthState:
-    """Open incidents per stream, recent lag samples, and alerts not delivered yet."""
+    """Open incidents per stream, recent lag and backlog samples, and alerts not delivered
+    yet."""
 
     streams: dict[str, StreamState] = field(default_factory=dict)
     outbox: list[Alert] = field(default_factory=list)
@@ -262,7 +302,7 @@ class HealthState:
             {
                 "v": 1,
                 "streams": {n: asdict(s) for n, s in self.streams.items()
-                            if s.open or s.lags or s.dead},
+                            if s.open or s.lags or s.backlog or s.dead},
                 "outbox": [a.to_dict() for a in self.outbox],
             },
             separators=(",", ":"),
@@ -300,11 +340,17 @@ class HealthState:
                     new.append(self._alert(view, problem, RESOLVED, incident, now, reason))
                 state.open.clear()
                 state.lags.clear()
+                state.backlog.clear()
                 state.dead.clear()
                 continue
-            history = self._sample_lag(state, view, thresholds)
+            report = view.report
+            lags = self._sample(state.lags, view,
+                                None if report is None else report.kafka_lag, thresholds)
+            backlog = self._sample(state.backlog, view, None if report is None
+                                   else report.upstream_versions_waiting, thresholds)
             window = self._sample_dead_letters(state, view, thresholds)
-            for problem, detail in problems(view, history, now, thresholds, window).items():
+            found = problems(view, lags, now, thresholds, window, backlog_history=backlog)
+            for problem, detail in found.items():
                 incident = state.open.get(problem)
                 if detail is not None:
                     if incident is None:
@@ -324,13 +370,15 @@ class HealthState:
         return new
 
     @staticmethod
-    def _sample_lag(state: StreamState, view: StreamView, t: HealthThresholds) -> list[int]:
-        report = view.report
-        if report is not None and report.kafka_lag is not None and view.report_id is not None:
-            if not state.lags or state.lags[-1][0] != view.report_id:
-                state.lags.append([view.report_id, int(report.kafka_lag)])
-            del state.lags[: -(t.behind_batches + 1)]
-        return [lag for _, lag in state.lags]
+    def _sample(samples: list[list[int]], view: StreamView, value: int | None,
+                t: HealthThresholds) -> list[int]:
+        """Adds a new report's measurement (the same report seen again is not a new sample);
+        returns the last `behind_batches + 1` values, oldest first."""
+        if value is not None and view.report_id is not None:
+            if not samples or samples[-1][0] != view.report_id:
+                samples.append([view.report_id, int(value)])
+            del samples[: -(t.behind_batches + 1)]
+        return [sample for _, sample in samples]
 
     @staticmethod
     def _sample_dead_letters(state: StreamState, view: StreamView, t: HealthThresholds

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,15 +27,19 @@ from pyspark.sql.streaming.listener import StreamingQueryListener
 
 from stream_assets.monitoring.health import Status, StreamReport
 from stream_assets.monitoring.lag import (
+    DeltaPosition,
     Offsets,
     TopicLag,
+    delta_positions,
     lag_by_partition,
+    parse_delta_offset,
     parse_offsets,
     query_lag,
     total_lag,
+    versions_waiting,
 )
 from stream_assets.monitoring.metadata import rows_written
-from stream_assets.sinks import history_frame, is_delta_table
+from stream_assets.sinks import delta_version, history_frame, is_delta_table
 
 STARTED, PROGRESS, IDLE, TERMINATED = "started", "progress", "idle", "terminated"
 
@@ -167,6 +172,7 @@ class StreamTracker:
     last_batch_at: float | None = None
     last_batch_id: int | None = None
     latest_progress: dict[str, Any] | None = None
+    caught_up_at: float | None = None
     behind_streak: int = 0
     failures: int = 0
     error: str | None = None
@@ -191,6 +197,10 @@ class StreamTracker:
         self._healthy(Status.RUNNING if int(progress.get("numInputRows") or 0) else Status.IDLE)
 
     def on_idle(self, now: float) -> None:
+        # Spark calls a query idle when a trigger found nothing to read: it has caught up,
+        # so it is neither behind nor stalled on input that was waiting before.
+        self.caught_up_at = now
+        self.behind_streak = 0
         self._healthy(Status.IDLE)
 
     def _healthy(self, status: str) -> None:
@@ -224,12 +234,19 @@ class StreamTracker:
         return (self.totals.batches > 0 and elapsed >= interval_s) or elapsed >= heartbeat_s
 
     def take(
-        self, now: float, kafka_lag: int | None = None, dead_letter_rows: int | None = None
+        self,
+        now: float,
+        kafka_lag: int | None = None,
+        dead_letter_rows: int | None = None,
+        upstream_versions_waiting: int | None = None,
     ) -> tuple[StreamReport, BatchTotals]:
         """The report for this moment and the batches it covers; starts a new interval."""
         totals, self.totals = self.totals, BatchTotals()
         self.last_report_at = now
         self.urgent = False
+        measured = [w for w in (kafka_lag, upstream_versions_waiting) if w is not None]
+        if measured and not any(measured):
+            self.caught_up_at = now
         report = StreamReport(
             query=self.query,
             status=str(self.status),
@@ -242,7 +259,9 @@ class StreamTracker:
             last_batch_id=self.last_batch_id,
             last_batch_at=self.last_batch_at,
             started_at=self.started_at,
+            caught_up_at=self.caught_up_at,
             kafka_lag=kafka_lag,
+            upstream_versions_waiting=upstream_versions_waiting,
             dead_letter_rows=dead_letter_rows,
             consecutive_failures=self.failures,
             error=self.error if self.status in (Status.FAILED, Status.WAITING) else None,
@@ -250,7 +269,11 @@ class StreamTracker:
         return report, totals
 
 
-def batch_metadata(totals: BatchTotals, lags: list[TopicLag] | None) -> dict[str, Any]:
+def batch_metadata(
+    totals: BatchTotals,
+    lags: list[TopicLag] | None,
+    backlog: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
     """The per-batch figures beyond the report: durations, watermark, state, lag detail."""
     meta: dict[str, Any] = {
         "batch_duration_ms": totals.batch_duration_ms,
@@ -269,6 +292,8 @@ def batch_metadata(totals: BatchTotals, lags: list[TopicLag] | None) -> dict[str
         meta["state_memory_bytes"] = sum(int(op.get("memoryUsedBytes") or 0) for op in operators)
     if lags is not None:
         meta["kafka_lag_by_partition"] = MetadataValue.json(lag_by_partition(lags))
+    if backlog is not None:
+        meta["upstream_versions_waiting_by_table"] = MetadataValue.json(dict(backlog))
     return meta
 
 
@@ -279,10 +304,11 @@ def stream_events(
     totals: BatchTotals,
     written: Mapping[str, int],
     lags: list[TopicLag] | None,
+    backlog: Mapping[str, int] | None = None,
 ) -> list[AssetMaterialization | AssetObservation]:
     """Dagster events for one report: a materialization per table that changed, else an
     observation of the main table (a heartbeat, a failure, a stop)."""
-    shared = {**report.to_metadata(), **batch_metadata(totals, lags)}
+    shared = {**report.to_metadata(), **batch_metadata(totals, lags, backlog)}
     if report.dead_letter_rows is not None and report.input_rows:
         shared["dead_letter_ratio"] = round(report.dead_letter_rows / report.input_rows, 6)
     span = (
@@ -308,30 +334,87 @@ def stream_events(
     return events
 
 
-# -- measurements (I/O): Kafka lag and the rows each Delta commit wrote ----------------------
+# -- measurements (I/O): input waiting and the rows each Delta commit wrote -----------------
+
+def _committed_source_offsets(checkpoint: str) -> list[str] | None:
+    """Each source's offset line after the last committed batch of a local checkpoint: []
+    when no batch was committed yet, None when that cannot be read (remote, unreadable)."""
+    commits = os.path.join(checkpoint, "commits")
+    if not os.path.isdir(checkpoint):
+        return None if "://" in checkpoint else []
+    try:
+        done = [int(n) for n in os.listdir(commits) if n.isdigit()]
+    except FileNotFoundError:
+        return []
+    except OSError:
+        return None
+    if not done:
+        return []
+    try:
+        with open(os.path.join(checkpoint, "offsets", str(max(done)))) as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    return lines[2:]  # "v1", the batch metadata, then one line per source
+
 
 def checkpoint_offsets(checkpoint: str) -> Offsets:
     """Kafka offsets after the last committed batch of a local checkpoint ({} if unknown).
 
     Until a restarted query completes a batch, this is where it stands.
     """
-    commits = os.path.join(checkpoint, "commits")
-    try:
-        done = [int(n) for n in os.listdir(commits) if n.isdigit()]
-    except OSError:
-        return {}
-    if not done:
-        return {}
-    try:
-        with open(os.path.join(checkpoint, "offsets", str(max(done)))) as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return {}
     offsets: Offsets = {}
-    for line in lines[2:]:  # "v1", the batch metadata, then one line per source
+    for line in _committed_source_offsets(checkpoint) or []:
         for topic, parts in parse_offsets(line).items():
             offsets.setdefault(topic, {}).update(parts)
     return offsets
+
+
+_VERSION_FILE = re.compile(r"^(\d{20})\.json$")
+
+
+def delta_log_version(path: str) -> int | None:
+    """The latest committed version of a local Delta table, read from its log (no Spark)."""
+    if "://" in path and not path.startswith("file:"):
+        return None
+    local = path.removeprefix("file://").removeprefix("file:")
+    try:
+        names = os.listdir(os.path.join(local, "_delta_log"))
+    except OSError:
+        return None
+    versions = [int(m.group(1)) for n in names if (m := _VERSION_FILE.match(n))]
+    return max(versions) if versions else None
+
+
+def measure_backlog(
+    spark, paths: Mapping[str, str], progress: Mapping[str, Any] | None, checkpoint: str
+) -> dict[str, int]:
+    """Versions of each upstream Delta table ({table: path}) the query has not processed.
+
+    The query's position comes from its latest progress report, else (a restarted query
+    before its first batch) from its checkpoint's last committed batch; a table whose
+    position or latest version cannot be told is left out. Latest versions come from the
+    local log without Spark, or from DESCRIBE HISTORY for remote tables.
+    """
+    positions: dict[str, DeltaPosition | None] = dict(delta_positions(progress, paths))
+    if len(positions) < len(paths):
+        lines = _committed_source_offsets(checkpoint)
+        committed = [p for p in map(parse_delta_offset, lines or []) if p is not None]
+        if lines == []:  # nothing processed yet: everything the tables hold waits
+            positions = {table: positions.get(table) for table in paths}
+        elif len(committed) == 1 and len(paths) == 1:
+            # Offset lines name no table; with one Delta source there is no doubt.
+            positions = {next(iter(paths)): committed[0]}
+    backlog: dict[str, int] = {}
+    for table, position in positions.items():
+        path = paths[table]
+        latest = delta_log_version(path)
+        if latest is None and "://" in path and not path.startswith("file:"):
+            latest = delta_version(spark, path)
+        waiting = versions_waiting(position, latest)
+        if waiting is not None:
+            backlog[table] = waiting
+    return backlog
 
 
 def measure_lag(source, topics: Iterable[str], processed: Offsets) -> list[TopicLag]:

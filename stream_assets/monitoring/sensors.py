@@ -15,7 +15,6 @@ Dagster's storage, the broker and the Delta logs on disk, so they start no Spark
 
 import json
 import os
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from stream_assets.monitoring.health import (
     StreamView,
     problems,
 )
+from stream_assets.monitoring.listener import delta_log_version
 from stream_assets.resources.alerting import AlertSink
 from stream_assets.resources.kafka import KafkaCompatibleSource
 from stream_assets.resources.lake import DeltaLake
@@ -135,6 +135,7 @@ def stream_views(
                 stream=table.name, running=not stopped, report=latest.report,
                 report_id=latest.storage_id, run_id=latest.run_id,
                 ended_because="the query was stopped" if stopped else None,
+                upstream=table.upstream_tables,
             ))
         elif owner is not None:
             record = instance.get_run_record_by_id(owner.run_id)
@@ -143,6 +144,7 @@ def stream_views(
                 started = record.start_time or record.create_timestamp.timestamp()
             views.append(StreamView(
                 stream=table.name, running=True, run_id=owner.run_id, run_started_at=started,
+                upstream=table.upstream_tables,
             ))
         else:
             reason = None
@@ -306,22 +308,6 @@ def build_run_failure_sensor(
 
 
 # -- catch-up: materialize a table when its input moved --------------------------------------
-
-_VERSION_FILE = re.compile(r"^(\d{20})\.json$")
-
-
-def delta_log_version(path: str) -> int | None:
-    """The latest committed version of a local Delta table, read from its log (no Spark)."""
-    if "://" in path and not path.startswith("file:"):
-        return None
-    local = path.removeprefix("file://").removeprefix("file:")
-    try:
-        names = os.listdir(os.path.join(local, "_delta_log"))
-    except OSError:
-        return None
-    versions = [int(m.group(1)) for n in names if (m := _VERSION_FILE.match(n))]
-    return max(versions) if versions else None
-
 
 def input_positions(
     table: StreamingTable, source: KafkaCompatibleSource, lake: DeltaLake
