@@ -24,7 +24,7 @@ from stream_assets.dev.producer import produce
 from stream_assets.errors import CheckpointMismatch
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.kafka import KafkaConnection
-from stream_assets.tables import runner
+from stream_assets.tables import checkpoint_guard, runner
 from stream_assets.tables.assets import build_asset
 from stream_assets.tables.catalog import raw_events
 from stream_assets.tables.declaration import WithDeadLetters, kafka_topic
@@ -187,7 +187,7 @@ def test_damage_the_guard_cannot_see_is_still_refused_naming_the_reset(written, 
                                                                        monkeypatch, damage):
     # As on a remote store, whose files the guard does not read: Spark's own failure to parse
     # them (at start for metadata, in the query for offsets) must get the same answer.
-    monkeypatch.setattr(runner, "_damaged_checkpoint_file", lambda checkpoint: None)
+    monkeypatch.setattr(checkpoint_guard, "_damaged_checkpoint_file", lambda checkpoint: None)
     lake, _ = written
     copy = lake.copy(tmp_path / "unseen")
     TRUNCATIONS[damage](copy.checkpoint)
@@ -227,14 +227,14 @@ def test_checkpoint_marker_is_written_only_when_it_changes_and_atomically(writte
 
     # A restart leaves a healthy marker alone: no write that a crash could tear.
     before = marker.stat()
-    runner.guard_checkpoint(raw_events, ctx)
+    checkpoint_guard.guard_checkpoint(raw_events, ctx)
     after = marker.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
     # A marker from before topics were recorded is accepted, then completed by a rename.
     legacy = {k: v for k, v in json.loads(marker.read_text()).items() if k != "topics"}
     marker.write_text(json.dumps(legacy))
-    runner.guard_checkpoint(raw_events, ctx)
+    checkpoint_guard.guard_checkpoint(raw_events, ctx)
     assert json.loads(marker.read_text()) == {**legacy, "topics": [lake.topic]}
     assert marker.stat().st_ino != before.st_ino
     assert not [p for p in copy.checkpoint.iterdir() if p.name.endswith(".tmp")]
