@@ -240,6 +240,12 @@ class HealthSensor:
                    60, f"no open incident on {stream}", every=self.tick)
         self.seen = len(self.receiver.received())
 
+    def keep_ticking(self, ticks: int = 4) -> None:
+        """A few more ticks, for a test to check that they said nothing new."""
+        for _ in range(ticks):
+            self.tick()
+            time.sleep(0.5)
+
     def wait_for_messages(self, count: int, timeout_s: float, what: str) -> list[str]:
         wait_until(lambda: len(self.messages()) >= count, timeout_s, what, every=self.tick)
         return self.texts()
@@ -294,9 +300,7 @@ def test_a_query_that_stops_completing_batches_while_records_wait_is_stalled_onc
         detail = health.detail(0)
         assert re.fullmatch(r"no batch completed for \d+ s while 30 records wait", detail)
         assert int(detail.split()[4]) >= 4
-        for _ in range(4):  # the stall goes on: still the one alert
-            health.tick()
-            time.sleep(0.5)
+        health.keep_ticking()  # the stall goes on: still the one alert
         assert health.texts() == texts
 
         gate.set()
@@ -305,9 +309,7 @@ def test_a_query_that_stops_completing_batches_while_records_wait_is_stalled_onc
                          RESOLVED_STALLED.format("gated_events")]
         wait_until(lambda: run.rows_read("gated_events") == 40, 60, "every record",
                    every=health.tick)
-        for _ in range(4):
-            health.tick()
-            time.sleep(0.5)
+        health.keep_ticking()
         assert health.texts() == texts
 
 
@@ -354,9 +356,7 @@ def test_a_query_reading_less_per_batch_than_arrives_falls_behind_once_and_recov
                    "the query to catch up", every=health.tick)
         wait_until(lambda: (run.latest("plain_events") or StreamReport("", "", 0)
                             ).kafka_lag == 0, 30, "a report of no lag", every=health.tick)
-        for _ in range(4):
-            health.tick()
-            time.sleep(0.5)
+        health.keep_ticking()
         assert health.texts() == [FIRING_BEHIND.format("plain_events"),
                                   RESOLVED_BEHIND.format("plain_events")]
     rows = spark.read.format("delta").load(env.lake.table_path("plain_events"))
