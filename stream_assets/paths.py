@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 HOME_ENV = "STREAM_ASSETS_HOME"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -33,3 +34,12 @@ def locks_dir() -> Path:
 def jars_dir() -> Path:
     """Resolved JVM jars; STREAM_ASSETS_JARS may point at a shared, read-only copy."""
     return Path(os.environ.get("STREAM_ASSETS_JARS") or home() / "jars").resolve()
+
+
+def local_path(location: str) -> str | None:
+    """The filesystem path of a local location (a path or file: URI), None for remote stores
+    (abfss://, s3a://…)."""
+    parsed = urlparse(location)
+    if parsed.scheme in ("", "file"):
+        return parsed.path if parsed.scheme else location
+    return None

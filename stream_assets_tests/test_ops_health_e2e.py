@@ -257,6 +257,14 @@ def instance() -> Iterator[DagsterInstance]:
         yield instance
 
 
+@pytest.fixture
+def gate() -> threading.Event:
+    """The gate of a GatedAppend table, open to begin with."""
+    event = threading.Event()
+    event.set()
+    return event
+
+
 @contextmanager
 def opened_at_exit(gate: threading.Event) -> Iterator[None]:
     """Open the gate before the run is stopped, even when the test fails: a held batch would
@@ -277,11 +285,9 @@ def delta_versions(path: str) -> int:
 # -- the scenarios ---------------------------------------------------------------------------
 
 def test_a_query_that_stops_completing_batches_while_records_wait_is_stalled_once(
-    setup, instance, alert_receiver
+    setup, instance, alert_receiver, gate
 ):
     env = setup()
-    gate = threading.Event()
-    gate.set()
     table = gated_events(gate)
     health = HealthSensor(instance, [table], HealthThresholds(
         stall_after_s=4, silent_after_s=120, behind_batches=3), alert_receiver)
@@ -364,11 +370,9 @@ def test_a_query_reading_less_per_batch_than_arrives_falls_behind_once_and_recov
 
 
 def test_a_delta_sourced_query_stuck_while_upstream_versions_wait_is_stalled_once(
-    setup, instance, alert_receiver
+    setup, instance, alert_receiver, gate
 ):
     env = setup()
-    gate = threading.Event()
-    gate.set()
     copy = gated_copy(gate)
     catalog = [raw_events, copy]
     # behind_batches 6: the 3 versions made here cannot look like a backlog growing for 6

@@ -39,6 +39,7 @@ from stream_assets.monitoring.lag import (
     versions_waiting,
 )
 from stream_assets.monitoring.metadata import rows_written
+from stream_assets.paths import local_path
 from stream_assets.sinks import delta_version, history_frame, is_delta_table
 
 STARTED, PROGRESS, IDLE, TERMINATED = "started", "progress", "idle", "terminated"
@@ -339,9 +340,12 @@ def stream_events(
 def _committed_source_offsets(checkpoint: str) -> list[str] | None:
     """Each source's offset line after the last committed batch of a local checkpoint: []
     when no batch was committed yet, None when that cannot be read (remote, unreadable)."""
-    commits = os.path.join(checkpoint, "commits")
-    if not os.path.isdir(checkpoint):
-        return None if "://" in checkpoint else []
+    local = local_path(checkpoint)
+    if local is None:
+        return None
+    if not os.path.isdir(local):
+        return []
+    commits = os.path.join(local, "commits")
     try:
         done = [int(n) for n in os.listdir(commits) if n.isdigit()]
     except FileNotFoundError:
@@ -351,7 +355,7 @@ def _committed_source_offsets(checkpoint: str) -> list[str] | None:
     if not done:
         return []
     try:
-        with open(os.path.join(checkpoint, "offsets", str(max(done)))) as handle:
+        with open(os.path.join(local, "offsets", str(max(done)))) as handle:
             lines = handle.read().splitlines()
     except OSError:
         return None
@@ -375,9 +379,9 @@ _VERSION_FILE = re.compile(r"^(\d{20})\.json$")
 
 def delta_log_version(path: str) -> int | None:
     """The latest committed version of a local Delta table, read from its log (no Spark)."""
-    if "://" in path and not path.startswith("file:"):
+    local = local_path(path)
+    if local is None:
         return None
-    local = path.removeprefix("file://").removeprefix("file:")
     try:
         names = os.listdir(os.path.join(local, "_delta_log"))
     except OSError:
@@ -409,7 +413,7 @@ def measure_backlog(
     for table, position in positions.items():
         path = paths[table]
         latest = delta_log_version(path)
-        if latest is None and "://" in path and not path.startswith("file:"):
+        if latest is None and local_path(path) is None:
             latest = delta_version(spark, path)
         waiting = versions_waiting(position, latest)
         if waiting is not None:

@@ -14,9 +14,9 @@ import os
 import re
 import tempfile
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 from stream_assets.errors import CheckpointMismatch
+from stream_assets.paths import local_path
 from stream_assets.sinks import is_delta_table
 from stream_assets.tables.declaration import KafkaTopic, StreamingTable
 
@@ -24,14 +24,6 @@ if TYPE_CHECKING:
     from stream_assets.tables.runner import StreamContext
 
 MARKER = "stream_assets.json"
-
-
-def local_path(path: str) -> str | None:
-    """The filesystem path of a local location, None for remote stores (abfss://, s3a://…)."""
-    parsed = urlparse(path)
-    if parsed.scheme in ("", "file"):
-        return parsed.path if parsed.scheme else path
-    return None
 
 
 def reset_hint(table: str) -> str:

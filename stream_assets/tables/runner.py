@@ -32,12 +32,7 @@ from stream_assets.errors import (
 from stream_assets.resources.kafka import KafkaCompatibleSource
 from stream_assets.resources.lake import DeltaLake
 from stream_assets.sinks import delta_version, is_connect, is_delta_table
-from stream_assets.tables.checkpoint_guard import (
-    guard_checkpoint,
-    has_offsets,
-    local_path,
-    reset_hint,
-)
+from stream_assets.tables.checkpoint_guard import guard_checkpoint, has_offsets, reset_hint
 from stream_assets.tables.declaration import KafkaTopic, SinkTarget, StreamingTable, Upstream
 
 
@@ -89,7 +84,7 @@ def full_refresh(table: StreamingTable, ctx: StreamContext) -> None:
     """Delete the checkpoint and every table the query writes, together."""
     targets = [ctx.lake.checkpoint_path(table.name), *ctx.table_paths(table).values()]
     for target in targets:
-        local = local_path(target)
+        local = paths.local_path(target)
         if local is None and is_connect(ctx.spark):
             # A Spark Connect client has no JVM, and SQL has no 'delete this folder'.
             raise StreamFailed(
