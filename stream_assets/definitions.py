@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor
 
-from stream_assets.jobs import continuous_streams
+from stream_assets.jobs import build_continuous_job
 from stream_assets.monitoring.checks import ChecksConfig, build_all_checks
 from stream_assets.monitoring.sensors import (
     build_catch_up_sensor,
@@ -25,7 +25,7 @@ defs = Definitions(
         *build_all_checks(TABLES, ChecksConfig(nullable_keys={"impression_clicks": ["click_id"]})),
         build_health_checks(TABLES),
     ],
-    jobs=[continuous_streams],
+    jobs=[build_continuous_job(TABLES)],
     sensors=[
         build_health_sensor(TABLES),
         build_run_failure_sensor(),

@@ -36,6 +36,7 @@ from pydantic import Field
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
+from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG, OP_NAME, select_tables
 from stream_assets.errors import (
     CheckpointMismatch,
     KafkaDataLoss,
@@ -61,14 +62,10 @@ from stream_assets.monitoring.listener import (
     stream_events,
 )
 from stream_assets.sinks import is_connect, is_delta_table
-from stream_assets.tables.catalog import TABLES
 from stream_assets.tables.declaration import StreamingTable, WithDeadLetters
 from stream_assets.tables.runner import StreamContext, exclusive, query_error, start
 
 JOB_NAME = "continuous_streams"
-OP_NAME = "run_streams"
-MODE_TAG = "stream_assets/mode"
-CONTINUOUS = "continuous"
 RESOURCE_KEYS = {"spark", "lake", "stream_source"}
 
 Event = AssetMaterialization | AssetObservation
@@ -135,33 +132,6 @@ def check_trigger_names(catalog: Sequence[StreamingTable], intervals: dict[str, 
             description=f"trigger_intervals names unknown query(ies) {', '.join(unknown)}; "
             f"queries: {', '.join(t.name for t in catalog)}"
         )
-
-
-def select_tables(
-    catalog: Sequence[StreamingTable], names: Sequence[str]
-) -> list[StreamingTable]:
-    """The declarations to run, upstream queries first; unknown names are refused."""
-    by_name = {t: decl for decl in catalog for t in decl.tables}
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise Failure(
-            description=f"unknown table(s) {', '.join(unknown)}; the continuous job runs "
-            f"{', '.join(sorted(by_name))}"
-        )
-    chosen = {by_name[n].name: by_name[n] for n in names} if names else {
-        t.name: t for t in catalog
-    }
-    ordered: list[StreamingTable] = []
-    remaining = list(chosen.values())
-    while remaining:
-        ready = [
-            t for t in remaining
-            if not any(u in chosen and chosen[u] not in ordered for u in t.upstream_tables)
-        ] or remaining[:1]  # a cycle cannot be ordered: start it anyway, it will wait
-        for t in ready:
-            ordered.append(t)
-            remaining.remove(t)
-    return ordered
 
 
 def short_error(text: str | None, limit: int = 1500) -> str:
@@ -588,7 +558,11 @@ def run_continuously(
 def build_continuous_job(
     catalog: Sequence[StreamingTable], name: str = JOB_NAME
 ) -> JobDefinition:
-    """The continuous job over the given declarations (the project's: catalog.TABLES)."""
+    """The continuous job over the given declarations.
+
+    A builder rather than a module-level job, so that this module does not pick the project's
+    tables: definitions.py passes catalog.TABLES, tests pass their own.
+    """
 
     @op(
         name=OP_NAME,
@@ -610,6 +584,3 @@ def build_continuous_job(
         run_streams()
 
     return continuous_job
-
-
-continuous_streams = build_continuous_job(TABLES)

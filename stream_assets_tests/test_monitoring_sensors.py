@@ -29,7 +29,8 @@ from dagster import (
 from dagster._core.events import AssetObservationData, DagsterEvent
 from dagster._core.events.log import EventLogEntry
 
-from stream_assets.jobs import CONTINUOUS, JOB_NAME, MODE_TAG
+from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG
+from stream_assets.jobs import JOB_NAME
 from stream_assets.monitoring.health import HealthThresholds, Status, StreamReport
 from stream_assets.monitoring.sensors import (
     build_catch_up_sensor,

@@ -5,16 +5,15 @@ from __future__ import annotations
 import pytest
 from dagster import Failure
 
+from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG, OP_NAME, select_tables
 from stream_assets.errors import CheckpointMismatch, KafkaDataLoss
 from stream_assets.jobs import (
-    CONTINUOUS,
-    MODE_TAG,
+    JOB_NAME,
     ContinuousConfig,
     QuerySessions,
     Supervisor,
+    build_continuous_job,
     check_trigger_names,
-    continuous_streams,
-    select_tables,
     short_error,
 )
 from stream_assets.tables.catalog import TABLES
@@ -101,8 +100,11 @@ def test_errors_keep_the_first_line_and_the_root_cause_not_the_stack():
 
 
 def test_job_is_tagged_continuous_and_runs_in_process_with_defaults():
-    assert continuous_streams.tags[MODE_TAG] == CONTINUOUS
-    assert continuous_streams.executor_def.name == "in_process"
+    job = build_continuous_job(TABLES)
+    assert job.name == JOB_NAME == "continuous_streams"
+    assert [node.name for node in job.nodes] == [OP_NAME]
+    assert job.tags[MODE_TAG] == CONTINUOUS
+    assert job.executor_def.name == "in_process"
     config = ContinuousConfig()
     assert config.tables == [] and config.max_runtime_s is None
     assert config.event_interval_s > 0 and config.restart_on_failure

@@ -43,7 +43,7 @@ from dagster import (
     sensor,
 )
 
-from stream_assets.jobs import CONTINUOUS, MODE_TAG, OP_NAME, select_tables
+from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG, OP_NAME, select_tables
 from stream_assets.monitoring.alerts import HEALTH_CHECK, health_evaluation
 from stream_assets.monitoring.health import (
     FIRING,
