@@ -14,12 +14,12 @@ from dagster import AssetKey, materialize
 
 from stream_assets.dev.generator import Record, generate_ad_traffic, generate_events, iso
 from stream_assets.dev.producer import produce
-from stream_assets.dev.users import generate_users
+from stream_assets.dev.users import demo_users, generate_users
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.kafka import KafkaConnection
 from stream_assets.tables import catalog
 from stream_assets.tables.assets import build_asset
-from stream_assets.tables.dimensions import user_dimension
+from stream_assets.tables.dimensions import build_user_dimension
 from stream_assets_tests import reference
 from stream_assets_tests.reference import assert_rows_equal
 
@@ -45,7 +45,8 @@ class Lake:
                                          topic_names=self.topics),
         }
         self.connection = KafkaConnection(bootstrap_servers=broker.bootstrap)
-        self.assets = [user_dimension, *(build_asset(t) for t in catalog.TABLES)]
+        self.assets = [build_user_dimension(demo_users),
+                       *(build_asset(t) for t in catalog.TABLES)]
 
     def send(self, records):
         produce([Record(self.topics[r.topic], r.key, r.value, r.kind, r.event) for r in records],

@@ -38,3 +38,8 @@ def user_frame(spark: SparkSession, users: list[dict]) -> DataFrame:
     return spark.createDataFrame(
         [tuple(u[f.name] for f in USER_DIMENSION.fields) for u in users], USER_DIMENSION
     )
+
+
+def demo_users(spark: SparkSession, count: int) -> DataFrame:
+    """`count` demo users as a frame: the seed of the demo's user_dimension asset."""
+    return user_frame(spark, generate_users(count))
