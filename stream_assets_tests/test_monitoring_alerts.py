@@ -5,16 +5,17 @@ from __future__ import annotations
 import pytest
 from dagster import AssetCheckSeverity, AssetKey, EnvVar
 
-from stream_assets.monitoring.alerts import (
+from stream_assets.monitoring.alerts import health_evaluation, send_alert, slack_payload
+from stream_assets.monitoring.health import FIRING, RESOLVED, Alert, Problem
+from stream_assets.resources.alerting import (
     REDACTED,
+    WEBHOOK_ENV,
     AlertDeliveryFailed,
-    health_evaluation,
+    AlertSink,
+    alert_sink_from_env,
     post_webhook,
     redact,
-    slack_payload,
 )
-from stream_assets.monitoring.health import FIRING, RESOLVED, Alert, Problem
-from stream_assets.resources.alerting import WEBHOOK_ENV, AlertSink, alert_sink_from_env
 from stream_assets_tests.fixtures_kafka import free_ports
 
 pytest_plugins = ["stream_assets_tests.dagster_dev"]
@@ -57,7 +58,7 @@ def test_redact_removes_the_url_and_the_token_bearing_path():
 
 def test_webhook_posts_the_slack_body_to_the_receiver(alert_receiver):
     before = len(alert_receiver.received())
-    AlertSink(webhook_url=alert_receiver.url).send(alert())
+    send_alert(AlertSink(webhook_url=alert_receiver.url), alert())
     messages = alert_receiver.received()[before:]
     assert [m["text"] for m in messages] == [slack_payload(alert())["text"]]
 

@@ -1,8 +1,8 @@
-"""Where alerts go: Dagster's own event log, and a webhook that takes Slack's JSON.
+"""What alerts say: Dagster's own event log (the `stream_health` check), and Slack's JSON.
 
-The webhook URL is a secret (a Slack incoming-webhook URL is a bearer token): it comes from
-`dagster.EnvVar`, is never logged or put into metadata, and errors that might quote it (a
-`requests` exception names the URL it failed on) are redacted before anyone sees them.
+Delivering that JSON, and keeping the webhook's secret URL out of every message, is the
+`alerting` resource's job (resources/alerting.py): monitoring uses the resource, the resource
+knows nothing of stream health.
 """
 
 from __future__ import annotations
@@ -10,39 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 from dagster import AssetCheckEvaluation, AssetCheckSeverity, AssetKey
 
-from stream_assets.errors import StreamAssetsError
 from stream_assets.monitoring.health import FIRING, RESOLVED, Alert, Problem
+from stream_assets.resources.alerting import AlertSink
 
 HEALTH_CHECK = "stream_health"
-REDACTED = "<redacted>"
 # Slack's limits: header text 150 characters, section text 3000.
 _HEADER_MAX = 150
 _SECTION_MAX = 2900
-
-
-class AlertDeliveryFailed(StreamAssetsError):
-    """The alert webhook could not be reached or refused the alert (message is secret-free)."""
-
-
-def redact(text: str, secret: str | None) -> str:
-    """`text` without the secret URL or the parts of it that identify it (path, query)."""
-    if not secret or not text:
-        return text
-    parts = urlsplit(secret)
-    candidates = {secret, secret.rstrip("/"), quote(secret, safe="")}
-    if parts.query:
-        candidates.add(parts.query)
-        candidates.add(f"{parts.path}?{parts.query}")
-    if len(parts.path.strip("/")) > 0:
-        candidates.add(parts.path)
-        candidates.add(parts.path.rstrip("/"))
-    for candidate in sorted((c for c in candidates if len(c) > 1), key=len, reverse=True):
-        text = text.replace(candidate, REDACTED)
-    return text
 
 
 def _when(epoch: float | None) -> str:
@@ -88,22 +65,9 @@ def slack_payload(alert: Alert, ui_url: str | None = None) -> dict[str, Any]:
     return {"text": text, "blocks": blocks}
 
 
-def post_webhook(url: str, payload: dict[str, Any], timeout_s: float = 10.0) -> None:
-    """POST the payload as JSON; raise AlertDeliveryFailed with a redacted message."""
-    import requests
-
-    try:
-        response = requests.post(url, json=payload, timeout=timeout_s)
-    except requests.RequestException as exc:
-        raise AlertDeliveryFailed(
-            f"the alert webhook could not be reached ({type(exc).__name__}: "
-            f"{redact(str(exc), url)}); check STREAM_ASSETS_ALERT_WEBHOOK_URL"
-        ) from None
-    if response.status_code >= 300:
-        raise AlertDeliveryFailed(
-            f"the alert webhook answered HTTP {response.status_code}: "
-            f"{redact(response.text[:200], url)}"
-        )
+def send_alert(sink: AlertSink, alert: Alert) -> None:
+    """Deliver one alert through the sink as Slack's JSON (the sink raises secret-free errors)."""
+    sink.post(slack_payload(alert, sink.ui_url))
 
 
 def health_evaluation(

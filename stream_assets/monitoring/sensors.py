@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from dagster import (
     AssetCheckResult,
@@ -44,7 +45,7 @@ from dagster import (
 )
 
 from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG, OP_NAME, select_tables
-from stream_assets.monitoring.alerts import HEALTH_CHECK, health_evaluation
+from stream_assets.monitoring.alerts import HEALTH_CHECK, health_evaluation, send_alert
 from stream_assets.monitoring.health import (
     FIRING,
     Alert,
@@ -173,7 +174,7 @@ def evaluate_health(
     for alert in new:
         log = context.log.warning if alert.state == FIRING else context.log.info
         log(f"{alert.summary}: {alerting.safe(alert.detail)}")
-    sent, errors = state.deliver(alerting.send)
+    sent, errors = state.deliver(partial(send_alert, alerting))
     for error in errors:
         context.log.error(f"alert delivery failed, will retry next tick: {alerting.safe(error)}")
     by_stream: dict[str, list[Alert]] = {}
@@ -302,7 +303,7 @@ def build_run_failure_sensor(
         message = context.failure_event.message or "the run failed"
         alert = run_failure_alert(context.instance, context.dagster_run, message)
         context.log.error(f"{alert.summary}: {alerting.safe(alert.detail)}")
-        alerting.send(alert)
+        send_alert(alerting, alert)
 
     return streaming_run_failure_alert
 
