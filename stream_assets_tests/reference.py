@@ -213,8 +213,17 @@ def _text(value: Any) -> str | None:
 def _parse_record(
     raw: bytes | str | None, ids: Sequence[str], others: Sequence[str], time_column: str
 ) -> tuple[Row | None, str | None]:
+    if raw is None:
+        return None, "null value (tombstone)"
+    if len(raw) == 0:
+        return None, "empty value"
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, "value is not valid UTF-8"
     try:
-        data = json.loads(raw) if raw is not None else None
+        data = json.loads(raw)
     except ValueError:
         data = None
     if not isinstance(data, dict):
