@@ -35,3 +35,7 @@ class StreamFailed(StreamAssetsError):
 
 class KafkaDataLoss(StreamFailed):
     """Kafka no longer holds records the checkpoint has not read (fail_on_data_loss stopped it)."""
+
+
+class DeclarationError(StreamAssetsError):
+    """A table declaration that cannot work; the message names the table and the field."""

@@ -62,7 +62,7 @@ from stream_assets.monitoring.listener import (
     stream_events,
 )
 from stream_assets.sinks import is_connect, is_delta_table
-from stream_assets.tables.declaration import StreamingTable, WithDeadLetters
+from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.runner import StreamContext, exclusive, query_error, start
 
 JOB_NAME = "continuous_streams"
@@ -387,8 +387,8 @@ class Supervisor:
             backlog = self._backlog(stream)
             written = self._written(stream)
             dead = None
-            if isinstance(stream.table.sink, WithDeadLetters):
-                dead = written.get(stream.table.sink.dead_letter_table, 0)
+            if stream.table.dead_letter_table is not None:
+                dead = written.get(stream.table.dead_letter_table, 0)
             waiting = None if backlog is None else sum(backlog.values())
             report, totals = tracker.take(now, lag_total(lags), dead, waiting)
             events.extend(stream_events(stream.table.name, stream.table.tables, report,
@@ -561,7 +561,7 @@ def build_continuous_job(
     """The continuous job over the given declarations.
 
     A builder rather than a module-level job, so that this module does not pick the project's
-    tables: definitions.py passes catalog.TABLES, tests pass their own.
+    tables: project.build_definitions passes the ones it is given, tests pass their own.
     """
 
     @op(

@@ -1,9 +1,8 @@
-"""Input and table schemas: the contracts in DESIGN.md, in one place."""
+"""The demo pipeline's topics and table schemas, in one place (docs/architecture.md)."""
 
 from __future__ import annotations
 
 from pyspark.sql.types import (
-    BinaryType,
     IntegerType,
     LongType,
     MapType,
@@ -12,6 +11,8 @@ from pyspark.sql.types import (
     StructType,
     TimestampType,
 )
+
+from stream_assets.tables.dead_letters import SCHEMA as DEAD_LETTERS
 
 EVENT_TOPIC = "events"
 IMPRESSION_TOPIC = "impressions"
@@ -37,14 +38,5 @@ RAW_EVENTS = StructType(
     ]
 )
 
-DEAD_LETTER_QUEUE = StructType(
-    [
-        StructField("raw_value", StringType(), True),
-        StructField("error", StringType(), False),
-        StructField("error_time", TimestampType(), False),
-        *KAFKA_POSITION,
-        # The exact bytes: raw_value is lossy for bytes that are not UTF-8.
-        StructField("raw_bytes", BinaryType(), True),
-        StructField("key", BinaryType(), True),
-    ]
-)
+# The dead letters of every table share one shape (stream_assets/tables/dead_letters.py).
+DEAD_LETTER_QUEUE = DEAD_LETTERS

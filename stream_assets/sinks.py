@@ -9,15 +9,10 @@ other's batches.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
-
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-
-from stream_assets.transforms.events import dead_letters, valid_events
 
 TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION = "spark.databricks.delta.write.txnVersion"
@@ -92,44 +87,6 @@ def merge_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
             spark.conf.unset(TXN_VERSION)
     finally:
         df.unpersist()
-
-
-def split_events_writer(query: str, events_path: str, dead_letter_path: str,
-                        events_table: str, dead_letter_table: str,
-                        partition_by: tuple[str, ...]) -> Callable[[DataFrame, int], None]:
-    """One parsed batch (see parse_events) -> good rows to raw_events, bad to the dead letters.
-
-    Both tables are written from the same batch under the same batch id, so a crash between
-    the two writes is repaired by the replay: the table already written skips, the other
-    catches up, and neither can run ahead of the other.
-
-    The first batch of each run writes both tables even when one gets no rows, so both exist
-    from the first committed batch on (the checkpoint guard relies on it). After that the
-    dead letters are written only when the batch has some: most batches have none, and each
-    idempotent write costs a commit and a read of the table's transaction ids, which is most
-    of a small batch's time. A replay reads the same offsets, so it skips the same write.
-    (The events are always written: a batch without a single good record is rare, and
-    checking for one would cost every batch a Spark job.)
-    """
-    dead_letters_written = False
-
-    def write(batch: DataFrame, batch_id: int) -> None:
-        nonlocal dead_letters_written
-        # One instant for both tables, so a row's ingest and dead-letter times line up.
-        now = F.lit(datetime.now(UTC))
-        # Both writes read the batch; caching it reads Kafka and parses JSON once.
-        parsed = batch.persist()
-        try:
-            append_once(valid_events(parsed, now), events_path, query, events_table, batch_id,
-                        partition_by)
-            dead = dead_letters(parsed, now)
-            if not dead_letters_written or not dead.isEmpty():
-                append_once(dead, dead_letter_path, query, dead_letter_table, batch_id)
-                dead_letters_written = True
-        finally:
-            parsed.unpersist()
-
-    return write
 
 
 def is_connect(spark: SparkSession) -> bool:

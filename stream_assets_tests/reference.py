@@ -1,7 +1,8 @@
 """Plain-Python reference for every derived table, to check the Spark transforms against.
 
-Written from DESIGN.md and the issue, not from stream_assets.transforms, and importing nothing
-from it: a shared mistake would otherwise pass unnoticed. It is slow and obvious on purpose.
+Written from the tables' descriptions (README.md), not from stream_assets.transforms, and
+importing nothing from it: a shared mistake would otherwise pass unnoticed. It is slow and
+obvious on purpose.
 
 Inputs are the good events as JSON-decoded dicts (event_id, event_type, user_id, timestamp as an
 ISO-8601 string, properties dict; other keys such as topic or offset are carried along where a
@@ -213,8 +214,17 @@ def _text(value: Any) -> str | None:
 def _parse_record(
     raw: bytes | str | None, ids: Sequence[str], others: Sequence[str], time_column: str
 ) -> tuple[Row | None, str | None]:
+    if raw is None:
+        return None, "null value (tombstone)"
+    if len(raw) == 0:
+        return None, "empty value"
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, "value is not valid UTF-8"
     try:
-        data = json.loads(raw) if raw is not None else None
+        data = json.loads(raw)
     except ValueError:
         data = None
     if not isinstance(data, dict):

@@ -27,7 +27,7 @@ from stream_assets.resources.kafka import KafkaConnection
 from stream_assets.tables import checkpoint_guard, runner
 from stream_assets.tables.assets import build_asset
 from stream_assets.tables.catalog import raw_events
-from stream_assets.tables.declaration import WithDeadLetters, kafka_topic
+from stream_assets.tables.sources import kafka_topic
 from stream_assets_tests.fault_driver import (
     actual_tables,
     broker_messages,
@@ -102,13 +102,15 @@ def test_checkpoint_of_another_query_is_refused_naming_both(written, tmp_path, s
     # The same checkpoint now claimed by a query of another name, and by raw_events reading
     # another topic: both are other queries.
     other_name = dataclasses.replace(raw_events, name="events_copy",
-                                     sink=WithDeadLetters(dead_letter_table="events_copy_dlq"))
+                                     dead_letters="events_copy_dlq")
     shutil.copytree(copy.checkpoint, copy.root / "checkpoints" / "events_copy")
     with pytest.raises(CheckpointMismatch, match="belongs to 'raw_events'") as raised:
         copy.materialize(other_name)
     assert_refused_with_reset_hint(raised.value, "events_copy")
 
-    other_source = dataclasses.replace(raw_events, sources=(kafka_topic("clicks"),))
+    parser = raw_events.sources["events"].parser
+    other_source = dataclasses.replace(
+        raw_events, sources={"events": kafka_topic("clicks", parser=parser)})
     with pytest.raises(CheckpointMismatch) as raised:
         copy.materialize(other_source)
     assert_refused_with_reset_hint(raised.value)

@@ -30,7 +30,9 @@ from stream_assets.monitoring.checks import (
 )
 from stream_assets.resources import DeltaLake
 from stream_assets.tables.catalog import raw_events
-from stream_assets.tables.declaration import DeltaMerge, StreamingTable, upstream
+from stream_assets.tables.declaration import StreamingTable
+from stream_assets.tables.sources import upstream
+from stream_assets.tables.writes import DeltaMerge
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +45,7 @@ def event_row(i: int, offset: int | None = None, event_id: str | None = None) ->
 
 
 def dead_row(i: int) -> tuple:
-    return ("{oops", "invalid JSON", NOW, "events", 1, i, b"{oops", None)
+    return ("{oops", "invalid JSON", NOW, "events", 1, i, b"{oops", None, "raw_events")
 
 
 def write(spark, path, rows, schema):
@@ -71,8 +73,8 @@ def test_declaration_implies_which_checks_each_table_gets():
         ("dead_letter_queue", "freshness"), ("dead_letter_queue", "schema"),
     }
     counts = StreamingTable(
-        name="event_counts", sources=(upstream("raw_events"),), transform=lambda df: df,
-        sink=DeltaMerge(keys=("window_start", "event_type")), description="counts",
+        name="event_counts", sources={"df": upstream("raw_events")}, transform=lambda df: df,
+        sink=DeltaMerge(), description="counts",
         keys=("window_start", "event_type"),
     )
     planned = {c for _, c, _, _ in planned_checks(counts, ChecksConfig())}

@@ -27,7 +27,6 @@ from typing import Any
 import pytest
 from dagster import AssetKey, DagsterInstance, build_sensor_context, instance_for_test
 from pyspark.sql import DataFrame
-from pyspark.sql.streaming import DataStreamWriter
 
 from stream_assets import sinks
 from stream_assets.dev.generator import Record, generate_events
@@ -39,14 +38,9 @@ from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.alerting import AlertSink
 from stream_assets.resources.kafka import KafkaConnection
 from stream_assets.tables.catalog import raw_events
-from stream_assets.tables.declaration import (
-    DeltaAppend,
-    Sink,
-    SinkTarget,
-    StreamingTable,
-    kafka_topic,
-    upstream,
-)
+from stream_assets.tables.declaration import StreamingTable
+from stream_assets.tables.sources import kafka_topic, upstream
+from stream_assets.tables.writes import DeltaAppend, Sink, WriteTarget
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest_plugins = ["stream_assets_tests.dagster_dev"]  # alert_receiver
@@ -83,16 +77,11 @@ class GatedAppend(Sink):
 
     gate: threading.Event = field(default_factory=threading.Event)
 
-    def attach(self, stream: DataFrame, table: str, target: SinkTarget) -> DataStreamWriter:
-        path, gate = target.paths[table], self.gate
-
-        def write(batch: DataFrame, batch_id: int) -> None:
-            # foreachBatch runs in this (the driver's) process: the test holds the gate.
-            if not gate.wait(timeout=180):
-                raise TimeoutError("the test never opened the gate")
-            sinks.append_once(batch, path, target.query, table, batch_id)
-
-        return stream.writeStream.outputMode("append").foreachBatch(write)
+    def write_batch(self, batch: DataFrame, batch_id: int, target: WriteTarget) -> None:
+        # foreachBatch runs in this (the driver's) process: the test holds the gate.
+        if not self.gate.wait(timeout=180):
+            raise TimeoutError("the test never opened the gate")
+        sinks.append_once(batch, target.path, target.query, target.table, batch_id)
 
 
 def kafka_values(df: DataFrame) -> DataFrame:
@@ -104,18 +93,18 @@ def event_ids(df: DataFrame) -> DataFrame:
 
 
 def gated_events(gate: threading.Event) -> StreamingTable:
-    return StreamingTable(name="gated_events", sources=(kafka_topic("events"),),
+    return StreamingTable(name="gated_events", sources={"df": kafka_topic("events")},
                           transform=kafka_values, sink=GatedAppend(gate),
                           description="test: Kafka records, written when the gate is open")
 
 
 def gated_copy(gate: threading.Event) -> StreamingTable:
-    return StreamingTable(name="gated_copy", sources=(upstream("raw_events"),),
+    return StreamingTable(name="gated_copy", sources={"df": upstream("raw_events")},
                           transform=event_ids, sink=GatedAppend(gate),
                           description="test: raw_events ids, written when the gate is open")
 
 
-plain_events = StreamingTable(name="plain_events", sources=(kafka_topic("events"),),
+plain_events = StreamingTable(name="plain_events", sources={"df": kafka_topic("events")},
                               transform=kafka_values, sink=DeltaAppend(),
                               description="test: Kafka records through Delta's own sink")
 

@@ -11,9 +11,10 @@ from stream_assets.sinks import (
     history_frame,
     is_delta_table,
     merge_once,
-    split_events_writer,
 )
-from stream_assets.transforms.events import parse_events
+from stream_assets.tables import dead_letters
+from stream_assets.tables.catalog import event_records
+from stream_assets.tables.writes import DeltaAppend, WriteTarget, split_writer
 from stream_assets_tests.test_parse_events import kafka_frame
 
 
@@ -72,12 +73,17 @@ def test_split_writer_writes_dead_letters_in_the_first_batch_then_only_if_any(sp
 
     def batch(count: int, bad_ratio: float, seed: int):
         records = list(generate_events(count, bad_ratio=bad_ratio, seed=seed))
-        return parse_events(kafka_frame(spark, [r.value for r in records])), records
+        parsed = event_records(kafka_frame(spark, [r.value for r in records]))
+        return dead_letters.routed(parsed, "events"), records
 
     def counts() -> tuple[int, int]:
         return tuple(spark.read.format("delta").load(p).count() for p in (events, dead))
 
-    write = split_events_writer("q", events, dead, "events", "dead", ())
+    def split_writer_of_a_new_run():
+        return split_writer(DeltaAppend(), WriteTarget("q", "events", events),
+                            WriteTarget("q", "dead", dead))
+
+    write = split_writer_of_a_new_run()
     clean, records = batch(20, 0.0, 1)
     write(clean, 0)
     # Both tables exist after the first batch, the dead letters empty.
@@ -96,6 +102,6 @@ def test_split_writer_writes_dead_letters_in_the_first_batch_then_only_if_any(sp
     assert counts() == (40 + 50 - bad, bad)
 
     # A new run (a restart) writes both tables in its first batch again, empty or not.
-    restarted = split_events_writer("q", events, dead, "events", "dead", ())
+    restarted = split_writer_of_a_new_run()
     restarted(clean, 3)
     assert delta_version(spark, dead) == versions[1] + 2

@@ -2,9 +2,9 @@
 
 Every table a query writes gets `freshness` and, when its schema is declared, `schema`; the
 query's main table gets `keys_not_null` (its declared keys), `keys_unique` (where the keys
-identify a row: MERGE keys, Kafka positions of a dead-letter split, or `unique_keys` on the
-declaration) and, when the sink splits off dead letters, `dead_letter_ratio`, which reads
-both Delta tables. Each check warns or fails as its `Expectation` says (WARN or ERROR), and
+identify a row: MERGE keys, or `unique_keys` on the declaration) and, when the table is its
+parser's output with dead letters beside it, `dead_letter_ratio`, which reads both Delta
+tables. Each check warns or fails as its `Expectation` says (WARN or ERROR), and
 can block downstream materializations.
 
 One multi-asset check per query: one step, one Spark session for all of a query's checks.
@@ -34,9 +34,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from stream_assets import schemas
 from stream_assets.sinks import history_frame, is_delta_table
-from stream_assets.tables.declaration import DeltaMerge, StreamingTable, WithDeadLetters
+from stream_assets.tables.declaration import StreamingTable
 
 Severity = Literal["WARN", "ERROR"]
 RESOURCE_KEYS = {"spark", "lake"}
@@ -113,51 +112,32 @@ class Outcome:
 # -- what is checked, derived from the declaration -------------------------------------------
 
 def declared_schema(table: StreamingTable, name: str) -> StructType | None:
-    """The declared schema of one of the query's tables.
-
-    `schemas` on the declaration ({table: StructType}) wins; else the StructType named after
-    the table in stream_assets.schemas (RAW_EVENTS for raw_events).
-    """
-    explicit = getattr(table, "schemas", None)
-    if isinstance(explicit, Mapping) and isinstance(explicit.get(name), StructType):
-        return explicit[name]
-    found = getattr(schemas, name.upper(), None)
-    return found if isinstance(found, StructType) else None
+    """The declared schema of one of the query's tables (its `schema`, or the dead letters')."""
+    return table.schema_of(name)
 
 
 def unique_keys(table: StreamingTable) -> tuple[str, ...]:
-    """The columns that must identify a row of the main table, () if none must.
-
-    `unique_keys` on the declaration decides (True: the declared keys; a tuple: those
-    columns; False: none). Otherwise: MERGE keys are unique by construction, and a dead-letter
-    split's keys are Kafka positions, each landing exactly once.
-    """
-    declared = getattr(table, "unique_keys", None)
-    if declared is True:
-        return table.keys
-    if declared is False:
-        return ()
-    if declared:
-        return tuple(declared)
-    if isinstance(table.sink, DeltaMerge):
-        return tuple(table.sink.keys)
-    if isinstance(table.sink, WithDeadLetters):
-        return table.keys
-    return ()
+    """The columns that must identify a row of the main table, () if none must."""
+    return table.row_keys_unique
 
 
 def required_keys(table: StreamingTable, config: ChecksConfig) -> tuple[str, ...]:
     """The key columns that must never be null.
 
-    All declared keys but those allowed to be null: by the config, by `nullable_keys` on
-    the declaration, or by a declared schema that marks the column nullable.
+    All declared keys but those allowed to be null: by `nullable_keys` on the declaration, by
+    the config, or by a declared schema that marks the column nullable.
     """
-    allowed = set(config.nullable_keys.get(table.name, ()))
-    allowed |= set(getattr(table, "nullable_keys", ()) or ())
+    allowed = set(config.nullable_keys.get(table.name, ())) | set(table.nullable_keys)
     declared = declared_schema(table, table.name)
     if declared is not None:
         allowed |= {f.name for f in declared.fields if f.nullable}
     return tuple(k for k in table.keys if k not in allowed)
+
+
+def has_dead_letter_ratio(table: StreamingTable) -> bool:
+    """Whether the table's rows and dead letters add up to the records read: only when the
+    table is its parser's output (a join or an aggregation writes other numbers of rows)."""
+    return table.dead_letter_table is not None and table.transform is None
 
 
 def _severity(expectation: Expectation) -> AssetCheckSeverity:
@@ -175,7 +155,7 @@ def planned_checks(
                         f"The last Delta commit is at most {fresh.max_age_minutes:g} minutes old."))
         if declared_schema(table, name) is not None:
             planned.append((name, SCHEMA, config.schema_matches,
-                            "Columns and types are those declared in stream_assets.schemas."))
+                            "Columns and types are those declared on the table."))
     if required_keys(table, config):
         keys = ", ".join(required_keys(table, config))
         planned.append((table.name, KEYS_NOT_NULL, config.keys_not_null,
@@ -183,11 +163,11 @@ def planned_checks(
     if unique_keys(table):
         planned.append((table.name, KEYS_UNIQUE, config.keys_unique,
                         f"No two rows share ({', '.join(unique_keys(table))})."))
-    if isinstance(table.sink, WithDeadLetters):
+    if has_dead_letter_ratio(table):
         dl = config.dead_letter_ratio
         planned.append((table.name, DEAD_LETTER_RATIO, dl,
                         f"At most {dl.max_ratio:.1%} of the records read land in "
-                        f"{table.sink.dead_letter_table}."))
+                        f"{table.dead_letter_table}."))
     return [p for p in planned if p[2].enabled]
 
 
@@ -301,8 +281,8 @@ def evaluate(
         return check_keys_unique(frame, unique_keys(table))
     if check == DEAD_LETTER_RATIO:
         assert isinstance(expectation, DeadLetterExpectation)
-        assert isinstance(table.sink, WithDeadLetters)
-        dead_path = lake.table_path(table.sink.dead_letter_table)
+        assert table.dead_letter_table is not None
+        dead_path = lake.table_path(table.dead_letter_table)
         dead = (spark.read.format("delta").load(dead_path).count()
                 if is_delta_table(spark, dead_path) else 0)
         return check_dead_letter_ratio(frame.count(), dead, expectation.max_ratio)

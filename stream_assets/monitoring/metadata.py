@@ -142,14 +142,16 @@ def row_count_after(
     return base
 
 
-def table_schema(schema: StructType) -> TableSchema:
+def table_schema(schema: StructType, descriptions: Mapping[str, str] | None = None
+                 ) -> TableSchema:
+    descriptions = descriptions or {}
     return TableSchema(
         columns=[
             TableColumn(
                 name=f.name,
                 type=f.dataType.simpleString(),
                 constraints=None,
-                description=None,
+                description=descriptions.get(f.name),
             )
             for f in schema.fields
         ]

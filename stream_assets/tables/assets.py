@@ -2,7 +2,7 @@
 
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from dagster import (
@@ -12,6 +12,8 @@ from dagster import (
     Config,
     MaterializeResult,
     MetadataValue,
+    TableColumn,
+    TableSchema,
     multi_asset,
 )
 from pydantic import Field
@@ -24,10 +26,9 @@ from stream_assets.monitoring.metadata import (
     table_schema,
 )
 from stream_assets.sinks import delta_history
-from stream_assets.tables.declaration import KafkaTopic, StreamingTable
+from stream_assets.tables.declaration import StreamingTable, describe
 from stream_assets.tables.runner import CatchUpResult, StreamContext, catch_up
-
-RESOURCE_KEYS = {"spark", "lake", "stream_source"}
+from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE
 
 
 class CatchUpConfig(Config):
@@ -43,6 +44,7 @@ def table_metadata(
     before: int | None,
     after: int | None,
     recorded: tuple[int, int, float] | None = None,
+    descriptions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """What a table looks like after a run, and what the run's commits wrote to it.
 
@@ -69,7 +71,7 @@ def table_metadata(
         "delta_commit_time": MetadataValue.timestamp(history[0]["timestamp"].timestamp()),
         "rows_written": rows_written(new_commits),
         "dagster/row_count": frame.count() if count is None else count,
-        "dagster/column_schema": table_schema(frame.schema),
+        "dagster/column_schema": table_schema(frame.schema, descriptions),
         "dagster/uri": MetadataValue.url(f"file://{path}") if "://" not in path else path,
     }
 
@@ -88,17 +90,19 @@ def recorded_count(context: AssetExecutionContext, name: str) -> tuple[int, int,
 
 
 def source_specs(tables: Sequence[StreamingTable]) -> list[AssetSpec]:
-    """Kafka topics as external assets: the roots of the lineage graph."""
-    topics = sorted({s.topic for t in tables for s in t.sources if isinstance(s, KafkaTopic)})
-    return [
-        AssetSpec(
-            key=AssetKey(["kafka", topic]),
-            description=f"Kafka topic `{topic}` (or the Event Hub the stream source maps it to).",
-            group_name="sources",
-            kinds={"kafka"},
-        )
-        for topic in topics
-    ]
+    """What the tables read from outside the project (Kafka topics): the lineage's roots."""
+    specs: dict[AssetKey, AssetSpec] = {}
+    for table in tables:
+        for source in table.sources.values():
+            spec = source.external_spec()
+            if spec is not None:
+                specs.setdefault(spec.key, spec)
+    return [specs[key] for key in sorted(specs, key=lambda k: k.to_user_string())]
+
+
+def resource_keys(table: StreamingTable) -> set[str]:
+    """The resources a table's run needs: Spark, the lake and what its sources read through."""
+    return {"spark", "lake", *(s.resource for s in table.sources.values() if s.resource)}
 
 
 def build_asset(table: StreamingTable):
@@ -108,28 +112,33 @@ def build_asset(table: StreamingTable):
             key=AssetKey(name),
             deps=list(table.dependencies),
             description=table.description if name == table.name
-            else f"Written by the {table.name} query: {table.description}",
+            else f"Records the {table.name} query refused, with the reason: "
+            f"{table.description}",
             group_name=table.group,
             kinds={"delta", "spark"},
-            tags=table.tags,
-            metadata={"query": table.name, "keys": ", ".join(table.keys) or "-"},
+            tags=dict(table.tags),
+            owners=list(table.owners),
+            metadata=spec_metadata(table, name),
         )
         for name in table.tables
     ]
+    resources = resource_keys(table)
 
     @multi_asset(
         name=table.name,
         specs=specs,
-        required_resource_keys=RESOURCE_KEYS,
+        required_resource_keys=resources,
         can_subset=False,
         description=table.description,
     )
     def _catch_up(context: AssetExecutionContext, config: CatchUpConfig
                   ) -> Iterator[MaterializeResult]:
+        bound = {key: getattr(context.resources, key) for key in resources}
         ctx = StreamContext(
             spark=context.resources.spark.spark_session,
             lake=context.resources.lake,
-            source=context.resources.stream_source,
+            source=bound.get(DEFAULT_KAFKA_RESOURCE),
+            resources=bound,
         )
         started = time.monotonic()
         result: CatchUpResult = catch_up(table, ctx, refresh=config.full_refresh)
@@ -148,8 +157,26 @@ def build_asset(table: StreamingTable):
                     result.versions_before[name],
                     result.versions_after[name],
                     recorded_count(context, name),
+                    table.descriptions_of(name),
                 )
             )
             yield MaterializeResult(asset_key=AssetKey(name), metadata=meta)
 
     return _catch_up
+
+
+def spec_metadata(table: StreamingTable, name: str) -> dict[str, Any]:
+    """What the UI shows of a table before it is ever materialized: its query, keys and the
+    declared columns with their descriptions."""
+    meta: dict[str, Any] = describe(table)
+    declared = table.schema_of(name)
+    descriptions = table.descriptions_of(name)
+    if declared is not None:
+        meta["dagster/column_schema"] = table_schema(declared, descriptions)
+    elif descriptions:
+        meta["dagster/column_schema"] = TableSchema(
+            columns=[TableColumn(name=c, type="?", description=d) for c, d in descriptions.items()]
+        )
+    if name != table.name:
+        meta["keys"] = "topic, partition, offset"
+    return meta

@@ -1,102 +1,124 @@
-"""The project's streaming tables, each declared once."""
+"""The demo pipeline's streaming tables, declared with the public API like any user's tables."""
 
 from __future__ import annotations
 
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from stream_assets import schemas
-from stream_assets.tables.declaration import (
-    DeltaAppend,
-    DeltaMerge,
-    StreamingTable,
-    WithDeadLetters,
-    kafka_topic,
-    upstream,
-)
+from stream_assets.tables.declaration import StreamingTable
+from stream_assets.tables.sources import kafka_topic, static, upstream
+from stream_assets.tables.writes import DeltaAppend, DeltaMerge
 from stream_assets.transforms import joins, sessions, windows
 from stream_assets.transforms.events import parse_events
 
+
+def event_records(kafka: DataFrame) -> DataFrame:
+    """The events topic's parser: raw_events' columns, `error`, and Kafka's key and value."""
+    parsed = parse_events(kafka)
+    return parsed.select(
+        *[f.name for f in schemas.RAW_EVENTS.fields if f.name != "ingested_at"],
+        # One instant per micro-batch, the same as the dead letters' error_time.
+        F.current_timestamp().alias("ingested_at"),
+        "key",
+        F.col("raw_bytes").alias("value"),
+        "error",
+    )
+
+
 raw_events = StreamingTable(
     name="raw_events",
-    sources=(kafka_topic(schemas.EVENT_TOPIC),),
-    transform=parse_events,
-    sink=WithDeadLetters(dead_letter_table="dead_letter_queue", partition_by=("event_type",)),
+    sources={"events": kafka_topic(schemas.EVENT_TOPIC, parser=event_records)},
+    dead_letters="dead_letter_queue",
+    partition_by=("event_type",),
+    schema=schemas.RAW_EVENTS,
+    keys=("topic", "partition", "offset"),
+    # Each Kafka record lands once, here or in the dead letters.
+    unique_keys=True,
     description="Every valid event from the `events` topic, parsed, with its Kafka position. "
     "Records that are not valid events land in `dead_letter_queue` with the reason, in the "
     "same micro-batch, so each record lands exactly once in one of the two.",
-    keys=("topic", "partition", "offset"),
+    column_descriptions={
+        "event_id": "The producer's id of the event.",
+        "event_type": "What happened (click, view, purchase, ...); the partition column.",
+        "user_id": "Who did it, when known.",
+        "timestamp": "When it happened (event time, UTC).",
+        "properties": "Free-form string properties, e.g. duration.",
+        "topic": "Kafka topic of the record.",
+        "partition": "Kafka partition of the record.",
+        "offset": "Kafka offset: (topic, partition, offset) identifies the record.",
+        "ingested_at": "When the micro-batch that wrote the row ran.",
+    },
 )
 
 event_counts = StreamingTable(
     name="event_counts",
-    sources=(upstream("raw_events"),),
+    sources={"events": upstream("raw_events")},
     transform=windows.tumbling_counts,
-    sink=DeltaMerge(keys=("window_start", "event_type")),
+    sink=DeltaMerge(),
+    keys=("window_start", "event_type"),
     description="Events and exact distinct users per event type in 5-minute windows "
     "(watermark 10 minutes), upserted as windows fill.",
-    keys=("window_start", "event_type"),
 )
 
 event_duration_stats = StreamingTable(
     name="event_duration_stats",
-    sources=(upstream("raw_events"),),
+    sources={"events": upstream("raw_events")},
     transform=windows.sliding_duration_stats,
-    sink=DeltaMerge(keys=("window_start", "event_type")),
+    sink=DeltaMerge(),
+    keys=("window_start", "event_type"),
     description="Average `properties.duration` per event type over 10-minute windows sliding "
     "by 5 minutes (watermark 10 minutes); non-numeric durations count in invalid_durations.",
-    keys=("window_start", "event_type"),
 )
 
 activity_sessions = StreamingTable(
     name="activity_sessions",
-    sources=(upstream("raw_events"),),
+    sources={"events": upstream("raw_events")},
     transform=windows.activity_sessions,
     # Session windows cannot be updated in place by Spark (no update mode), so each session
     # is appended once, when the 30-minute watermark closes it.
     sink=DeltaAppend(),
+    keys=("user_id", "session_start"),
     description="Per-user activity sessions (10-minute gap, watermark 30 minutes) with their "
     "first and last event by time.",
-    keys=("user_id", "session_start"),
 )
-
-
-def _impression_clicks(impressions: DataFrame, clicks: DataFrame) -> DataFrame:
-    return joins.impression_clicks(
-        joins.parse_impressions(impressions), joins.parse_clicks(clicks)
-    )
-
 
 impression_clicks = StreamingTable(
     name="impression_clicks",
-    sources=(kafka_topic(schemas.IMPRESSION_TOPIC), kafka_topic(schemas.CLICK_TOPIC)),
-    transform=_impression_clicks,
+    sources={
+        "impressions": kafka_topic(schemas.IMPRESSION_TOPIC, parser=joins.impression_records),
+        "clicks": kafka_topic(schemas.CLICK_TOPIC, parser=joins.click_records),
+    },
+    transform=joins.impression_clicks,
     # Outer stream-stream joins only emit in append mode: a row is final when written.
     sink=DeltaAppend(),
+    keys=("impression_id", "click_id"),
+    # Unclicked impressions have no click: that key is null by design.
+    nullable_keys=("click_id",),
     description="Impressions left-joined to their clicks within 30 minutes (watermarks 10 "
     "minutes); an unclicked impression appears with was_clicked = false once the watermark "
-    "passes.",
-    keys=("impression_id", "click_id"),
+    "passes. Impressions and clicks that cannot be used land in "
+    "`impression_clicks_dead_letters` with the reason.",
 )
 
 enriched_events = StreamingTable(
     name="enriched_events",
-    sources=(upstream("raw_events"),),
-    static=("user_dimension",),
+    sources={"events": upstream("raw_events"), "user_dimension": static("user_dimension")},
     transform=joins.enrich_events,
-    sink=DeltaAppend(partition_by=("event_type",)),
+    partition_by=("event_type",),
+    keys=("topic", "partition", "offset"),
     description="raw_events with the user's name, segment and registration date from "
     "user_dimension, read at its latest version for each micro-batch.",
-    keys=("topic", "partition", "offset"),
 )
 
 user_sessions = StreamingTable(
     name="user_sessions",
-    sources=(upstream("raw_events"),),
+    sources={"events": upstream("raw_events")},
     transform=sessions.user_sessions,
-    sink=DeltaMerge(keys=("user_id",), stamp_column=None),
+    sink=DeltaMerge(stamp_column=None),
+    keys=("user_id",),
     description="Each user's current session: a new session_id after 30 minutes without "
     "events, state expired after an hour; upserted on user_id.",
-    keys=("user_id",),
 )
 
 TABLES: tuple[StreamingTable, ...] = (

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from stream_assets.errors import CheckpointMismatch
 from stream_assets.paths import local_path
 from stream_assets.sinks import is_delta_table
-from stream_assets.tables.declaration import KafkaTopic, StreamingTable
+from stream_assets.tables.declaration import StreamingTable
 
 if TYPE_CHECKING:
     from stream_assets.tables.runner import StreamContext
@@ -43,10 +43,11 @@ def _fingerprint(table: StreamingTable, ctx: StreamContext) -> dict:
         "table": table.name,
         "tables": list(table.tables),
         "sources": [
-            f"kafka:{s.topic}" if isinstance(s, KafkaTopic) else f"delta:{s.table}"
-            for s in table.sources
+            mark for s in table.sources.values()
+            if (mark := s.fingerprint(ctx.read_context(table))) is not None
         ],
-        "topics": [ctx.source.topic_name(t) for t in table.kafka_topics],
+        "topics": [kafka.topic_name(t) for kafka, topics in ctx.kafka_topics(table)
+                   for t in topics],
     }
 
 

@@ -1,161 +1,278 @@
-"""A streaming table, declared once: what it reads, how it transforms, where it writes.
+"""A streaming table, declared once: every fact about it in one place.
 
-Everything repetitive is derived from the declaration: checkpoint and table paths, the
-writeStream call, the Dagster asset, its metadata and its checks.
+Its Dagster asset, streaming query, checkpoint, dead letters, checks and metadata are all
+derived from this declaration (docs/architecture.md). A declaration that cannot work (a
+transform whose parameters do not match the sources, keys that are not columns, ...) is
+refused when it is made, so a code location with a wrong table fails to load with a message
+naming the table and the field.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from typing import Any
 
 from dagster import AssetKey
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter
+from pyspark.sql.types import StructType
 
-from stream_assets import sinks
+from stream_assets.errors import DeclarationError
+from stream_assets.tables import dead_letters
+from stream_assets.tables.sources import Source
+from stream_assets.tables.writes import DeltaAppend, Sink, WriteTarget, split_writer
 
-
-@dataclass(frozen=True)
-class KafkaTopic:
-    """A topic of the configured stream source (Kafka or Event Hubs)."""
-
-    topic: str
-
-    @property
-    def asset_key(self) -> AssetKey:
-        return AssetKey(["kafka", self.topic])
+# Table names are folder names and Dagster asset keys.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-@dataclass(frozen=True)
-class Upstream:
-    """Another table of this project, read as a Delta streaming source."""
-
-    table: str
-
-    @property
-    def asset_key(self) -> AssetKey:
-        return AssetKey(self.table)
-
-
-Source = KafkaTopic | Upstream
-
-
-def kafka_topic(topic: str) -> KafkaTopic:
-    return KafkaTopic(topic)
-
-
-def upstream(table: str) -> Upstream:
-    return Upstream(table)
-
-
-@dataclass(frozen=True)
-class SinkTarget:
-    """What a sink needs to know at start: the query's name and where each table lives."""
-
-    query: str
-    paths: dict[str, str]
-
-
-class Sink:
-    """Base of the ways a query writes Delta. `extra_tables` are written besides the main one."""
-
-    output_mode: str = "append"
-    extra_tables: tuple[str, ...] = ()
-
-    def attach(self, stream: DataFrame, table: str, target: SinkTarget) -> DataStreamWriter:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class DeltaAppend(Sink):
-    """Delta's own streaming sink: exactly-once through the checkpoint and Delta's log."""
-
-    partition_by: tuple[str, ...] = ()
-    output_mode: str = "append"
-
-    def attach(self, stream: DataFrame, table: str, target: SinkTarget) -> DataStreamWriter:
-        writer = stream.writeStream.format("delta").outputMode(self.output_mode)
-        if self.partition_by:
-            writer = writer.partitionBy(*self.partition_by)
-        return writer.option("path", target.paths[table])
-
-
-@dataclass(frozen=True)
-class DeltaMerge(Sink):
-    """Upsert each micro-batch on `keys` (idempotent per batch), stamping `updated_at`."""
-
-    keys: tuple[str, ...]
-    output_mode: str = "update"
-    stamp_column: str | None = "updated_at"
-
-    def attach(self, stream: DataFrame, table: str, target: SinkTarget) -> DataStreamWriter:
-        path, keys, stamp, query = target.paths[table], self.keys, self.stamp_column, target.query
-
-        def write(batch: DataFrame, batch_id: int) -> None:
-            if stamp:
-                batch = batch.withColumn(stamp, F.lit(datetime.now(UTC)))
-            sinks.merge_once(batch, path, query, table, batch_id, keys)
-
-        return stream.writeStream.outputMode(self.output_mode).foreachBatch(write)
-
-
-@dataclass(frozen=True)
-class WithDeadLetters(Sink):
-    """Rows with an `error` go to the dead-letter table, the rest to the main table."""
-
-    dead_letter_table: str
-    partition_by: tuple[str, ...] = ()
-
-    @property
-    def extra_tables(self) -> tuple[str, ...]:  # type: ignore[override]
-        return (self.dead_letter_table,)
-
-    def attach(self, stream: DataFrame, table: str, target: SinkTarget) -> DataStreamWriter:
-        write = sinks.split_events_writer(
-            target.query,
-            target.paths[table],
-            target.paths[self.dead_letter_table],
-            table,
-            self.dead_letter_table,
-            self.partition_by,
-        )
-        return stream.writeStream.outputMode("append").foreachBatch(write)
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StreamingTable:
-    """One streaming Delta table (and the tables its sink also writes).
+    """One streaming Delta table, and the dead-letter table beside it when it has one.
 
-    `transform` gets one streaming DataFrame per source, then one batch DataFrame per
-    `static` table, in order, and returns the rows to write.
+    `sources` names each input: `transform` is called with one keyword argument per source
+    (streaming DataFrames for streaming sources, a batch DataFrame for a static table) and
+    returns the rows to write. Without a transform the table is its one source's rows, parsed
+    by the source's parser when it has one. Records a parser refuses land in `dead_letters`
+    (default `<name>_dead_letters`) with the reason, in the same micro-batch, exactly once.
+
+    `keys` identify a row (MERGE keys for DeltaMerge); `unique_keys` says whether they must
+    be unique (default: where the sink makes them so), `nullable_keys` which may be null.
+    `schema` is the table's declared schema, checked after each write; `column_descriptions`
+    show in the UI's column table.
     """
 
     name: str
-    sources: tuple[Source, ...]
-    transform: Callable[..., DataFrame]
-    sink: Sink
-    description: str
-    static: tuple[str, ...] = ()
+    sources: Mapping[str, Source]
+    transform: Callable[..., DataFrame] | None = None
+    sink: Sink = field(default_factory=DeltaAppend)
+    description: str = ""
     keys: tuple[str, ...] = ()
+    schema: StructType | None = None
+    unique_keys: bool | tuple[str, ...] | None = None
+    nullable_keys: tuple[str, ...] = ()
+    partition_by: tuple[str, ...] = ()
     trigger_interval: str = "5 seconds"
+    dead_letters: str | None = None
+    column_descriptions: Mapping[str, str] = field(default_factory=dict)
     group: str = "streaming"
-    tags: dict[str, str] = field(default_factory=dict)
+    owners: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("keys", "nullable_keys", "partition_by", "owners"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, tuple | list):
+                self._refuse(name, f"must be a tuple of strings, not {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        if isinstance(self.unique_keys, list):
+            object.__setattr__(self, "unique_keys", tuple(self.unique_keys))
+        object.__setattr__(self, "sources", dict(self.sources))
+        self._validate()
+
+    # -- what is refused at load --------------------------------------------------------------
+
+    def _refuse(self, field_name: str, problem: str) -> None:
+        raise DeclarationError(f"table {self.name!r}, field {field_name!r}: {problem}")
+
+    def _validate(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            self._refuse("name", "must be letters, digits and underscores, not starting with a "
+                         "digit (it names a folder and an asset)")
+        if not self.sources:
+            self._refuse("sources", "declare at least one source, e.g. "
+                         "{'events': kafka_topic('events')}")
+        for input_name, source in self.sources.items():
+            if not isinstance(source, Source):
+                self._refuse("sources", f"{input_name!r} is {source!r}, not a source "
+                             "(kafka_topic, upstream or static)")
+        if not any(s.streaming for s in self.sources.values()):
+            self._refuse("sources", "needs at least one streaming source (kafka_topic or "
+                         "upstream); static tables only join a stream")
+        if not isinstance(self.sink, Sink):
+            self._refuse("sink", f"{self.sink!r} is not a sink (DeltaAppend or DeltaMerge)")
+        self._validate_transform()
+        self._validate_columns()
+        if self.dead_letters is not None and not self.parsed_sources:
+            self._refuse("dead_letters", "no source has a parser, so nothing can be refused; "
+                         "give a kafka_topic a parser or drop dead_letters")
+        if self.dead_letter_table is not None and not _NAME.fullmatch(self.dead_letter_table):
+            self._refuse("dead_letters", "must be letters, digits and underscores")
+        if self.sink.needs_keys and not self.keys:
+            self._refuse("keys", f"{type(self.sink).__name__} upserts on the table's keys; "
+                         "declare them")
+
+    def _validate_transform(self) -> None:
+        if self.transform is None:
+            if len(self.sources) != 1:
+                self._refuse("transform", "a table with several sources needs a transform "
+                             "that combines them")
+            return
+        if not callable(self.transform):
+            self._refuse("transform", f"{self.transform!r} is not callable")
+        try:
+            parameters = inspect.signature(self.transform).parameters.values()
+        except (TypeError, ValueError):
+            return  # a builtin or C function: nothing to compare
+        named = {p.name for p in parameters
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        required = {p.name for p in parameters
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                    and p.default is p.empty}
+        takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters)
+        inputs = set(self.sources)
+        missing = sorted(required - inputs)
+        extra = [] if takes_any else sorted(inputs - named)
+        if missing or extra:
+            problems = []
+            if missing:
+                problems.append(f"parameter(s) {', '.join(missing)} have no source")
+            if extra:
+                problems.append(f"source(s) {', '.join(extra)} match no parameter")
+            self._refuse("transform", f"{getattr(self.transform, '__name__', 'it')} is called "
+                         f"with one keyword argument per source ({', '.join(self.sources)}): "
+                         + "; ".join(problems))
+
+    def _validate_columns(self) -> None:
+        if self.schema is not None and not isinstance(self.schema, StructType):
+            self._refuse("schema", "must be a pyspark StructType")
+        nullable = set(self.nullable_keys) - set(self.keys)
+        if nullable:
+            self._refuse("nullable_keys", f"{', '.join(sorted(nullable))} not among the keys")
+        unique = self.unique_keys if isinstance(self.unique_keys, tuple) else ()
+        if self.schema is None:
+            return
+        columns = set(self.schema.fieldNames())
+        for field_name, names in (("keys", self.keys), ("partition_by", self.partition_by),
+                                  ("unique_keys", unique),
+                                  ("column_descriptions", tuple(self.column_descriptions))):
+            unknown = [n for n in names if n not in columns]
+            if unknown:
+                self._refuse(field_name, f"{', '.join(unknown)} not in the schema "
+                             f"({', '.join(self.schema.fieldNames())})")
+
+    # -- what follows from the declaration ----------------------------------------------------
+
+    @property
+    def parsed_sources(self) -> dict[str, Source]:
+        return {n: s for n, s in self.sources.items() if s.parser is not None}
+
+    @property
+    def dead_letter_table(self) -> str | None:
+        if not self.parsed_sources:
+            return None
+        return self.dead_letters or f"{self.name}_dead_letters"
 
     @property
     def tables(self) -> tuple[str, ...]:
-        return (self.name, *self.sink.extra_tables)
+        """Every table the query writes: its own, then its dead letters."""
+        dead = self.dead_letter_table
+        return (self.name, dead) if dead else (self.name,)
 
     @property
     def kafka_topics(self) -> tuple[str, ...]:
-        return tuple(s.topic for s in self.sources if isinstance(s, KafkaTopic))
+        return tuple(t for s in self.sources.values() for t in s.kafka_topics)
 
     @property
     def upstream_tables(self) -> tuple[str, ...]:
-        return tuple(s.table for s in self.sources if isinstance(s, Upstream))
+        return tuple(t for s in self.sources.values() for t in s.upstream_tables)
+
+    @property
+    def static(self) -> tuple[str, ...]:
+        """Tables joined as static (batch) DataFrames: no offsets, read per micro-batch."""
+        return tuple(t for s in self.sources.values() for t in s.static_tables)
 
     @property
     def dependencies(self) -> tuple[AssetKey, ...]:
-        return (*(s.asset_key for s in self.sources), *(AssetKey(t) for t in self.static))
+        return tuple(s.asset_key for s in self.sources.values())
+
+    @property
+    def row_keys_unique(self) -> tuple[str, ...]:
+        """The columns that must identify a row, () if none must."""
+        if self.unique_keys is True:
+            return self.keys
+        if self.unique_keys is False:
+            return ()
+        if self.unique_keys:
+            return tuple(self.unique_keys)
+        return self.keys if self.sink.upserts else ()
+
+    def schema_of(self, table: str) -> StructType | None:
+        """The declared schema of one of the tables the query writes."""
+        if table == self.dead_letter_table:
+            return dead_letters.SCHEMA
+        return self.schema if table == self.name else None
+
+    def descriptions_of(self, table: str) -> Mapping[str, str]:
+        if table == self.dead_letter_table:
+            return dead_letters.COLUMN_DESCRIPTIONS
+        return self.column_descriptions if table == self.name else {}
+
+    # -- the query -----------------------------------------------------------------------------
+
+    def build_stream(self, inputs: Mapping[str, DataFrame]) -> DataFrame:
+        """The rows the query writes, from one DataFrame per source (by name).
+
+        Pure: the same for streaming and batch DataFrames, so it is unit-tested on batches.
+        Refused records ride along in the dead-letter column (see dead_letters.py).
+        """
+        if self.transform is None:
+            (input_name, source), = self.sources.items()
+            frame = inputs[input_name]
+            if source.parser is None:
+                return frame
+            return dead_letters.routed(self._parse(input_name, source, frame), self.name)
+        usable: dict[str, DataFrame] = {}
+        refused: list[DataFrame] = []
+        for input_name, source in self.sources.items():
+            frame = inputs[input_name]
+            if source.parser is None:
+                usable[input_name] = frame
+                continue
+            parsed = self._parse(input_name, source, frame)
+            usable[input_name] = dead_letters.usable(parsed)
+            refused.append(dead_letters.refused(parsed, self.name))
+        output = self.transform(**usable)
+        if not isinstance(output, DataFrame):
+            raise DeclarationError(
+                f"table {self.name!r}, field 'transform': returned {type(output).__name__}, "
+                "not a DataFrame"
+            )
+        return dead_letters.with_refused(output, refused) if refused else output
+
+    def _parse(self, input_name: str, source: Source, frame: DataFrame) -> DataFrame:
+        assert source.parser is not None
+        parsed = source.parser(frame)
+        missing = dead_letters.missing_parser_columns(parsed)
+        if missing:
+            raise DeclarationError(
+                f"table {self.name!r}, source {input_name!r}: its parser must keep Kafka's "
+                f"key, value, topic, partition and offset columns and add `error`; it lacks "
+                f"{', '.join(missing)}"
+            )
+        return parsed
+
+    def writer(self, stream: DataFrame, paths: Mapping[str, str]) -> DataStreamWriter:
+        """The writeStream of the query (without its name, trigger and checkpoint)."""
+        target = WriteTarget(self.name, self.name, paths[self.name], self.keys,
+                             self.partition_by)
+        dead = self.dead_letter_table
+        if dead is None:
+            return self.sink.stream_writer(stream, target)
+        letters = WriteTarget(self.name, dead, paths[dead])
+        return stream.writeStream.outputMode(self.sink.output_mode).foreachBatch(
+            split_writer(self.sink, target, letters)
+        )
+
+
+def describe(table: StreamingTable) -> dict[str, Any]:
+    """The declaration as plain values, for asset metadata."""
+    return {
+        "query": table.name,
+        "keys": ", ".join(table.keys) or "-",
+        "sources": ", ".join(f"{n}: {s.asset_key.to_user_string()}"
+                             for n, s in table.sources.items()),
+    }

@@ -12,9 +12,10 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
@@ -31,9 +32,10 @@ from stream_assets.errors import (
 )
 from stream_assets.resources.kafka import KafkaCompatibleSource
 from stream_assets.resources.lake import DeltaLake
-from stream_assets.sinks import delta_version, is_connect, is_delta_table
+from stream_assets.sinks import delta_version, is_connect
 from stream_assets.tables.checkpoint_guard import guard_checkpoint, has_offsets, reset_hint
-from stream_assets.tables.declaration import KafkaTopic, SinkTarget, StreamingTable, Upstream
+from stream_assets.tables.declaration import StreamingTable
+from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE, ReadContext
 
 
 @dataclass
@@ -42,10 +44,33 @@ class StreamContext:
 
     spark: SparkSession
     lake: DeltaLake
-    source: KafkaCompatibleSource
+    source: KafkaCompatibleSource | None
+    # Every resource of the run by key, for sources that name their own (a second Kafka
+    # cluster); `source` is the default one, bound to stream_source.
+    resources: Mapping[str, Any] = field(default_factory=dict)
 
     def table_paths(self, table: StreamingTable) -> dict[str, str]:
         return {t: self.lake.table_path(t) for t in table.tables}
+
+    def kafka_topics(self, table: StreamingTable
+                     ) -> list[tuple[KafkaCompatibleSource, tuple[str, ...]]]:
+        """The table's Kafka topics grouped by the resource each is read through."""
+        reading = self.read_context(table)
+        groups: dict[str, list[str]] = {}
+        for source in table.sources.values():
+            if source.kafka_topics:
+                groups.setdefault(source.resource or DEFAULT_KAFKA_RESOURCE, []).extend(
+                    source.kafka_topics)
+        return [(reading.kafka(key), tuple(topics)) for key, topics in groups.items()]
+
+    def check_reachable(self, table: StreamingTable) -> None:
+        for kafka, topics in self.kafka_topics(table):
+            kafka.check_reachable(topics)
+
+    def read_context(self, table: StreamingTable) -> ReadContext:
+        default = {DEFAULT_KAFKA_RESOURCE: self.source} if self.source is not None else {}
+        resources = {**default, **self.resources}
+        return ReadContext(self.spark, self.lake, resources, table.name)
 
 
 @contextmanager
@@ -101,29 +126,10 @@ def full_refresh(table: StreamingTable, ctx: StreamContext) -> None:
             shutil.rmtree(local)
 
 
-def read_sources(table: StreamingTable, ctx: StreamContext) -> list[DataFrame]:
-    frames = []
-    for source in table.sources:
-        if isinstance(source, KafkaTopic):
-            frames.append(ctx.source.read_stream(ctx.spark, source.topic))
-        elif isinstance(source, Upstream):
-            path = ctx.lake.table_path(source.table)
-            if not is_delta_table(ctx.spark, path):
-                raise StreamFailed(
-                    f"{table.name} reads {source.table}, which has no Delta table at {path} "
-                    f"yet; materialize {source.table} first (the UI's 'Materialize all' runs "
-                    "them in order)"
-                )
-            frames.append(ctx.spark.readStream.format("delta").load(path))
-    for static in table.static:
-        path = ctx.lake.table_path(static)
-        if not is_delta_table(ctx.spark, path):
-            raise StreamFailed(
-                f"{table.name} joins {static}, which has no Delta table at {path}; "
-                f"materialize {static} first"
-            )
-        frames.append(ctx.spark.read.format("delta").load(path))
-    return frames
+def read_sources(table: StreamingTable, ctx: StreamContext) -> dict[str, DataFrame]:
+    """One DataFrame per source of the table, by the name the transform receives it under."""
+    reading = ctx.read_context(table)
+    return {name: source.read(reading) for name, source in table.sources.items()}
 
 
 def start(
@@ -135,11 +141,11 @@ def start(
     source_checked: bool = False,
 ) -> StreamingQuery:
     """Start the table's query: `available_now` to catch up and stop, else keep running."""
-    if table.kafka_topics and not source_checked:
-        ctx.source.check_reachable(table.kafka_topics)
+    if not source_checked:
+        ctx.check_reachable(table)
     guard_checkpoint(table, ctx)
-    stream = table.transform(*read_sources(table, ctx))
-    writer = table.sink.attach(stream, table.name, SinkTarget(table.name, ctx.table_paths(table)))
+    stream = table.build_stream(read_sources(table, ctx))
+    writer = table.writer(stream, ctx.table_paths(table))
     writer = writer.queryName(table.name).option(
         "checkpointLocation", ctx.lake.checkpoint_path(table.name)
     )
@@ -235,13 +241,13 @@ def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False
             full_refresh(table, ctx)
         before = {t: delta_version(ctx.spark, p) for t, p in ctx.table_paths(table).items()}
         initial = {}
-        if table.kafka_topics:
-            # Once per run: before the offsets lookup, so a dead broker gets the clear message.
-            ctx.source.check_reachable(table.kafka_topics)
+        # Once per run: before the offsets lookup, so a dead broker gets the clear message.
+        ctx.check_reachable(table)
         if table.kafka_topics and not has_offsets(ctx.lake.checkpoint_path(table.name)):
             initial = {
-                ctx.source.topic_name(t): {p: low for p, (low, _) in ctx.source.offsets(t).items()}
-                for t in table.kafka_topics
+                kafka.topic_name(t): {p: low for p, (low, _) in kafka.offsets(t).items()}
+                for kafka, topics in ctx.kafka_topics(table)
+                for t in topics
             }
         query = start(table, ctx, available_now=True, source_checked=True)
         try:

@@ -1,12 +1,13 @@
 """Joins: ad impressions with their clicks (stream-stream), events with users (stream-static).
 
-The impression and click topics carry UTF-8 JSON (DESIGN.md):
+The impression and click topics carry UTF-8 JSON (docs/architecture.md):
 impressions `{impression_id, ad_id, user_id, timestamp}`, clicks `{click_id, impression_id,
 timestamp}`, timestamps as ISO-8601 strings (no offset means UTC, the session time zone). Ids
 are expected as strings; Spark's JSON reader takes a number given instead as its text.
-`parse_impressions`/`parse_clicks` keep the records that parse; `rejected_impressions`/
-`rejected_clicks` return the others with the reason, so a table can count them or send them to
-a dead-letter queue. Both come from the same private parser, so a record is always in exactly one.
+`impression_records`/`click_records` are the topics' parsers: every record with its fields and
+`error`, so the table's dead letters get the refused ones. `parse_impressions`/`parse_clicks`
+keep the records that parse, `rejected_impressions`/`rejected_clicks` the others: all four
+come from the same private parser, so a record is always in exactly one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
+
+from stream_assets.transforms.events import EMPTY_VALUE, NOT_UTF8, NULL_VALUE
 
 IMPRESSION_WATERMARK = "10 minutes"
 CLICK_WATERMARK = "10 minutes"
@@ -36,81 +39,103 @@ _STARTS_WITH_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
 def _parse(
     kafka_df: DataFrame, schema: StructType, required_ids: tuple[str, ...], time_column: str
 ) -> DataFrame:
-    """All records with their JSON fields, the parsed time and `error` (null when usable)."""
+    """Kafka's columns, the JSON fields, the parsed time and `error` (null when usable).
+
+    The shape of a source parser (stream_assets/tables/sources.py): Kafka's columns pass
+    through, so a record that is refused reaches the dead letters with its exact bytes.
+    """
     raw_value = F.col("value").cast("string")
     data = F.from_json(raw_value, schema)
     parsed = kafka_df.select(
-        raw_value.alias("raw_value"), data.alias("data"), *_kafka_position(kafka_df)
+        *_kafka_columns(kafka_df), raw_value.alias("__raw_value"), data.alias("__data")
     ).select(
         "*",
+        *[F.col(f"__data.{f.name}").alias(f.name) for f in schema.fields if f.name != "timestamp"],
         # Cast semantics: a date, then optionally 'T' or a space, a time, a fraction, an offset.
-        F.try_to_timestamp(F.col("data.timestamp")).alias(time_column),
+        F.try_to_timestamp(F.col("__data.timestamp")).alias(time_column),
     )
     # The first failing check names the error; empty ids are as useless as missing ones.
     # from_json turns malformed input into a struct of nulls, indistinguishable from `{}`;
     # json_object_keys is null for anything but a JSON object (arrays, scalars, garbage).
+    # Bytes that are not UTF-8 would parse into ids holding replacement characters.
     checks: list[tuple[Column, str]] = [
-        (F.json_object_keys("raw_value").isNull(), "not a JSON object")
+        (F.col("value").isNull(), NULL_VALUE),
+        (F.length(F.col("value")) == 0, EMPTY_VALUE),
+        (~F.is_valid_utf8(F.col("__raw_value")), NOT_UTF8),
+        (F.json_object_keys("__raw_value").isNull(), "not a JSON object"),
     ]
     checks += [
-        (F.coalesce(F.col(f"data.{name}"), F.lit("")) == "", f"missing {name}")
+        (F.coalesce(F.col(f"__data.{name}"), F.lit("")) == "", f"missing {name}")
         for name in required_ids
     ]
     checks += [
-        (F.col("data.timestamp").isNull(), "missing timestamp"),
+        (F.col("__data.timestamp").isNull(), "missing timestamp"),
         # Spark's cast also takes a bare time ("12:00") as today's date: a replay on another
         # day would give another time. A point in time here starts with its date.
-        (~F.col("data.timestamp").rlike(_STARTS_WITH_DATE), "timestamp is not ISO-8601"),
+        (~F.col("__data.timestamp").rlike(_STARTS_WITH_DATE), "timestamp is not ISO-8601"),
         (F.col(time_column).isNull(), "timestamp is not ISO-8601"),
     ]
     error: Column = F.lit(None).cast("string")
     for failed, reason in reversed(checks):
         error = F.when(failed, F.lit(reason)).otherwise(error)
-    return parsed.withColumn("error", error)
+    return parsed.withColumn("error", error).drop("__raw_value", "__data")
+
+
+def _kafka_columns(kafka_df: DataFrame) -> list[Column]:
+    # Kafka rows carry their key and position; test and file inputs may hold only some of them.
+    return [F.col(name) for name in ("key", "value", "topic", "partition", "offset")
+            if name in kafka_df.columns]
 
 
 def _kafka_position(kafka_df: DataFrame) -> list[Column]:
-    # Kafka rows carry their position; test and file inputs may hold only `value`.
     return [F.col(name) for name in ("topic", "partition", "offset") if name in kafka_df.columns]
 
 
-def parse_impressions(kafka_df: DataFrame) -> DataFrame:
-    """impression_id, ad_id, user_id, impression_time of the impression records that parse.
+def impression_records(kafka_df: DataFrame) -> DataFrame:
+    """The impressions topic's parser: impression_id, ad_id, user_id, impression_time, `error`.
 
-    Dropped (see `rejected_impressions`): values that are not a JSON object, and records without
-    an impression_id or with a missing or unparseable timestamp. ad_id and user_id may be null.
+    Refused (the reason in `error`): tombstones, empty or non-UTF-8 values, values that are not
+    a JSON object, and records without an impression_id or with a missing or unparseable
+    timestamp. ad_id and user_id may be null.
     """
-    parsed = _parse(kafka_df, _IMPRESSION_JSON, ("impression_id",), "impression_time")
-    return parsed.where(F.col("error").isNull()).select(
-        "data.impression_id", "data.ad_id", "data.user_id", "impression_time"
+    return _parse(kafka_df, _IMPRESSION_JSON, ("impression_id",), "impression_time")
+
+
+def click_records(kafka_df: DataFrame) -> DataFrame:
+    """The clicks topic's parser: click_id, impression_id, click_time, `error`.
+
+    Refused as in `impression_records`, and without a click_id or an impression_id.
+    """
+    return _parse(kafka_df, _CLICK_JSON, ("click_id", "impression_id"), "click_time")
+
+
+def parse_impressions(kafka_df: DataFrame) -> DataFrame:
+    """impression_id, ad_id, user_id, impression_time of the impression records that parse."""
+    return impression_records(kafka_df).where(F.col("error").isNull()).select(
+        "impression_id", "ad_id", "user_id", "impression_time"
     )
 
 
 def parse_clicks(kafka_df: DataFrame) -> DataFrame:
-    """click_id, impression_id, click_time of the click records that parse.
-
-    Dropped (see `rejected_clicks`): values that are not a JSON object, and records without a
-    click_id, an impression_id or a parseable timestamp.
-    """
-    parsed = _parse(kafka_df, _CLICK_JSON, ("click_id", "impression_id"), "click_time")
-    return parsed.where(F.col("error").isNull()).select(
-        "data.click_id", "data.impression_id", "click_time"
+    """click_id, impression_id, click_time of the click records that parse."""
+    return click_records(kafka_df).where(F.col("error").isNull()).select(
+        "click_id", "impression_id", "click_time"
     )
 
 
 def rejected_impressions(kafka_df: DataFrame) -> DataFrame:
-    """raw_value, error and the Kafka position (topic, partition, offset) of dropped impressions."""
-    parsed = _parse(kafka_df, _IMPRESSION_JSON, ("impression_id",), "impression_time")
-    return parsed.where(F.col("error").isNotNull()).select(
-        "raw_value", "error", *_kafka_position(kafka_df)
-    )
+    """raw_value, error and the Kafka position (topic, partition, offset) of refused impressions."""
+    return _rejected(impression_records(kafka_df), kafka_df)
 
 
 def rejected_clicks(kafka_df: DataFrame) -> DataFrame:
-    """raw_value, error and the Kafka position (topic, partition, offset) of dropped clicks."""
-    parsed = _parse(kafka_df, _CLICK_JSON, ("click_id", "impression_id"), "click_time")
+    """raw_value, error and the Kafka position (topic, partition, offset) of refused clicks."""
+    return _rejected(click_records(kafka_df), kafka_df)
+
+
+def _rejected(parsed: DataFrame, kafka_df: DataFrame) -> DataFrame:
     return parsed.where(F.col("error").isNotNull()).select(
-        "raw_value", "error", *_kafka_position(kafka_df)
+        F.col("value").cast("string").alias("raw_value"), "error", *_kafka_position(kafka_df)
     )
 
 

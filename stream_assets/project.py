@@ -1,0 +1,138 @@
+"""From a list of declared tables to a Dagster code location: `build_definitions`.
+
+The one place that knows every table of a project: it checks that they fit together (names,
+upstream tables, resources) and derives their assets, checks, sensors and the continuous job.
+Nothing else in the package needs to know which tables a project has (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from dagster import (
+    AssetKey,
+    AssetsDefinition,
+    AssetSpec,
+    Definitions,
+    SensorDefinition,
+    in_process_executor,
+)
+
+from stream_assets.errors import DeclarationError
+from stream_assets.jobs import build_continuous_job
+from stream_assets.monitoring.checks import ChecksConfig, build_all_checks
+from stream_assets.monitoring.sensors import (
+    build_catch_up_sensor,
+    build_health_checks,
+    build_health_sensor,
+    build_run_failure_sensor,
+)
+from stream_assets.resources import DeltaLake, KafkaSource, SparkResource
+from stream_assets.resources.alerting import alert_sink_from_env
+from stream_assets.tables.assets import build_asset, source_specs
+from stream_assets.tables.declaration import StreamingTable
+
+
+def default_resources() -> dict[str, Any]:
+    """A local SparkSession, the lake under STREAM_ASSETS_HOME, Kafka at
+    STREAM_ASSETS_KAFKA_BOOTSTRAP, alerts as configured by the environment."""
+    return {
+        "spark": SparkResource(),
+        "lake": DeltaLake(),
+        "stream_source": KafkaSource(),
+        "alerting": alert_sink_from_env(),
+    }
+
+
+def check_tables(tables: Sequence[StreamingTable], other_assets: Iterable[AssetKey] = ()) -> None:
+    """Refuse tables that do not fit together, naming the table and the field to fix."""
+    owner: dict[str, str] = {}
+    for table in tables:
+        if not isinstance(table, StreamingTable):
+            raise DeclarationError(f"{table!r} is not a StreamingTable")
+        for name in table.tables:
+            if name in owner:
+                raise DeclarationError(
+                    f"table {table.name!r}: {name!r} is already written by {owner[name]!r}; "
+                    "every table (dead letters included) has one writer"
+                )
+            owner[name] = table.name
+    known = set(owner) | {key.to_user_string() for key in other_assets}
+    for table in tables:
+        for input_name, source in table.sources.items():
+            for upstream in (*source.upstream_tables, *source.static_tables):
+                if upstream not in known:
+                    raise DeclarationError(
+                        f"table {table.name!r}, field 'sources': {input_name!r} reads "
+                        f"{upstream!r}, which is neither a declared table nor one of the "
+                        f"assets passed to build_definitions (known: {', '.join(sorted(known))})"
+                    )
+    _refuse_cycles(tables)
+
+
+def _refuse_cycles(tables: Sequence[StreamingTable]) -> None:
+    reads = {t.name: set(t.upstream_tables) for t in tables}
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in path:
+            cycle = " -> ".join((*path[path.index(name):], name))
+            raise DeclarationError(f"table {name!r}, field 'sources': a cycle ({cycle})")
+        if name in done or name not in reads:
+            return
+        for upstream in reads[name]:
+            visit(upstream, (*path, name))
+        done.add(name)
+
+    for name in reads:
+        visit(name, ())
+
+
+def _check_resources(tables: Sequence[StreamingTable], resources: Mapping[str, Any]) -> None:
+    for table in tables:
+        for input_name, source in table.sources.items():
+            if source.resource and source.resource not in resources:
+                raise DeclarationError(
+                    f"table {table.name!r}, source {input_name!r}: reads through the resource "
+                    f"{source.resource!r}, which is not among the resources "
+                    f"({', '.join(sorted(resources))}); pass it to build_definitions"
+                )
+
+
+def build_definitions(
+    tables: Sequence[StreamingTable],
+    *,
+    resources: Mapping[str, Any] | None = None,
+    assets: Sequence[AssetsDefinition | AssetSpec] = (),
+    checks: ChecksConfig | None = None,
+    sensors: Sequence[SensorDefinition] = (),
+) -> Definitions:
+    """The Dagster definitions of a project's streaming tables.
+
+    For each table: its catch-up asset (and its dead letters'), its checks, its place in the
+    continuous job and in the health and catch-up sensors. `resources` are added to (and
+    override) `default_resources()`; bind another Kafka cluster under the key its sources name.
+    `assets` are the project's other assets, e.g. the batch tables its streams join.
+    """
+    tables = list(tables)
+    bound = {**default_resources(), **(resources or {})}
+    other_keys = [key for a in assets for key in (a.keys if isinstance(a, AssetsDefinition)
+                                                  else [a.key])]
+    check_tables(tables, other_keys)
+    _check_resources(tables, bound)
+    return Definitions(
+        assets=[*source_specs(tables), *assets, *(build_asset(t) for t in tables)],
+        asset_checks=[*build_all_checks(tables, checks), build_health_checks(tables)],
+        jobs=[build_continuous_job(tables)],
+        sensors=[
+            build_health_sensor(tables),
+            build_run_failure_sensor(),
+            build_catch_up_sensor(tables),
+            *sensors,
+        ],
+        resources=bound,
+        # Every step of a run shares one process and so one SparkSession: the default
+        # multiprocess executor would start a JVM per asset and per check.
+        executor=in_process_executor,
+    )

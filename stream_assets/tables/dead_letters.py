@@ -1,0 +1,121 @@
+"""Dead letters: the records a table's parser refused, with their exact bytes and the reason.
+
+A parser (stream_assets/tables/sources.py) keeps Kafka's columns and adds `error`. Its refused
+records travel through the table's query in one struct column, DEAD_LETTER, beside the table's
+own columns: the sink writes the rows without it to the table and the rows with it to the
+dead-letter table, from the same micro-batch under the same batch id, so a record lands in
+exactly one of the two, once. Pure functions of DataFrames; the writes live in sinks.py.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    BinaryType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+DEAD_LETTER = "__dead_letter"
+ERROR = "error"
+# Kafka's record columns a parser must keep; the table's rows drop them (its transform sees the
+# parsed fields and the record's position).
+RECORD_COLUMNS = ("key", "value")
+
+SCHEMA = StructType(
+    [
+        # Always valid UTF-8 (undecodable bytes replaced), so every Delta reader can open it.
+        StructField("raw_value", StringType(), True),
+        StructField("error", StringType(), False),
+        StructField("error_time", TimestampType(), False),
+        StructField("topic", StringType(), False),
+        StructField("partition", IntegerType(), False),
+        StructField("offset", LongType(), False),
+        # The exact bytes: raw_value is lossy for bytes that are not UTF-8.
+        StructField("raw_bytes", BinaryType(), True),
+        StructField("key", BinaryType(), True),
+        # The table whose parser refused the record.
+        StructField("refused_by", StringType(), False),
+    ]
+)
+
+COLUMN_DESCRIPTIONS = {
+    "raw_value": "The record's value as text; bytes that are not UTF-8 are replaced by U+FFFD.",
+    "error": "Why the table refused the record.",
+    "error_time": "When the micro-batch that refused it ran.",
+    "topic": "Kafka topic of the record.",
+    "partition": "Kafka partition of the record.",
+    "offset": "Kafka offset of the record: (topic, partition, offset) is unique.",
+    "raw_bytes": "The record's value, byte for byte.",
+    "key": "The record's key, byte for byte.",
+    "refused_by": "The table whose parser refused the record.",
+}
+
+
+def missing_parser_columns(parsed: DataFrame) -> list[str]:
+    """The columns a parser must keep or add that `parsed` lacks."""
+    needed = (*RECORD_COLUMNS, "topic", "partition", "offset", ERROR)
+    return [c for c in needed if c not in parsed.columns]
+
+
+def _letter(table: str) -> Column:
+    value = F.col("value")
+    return F.struct(
+        F.make_valid_utf8(value.cast("string")).alias("raw_value"),
+        F.col(ERROR).alias("error"),
+        # A micro-batch's current_timestamp is one instant for all its rows, in both tables.
+        F.current_timestamp().alias("error_time"),
+        F.col("topic"),
+        F.col("partition"),
+        F.col("offset"),
+        value.alias("raw_bytes"),
+        F.col("key"),
+        F.lit(table).alias("refused_by"),
+    )
+
+
+def usable(parsed: DataFrame) -> DataFrame:
+    """The records a parser accepted, without `error` and Kafka's key and value."""
+    return parsed.where(F.col(ERROR).isNull()).drop(ERROR, *RECORD_COLUMNS)
+
+
+def refused(parsed: DataFrame, table: str) -> DataFrame:
+    """The records a parser refused, each as one DEAD_LETTER struct."""
+    return parsed.where(F.col(ERROR).isNotNull()).select(_letter(table).alias(DEAD_LETTER))
+
+
+def routed(parsed: DataFrame, table: str) -> DataFrame:
+    """Every record in one pass: the table's columns, and DEAD_LETTER set on refused ones.
+
+    For a table that is its parser's output: one read and one parse of each record, where a
+    union of `usable` and `refused` would read and parse the input twice.
+    """
+    kept = [c for c in parsed.columns if c not in (ERROR, *RECORD_COLUMNS)]
+    return parsed.select(
+        *kept, F.when(F.col(ERROR).isNotNull(), _letter(table)).alias(DEAD_LETTER)
+    )
+
+
+def with_refused(output: DataFrame, refused_frames: list[DataFrame]) -> DataFrame:
+    """A transform's output with the dead letters of its inputs, in the same micro-batch.
+
+    Each input with a parser is read twice (once for its usable rows, once for its refused
+    ones): a stateful transform (a join, an aggregation) cannot carry refused rows through.
+    """
+    out = output.withColumn(DEAD_LETTER, F.lit(None).cast(SCHEMA))
+    for frame in refused_frames:
+        out = out.unionByName(frame, allowMissingColumns=True)
+    return out
+
+
+def table_rows(batch: DataFrame) -> DataFrame:
+    return batch.where(F.col(DEAD_LETTER).isNull()).drop(DEAD_LETTER)
+
+
+def letters(batch: DataFrame) -> DataFrame:
+    return batch.where(F.col(DEAD_LETTER).isNotNull()).select(f"{DEAD_LETTER}.*")

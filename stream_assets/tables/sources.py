@@ -1,0 +1,192 @@
+"""What a streaming table reads: Kafka topics, other tables as Delta streams, static tables.
+
+Each kind of source carries its own behaviour (its asset key, how to read it, what its
+checkpoint offsets mean, which resource it reads through), so a new kind of source is one class
+here and nothing else in the package tests for kinds. docs/architecture.md shows where each is
+used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dagster import AssetKey, AssetSpec
+from pyspark.sql import DataFrame
+
+from stream_assets.errors import StreamFailed
+from stream_assets.sinks import is_delta_table
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from stream_assets.resources.kafka import KafkaCompatibleSource
+    from stream_assets.resources.lake import DeltaLake
+
+# A parser turns Kafka rows into the table's rows. It keeps Kafka's `key`, `value`, `topic`,
+# `partition` and `offset` columns and adds `error`: null for a usable record, else the reason
+# it is not one (the record then lands in the table's dead letters, exactly once).
+Parser = Callable[[DataFrame], DataFrame]
+
+DEFAULT_KAFKA_RESOURCE = "stream_source"
+
+
+@dataclass(frozen=True)
+class ReadContext:
+    """What a source needs to read: the session, the lake and the run's resources by key."""
+
+    spark: SparkSession
+    lake: DeltaLake
+    resources: Mapping[str, Any]
+    # Which table is reading, for error messages.
+    reader: str
+
+    def kafka(self, key: str) -> KafkaCompatibleSource:
+        try:
+            return self.resources[key]
+        except KeyError:
+            raise StreamFailed(
+                f"{self.reader} reads Kafka through the resource {key!r}, which the Definitions "
+                f"do not bind; add it to the resources passed to build_definitions"
+            ) from None
+
+
+class Source:
+    """Base of the kinds of source. Streaming sources feed the query; static ones are read
+    once per micro-batch (a stream-static join)."""
+
+    streaming: bool = True
+    # Kafka topics (logical names) and upstream tables this source reads, for lag, lineage and
+    # the catch-up sensor: a source that reads neither leaves them empty.
+    kafka_topics: tuple[str, ...] = ()
+    upstream_tables: tuple[str, ...] = ()
+    static_tables: tuple[str, ...] = ()
+    parser: Parser | None = None
+    resource: str | None = None
+
+    @property
+    def asset_key(self) -> AssetKey:
+        raise NotImplementedError
+
+    def external_spec(self) -> AssetSpec | None:
+        """The asset of what this source reads when it lives outside the project (a topic),
+        None when it is one of the project's own tables."""
+        return None
+
+    def read(self, ctx: ReadContext) -> DataFrame:
+        raise NotImplementedError
+
+    def fingerprint(self, ctx: ReadContext) -> str | None:
+        """What this source's checkpoint offsets mean (a new value makes old offsets foreign);
+        None for a source that has no offsets."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class KafkaTopic(Source):
+    """A Kafka topic (or the Event Hub its resource maps it to).
+
+    `topic` is the logical name: the resource's `topic_names` can map it to a broker-side topic.
+    `parser` makes dead letters possible: without one, the table receives Kafka's rows as they
+    are. `resource` names the Dagster resource (a KafkaSource or EventHubsSource) it reads
+    through, so one project can read several clusters.
+    """
+
+    topic: str
+    parser: Parser | None = None
+    resource: str = DEFAULT_KAFKA_RESOURCE
+
+    @property
+    def kafka_topics(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.topic,)
+
+    @property
+    def asset_key(self) -> AssetKey:
+        return AssetKey(["kafka", self.topic])
+
+    def external_spec(self) -> AssetSpec | None:
+        return AssetSpec(
+            key=self.asset_key,
+            description=f"Kafka topic `{self.topic}` (or the Event Hub that the "
+            f"`{self.resource}` resource maps it to).",
+            group_name="sources",
+            kinds={"kafka"},
+        )
+
+    def read(self, ctx: ReadContext) -> DataFrame:
+        return ctx.kafka(self.resource).read_stream(ctx.spark, self.topic)
+
+    def fingerprint(self, ctx: ReadContext) -> str:
+        return f"kafka:{self.topic}"
+
+
+@dataclass(frozen=True)
+class DeltaStream(Source):
+    """Another table of the project, read as a Delta streaming source."""
+
+    table: str
+
+    @property
+    def upstream_tables(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.table,)
+
+    @property
+    def asset_key(self) -> AssetKey:
+        return AssetKey(self.table)
+
+    def read(self, ctx: ReadContext) -> DataFrame:
+        path = ctx.lake.table_path(self.table)
+        if not is_delta_table(ctx.spark, path):
+            raise StreamFailed(
+                f"{ctx.reader} reads {self.table}, which has no Delta table at {path} yet; "
+                f"materialize {self.table} first (the UI's 'Materialize all' runs them in order)"
+            )
+        return ctx.spark.readStream.format("delta").load(path)
+
+    def fingerprint(self, ctx: ReadContext) -> str:
+        return f"delta:{self.table}"
+
+
+@dataclass(frozen=True)
+class StaticTable(Source):
+    """A Delta table joined to the stream at its latest version in each micro-batch.
+
+    It has no offsets: a new version of it is read by the next batch, and does not start one.
+    """
+
+    table: str
+    streaming: ClassVar[bool] = False
+
+    @property
+    def static_tables(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.table,)
+
+    @property
+    def asset_key(self) -> AssetKey:
+        return AssetKey(self.table)
+
+    def read(self, ctx: ReadContext) -> DataFrame:
+        path = ctx.lake.table_path(self.table)
+        if not is_delta_table(ctx.spark, path):
+            raise StreamFailed(
+                f"{ctx.reader} joins {self.table}, which has no Delta table at {path}; "
+                f"materialize {self.table} first"
+            )
+        return ctx.spark.read.format("delta").load(path)
+
+    def fingerprint(self, ctx: ReadContext) -> str | None:
+        return None
+
+
+def kafka_topic(topic: str, parser: Parser | None = None,
+                resource: str = DEFAULT_KAFKA_RESOURCE) -> KafkaTopic:
+    return KafkaTopic(topic, parser, resource)
+
+
+def upstream(table: str) -> DeltaStream:
+    return DeltaStream(table)
+
+
+def static(table: str) -> StaticTable:
+    return StaticTable(table)

@@ -1,0 +1,115 @@
+"""How a declared table is written: appended or merged, with its dead letters split off.
+
+A sink kind knows two things: how to write the stream on its own (`stream_writer`) and how to
+write one micro-batch of it (`write_batch`), which the dead-letter split calls for the table's
+rows. The Delta writes themselves, exactly once per batch id, live in stream_assets/sinks.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import ClassVar
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import DataStreamWriter
+
+from stream_assets import sinks
+from stream_assets.tables import dead_letters
+
+
+@dataclass(frozen=True)
+class WriteTarget:
+    """Where one table of a query lives and how it is laid out."""
+
+    query: str
+    table: str
+    path: str
+    keys: tuple[str, ...] = ()
+    partition_by: tuple[str, ...] = ()
+
+
+class Sink:
+    """Base of the sink kinds."""
+
+    output_mode: str = "append"
+    # Whether the table's keys identify one row by construction (an upsert on them).
+    upserts: ClassVar[bool] = False
+    needs_keys: ClassVar[bool] = False
+
+    def stream_writer(self, stream: DataFrame, target: WriteTarget) -> DataStreamWriter:
+        def write(batch: DataFrame, batch_id: int) -> None:
+            self.write_batch(batch, batch_id, target)
+
+        return stream.writeStream.outputMode(self.output_mode).foreachBatch(write)
+
+    def write_batch(self, batch: DataFrame, batch_id: int, target: WriteTarget) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class DeltaAppend(Sink):
+    """Append every row once. On its own, Delta's streaming sink (exactly once through the
+    checkpoint and Delta's log); beside dead letters, an idempotent append per batch."""
+
+    output_mode: str = "append"
+
+    def stream_writer(self, stream: DataFrame, target: WriteTarget) -> DataStreamWriter:
+        writer = stream.writeStream.format("delta").outputMode(self.output_mode)
+        if target.partition_by:
+            writer = writer.partitionBy(*target.partition_by)
+        return writer.option("path", target.path)
+
+    def write_batch(self, batch: DataFrame, batch_id: int, target: WriteTarget) -> None:
+        sinks.append_once(batch, target.path, target.query, target.table, batch_id,
+                          target.partition_by)
+
+
+@dataclass(frozen=True)
+class DeltaMerge(Sink):
+    """Upsert each micro-batch on the table's keys (idempotent per batch id), stamping
+    `stamp_column` with the batch's time when it is set."""
+
+    output_mode: str = "update"
+    stamp_column: str | None = "updated_at"
+    upserts: ClassVar[bool] = True
+    needs_keys: ClassVar[bool] = True
+
+    def write_batch(self, batch: DataFrame, batch_id: int, target: WriteTarget) -> None:
+        if self.stamp_column:
+            batch = batch.withColumn(self.stamp_column, F.lit(datetime.now(UTC)))
+        sinks.merge_once(batch, target.path, target.query, target.table, batch_id, target.keys)
+
+
+def split_writer(sink: Sink, target: WriteTarget, dead: WriteTarget
+                 ) -> Callable[[DataFrame, int], None]:
+    """foreachBatch: the table's rows through `sink`, the dead letters appended beside them.
+
+    Both tables are written from the same batch under the same batch id, so a crash between
+    the two writes is repaired by the replay: the table already written skips, the other
+    catches up, and neither can run ahead of the other.
+
+    The first batch of each run writes both tables even when one gets no rows, so both exist
+    from the first committed batch on (stream_assets/tables/checkpoint_guard.py relies on it).
+    After that the dead letters are written only when the batch has some: most batches have
+    none, and each idempotent write costs a commit and a read of the table's transaction ids.
+    A replay reads the same offsets, so it skips the same write.
+    """
+    dead_letters_written = False
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        nonlocal dead_letters_written
+        # Both writes read the batch; caching it reads the sources and parses them once.
+        cached = batch.persist()
+        try:
+            sink.write_batch(dead_letters.table_rows(cached), batch_id, target)
+            letters = dead_letters.letters(cached)
+            if not dead_letters_written or not letters.isEmpty():
+                sinks.append_once(letters, dead.path, dead.query, dead.table, batch_id)
+                dead_letters_written = True
+        finally:
+            cached.unpersist()
+
+    return write
