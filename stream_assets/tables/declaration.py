@@ -28,6 +28,11 @@ from stream_assets.tables.expectations import DataExpectation
 from stream_assets.tables.sources import Source
 from stream_assets.tables.writes import DeltaAppend, Sink, WriteTarget, split_writer
 
+# The checks derived for every table (stream_assets/monitoring/checks.py, sensors.py): an
+# expectation's check may not take their names.
+RESERVED_CHECK_NAMES = frozenset(
+    {"freshness", "schema", "keys_not_null", "keys_unique", "dead_letter_ratio", "stream_health"}
+)
 # Table names are folder names and Dagster asset keys.
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -117,6 +122,10 @@ class StreamingTable:
             if not isinstance(e, DataExpectation):
                 self._refuse("expectations", f"{e!r} is not an expectation (expect, "
                              "expect_or_drop or expect_or_fail)")
+        taken = sorted(set(names) & RESERVED_CHECK_NAMES)
+        if taken:
+            self._refuse("expectations", f"{', '.join(taken)} is the name of a check every "
+                         "table gets; name the expectation otherwise")
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             self._refuse("expectations", f"{', '.join(twice)} declared twice: a name is an "

@@ -143,3 +143,61 @@ def counts_of(observed: Mapping[str, object] | None, expectations: Sequence[Data
     for e in expectations:
         counts[e.name] = int(observed.get(e.metric) or 0)
     return counts
+
+
+def observed_counts(progress: Sequence[Mapping], expectations: Sequence[DataExpectation]
+                    ) -> dict[str, int]:
+    """The counts of every batch in `progress` (progress reports as JSON dicts), added up."""
+    total = {ROWS: 0, **{e.name: 0 for e in expectations}}
+    for report in progress:
+        observed = (report.get("observedMetrics") or {}).get(OBSERVATION)
+        for name, count in counts_of(observed, expectations).items():
+            total[name] += count
+    return total
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """An expectation's verdict over some batches, as an asset check reports it."""
+
+    expectation: DataExpectation
+    rows: int
+    violations: int
+
+    @property
+    def ratio(self) -> float:
+        return self.violations / self.rows if self.rows else 0.0
+
+    @property
+    def passed(self) -> bool:
+        if self.expectation.action == "fail":
+            return self.violations == 0
+        return self.ratio <= self.expectation.max_violation_ratio
+
+    @property
+    def severity(self) -> str:
+        return "ERROR" if self.expectation.action == "fail" else "WARN"
+
+    @property
+    def description(self) -> str:
+        e = self.expectation
+        done = {"warn": "kept", "drop": "sent to the dead letters", "fail": "stopped the batch"}
+        return (f"{self.violations} of {self.rows} rows violated {e.condition} "
+                f"({done[e.action]}); allowed share {e.max_violation_ratio:.2%}")
+
+    def metadata(self) -> dict[str, object]:
+        return {
+            "rows_checked": self.rows,
+            "rows_failed": self.violations,
+            "rows_passed": self.rows - self.violations,
+            "violation_ratio": round(self.ratio, 6),
+            "max_violation_ratio": self.expectation.max_violation_ratio,
+            "action": self.expectation.action,
+            "condition": self.expectation.condition,
+        }
+
+
+def outcomes(counts: Mapping[str, int], expectations: Sequence[DataExpectation]
+             ) -> list[Outcome]:
+    rows = counts.get(ROWS, 0)
+    return [Outcome(e, rows, counts.get(e.name, 0)) for e in expectations]
