@@ -20,6 +20,7 @@ from typing import Any
 
 import pyspark
 from dagster import (
+    AssetCheckEvaluation,
     AssetMaterialization,
     AssetObservation,
     Config,
@@ -38,6 +39,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from stream_assets.errors import (
     CheckpointMismatch,
+    ExpectationFailed,
     KafkaDataLoss,
     StreamAssetsError,
     StreamFailed,
@@ -55,6 +57,9 @@ from stream_assets.monitoring.listener import (
     QueryEventListener,
     StreamTracker,
     checkpoint_offsets,
+    expectation_evaluations,
+    expectation_outcomes,
+    failing_text,
     lag_total,
     measure_backlog,
     measure_lag,
@@ -63,6 +68,7 @@ from stream_assets.monitoring.listener import (
 from stream_assets.sinks import is_connect, is_delta_table
 from stream_assets.tables.catalog import TABLES
 from stream_assets.tables.declaration import StreamingTable
+from stream_assets.tables.expectations import stopped_by
 from stream_assets.tables.runner import StreamContext, exclusive, query_error, start
 
 JOB_NAME = "continuous_streams"
@@ -71,7 +77,7 @@ MODE_TAG = "stream_assets/mode"
 CONTINUOUS = "continuous"
 RESOURCE_KEYS = {"spark", "lake", "stream_source"}
 
-Event = AssetMaterialization | AssetObservation
+Event = AssetMaterialization | AssetObservation | AssetCheckEvaluation
 
 
 class ContinuousConfig(Config):
@@ -375,7 +381,11 @@ class Supervisor:
             # A damaged checkpoint or lost Kafka data fails again on every restart: stop the
             # run at once with what to do, rather than after max_consecutive_failures tries.
             verdict = query_error(stream.table, self.ctx, RuntimeError(error), "failed")
-            if isinstance(verdict, (CheckpointMismatch, KafkaDataLoss)):
+            if isinstance(verdict, ExpectationFailed):
+                # The batch is replayed and fails again until the data or the rule changes.
+                stream.extra["failed_checks"] = expectation_evaluations(
+                    stream.table.name, stopped_by(str(verdict), stream.table.expectations))
+            if isinstance(verdict, (CheckpointMismatch, KafkaDataLoss, ExpectationFailed)):
                 stream.tracker.on_failed(str(verdict), self.clock())
                 self.log.error(str(verdict))
                 self.fatal = verdict
@@ -420,9 +430,14 @@ class Supervisor:
             if stream.table.dead_letter_table is not None:
                 dead = written.get(stream.table.dead_letter_table, 0)
             waiting = None if backlog is None else sum(backlog.values())
-            report, totals = tracker.take(now, lag_total(lags), dead, waiting)
+            # Judged over the batches this report covers, so the UI's checks stay live.
+            outcomes = expectation_outcomes(stream.table.expectations, tracker.totals)
+            report, totals = tracker.take(now, lag_total(lags), dead, waiting,
+                                          failing_text(outcomes))
             events.extend(stream_events(stream.table.name, stream.table.tables, report,
                                         totals, written, lags, backlog))
+            events.extend(expectation_evaluations(stream.table.name, outcomes))
+            events.extend(stream.extra.pop("failed_checks", []))
         return events
 
     def _written(self, stream: Stream) -> dict[str, int]:

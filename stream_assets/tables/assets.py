@@ -209,14 +209,8 @@ def expectation_results(table: StreamingTable, progress: list[dict]
 
 
 def failed_expectation_results(table: StreamingTable, error: str) -> Iterator[AssetCheckResult]:
-    for e in table.expectations:
-        if e.action == "fail" and f"expectation {e.name!r}" in error:
-            yield AssetCheckResult(
-                asset_key=AssetKey(table.name), check_name=e.name, passed=False,
-                severity=AssetCheckSeverity.ERROR,
-                description=f"a batch violated {e.condition}; nothing of it was written",
-                metadata={"action": e.action, "condition": e.condition},
-            )
+    for outcome in quality.stopped_by(error, table.expectations):
+        yield check_result(table, outcome)
 
 
 def spec_metadata(table: StreamingTable, name: str) -> dict[str, Any]:

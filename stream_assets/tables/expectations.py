@@ -163,6 +163,8 @@ class Outcome:
     expectation: DataExpectation
     rows: int
     violations: int
+    # A `fail` expectation that stopped a batch: no counts reach the progress then.
+    stopped_batch: bool = False
 
     @property
     def ratio(self) -> float:
@@ -170,6 +172,8 @@ class Outcome:
 
     @property
     def passed(self) -> bool:
+        if self.stopped_batch:
+            return False
         if self.expectation.action == "fail":
             return self.violations == 0
         return self.ratio <= self.expectation.max_violation_ratio
@@ -181,11 +185,15 @@ class Outcome:
     @property
     def description(self) -> str:
         e = self.expectation
+        if self.stopped_batch:
+            return f"a batch violated {e.condition}; nothing of it was written"
         done = {"warn": "kept", "drop": "sent to the dead letters", "fail": "stopped the batch"}
         return (f"{self.violations} of {self.rows} rows violated {e.condition} "
                 f"({done[e.action]}); allowed share {e.max_violation_ratio:.2%}")
 
     def metadata(self) -> dict[str, object]:
+        if self.stopped_batch:
+            return {"action": self.expectation.action, "condition": self.expectation.condition}
         return {
             "rows_checked": self.rows,
             "rows_failed": self.violations,
@@ -201,3 +209,9 @@ def outcomes(counts: Mapping[str, int], expectations: Sequence[DataExpectation]
              ) -> list[Outcome]:
     rows = counts.get(ROWS, 0)
     return [Outcome(e, rows, counts.get(e.name, 0)) for e in expectations]
+
+
+def stopped_by(error: str, expectations: Sequence[DataExpectation]) -> list[Outcome]:
+    """The `fail` expectation named in the error of a batch it stopped (writes.py's text)."""
+    return [Outcome(e, 0, 0, stopped_batch=True) for e in expectations
+            if e.action == "fail" and f"expectation {e.name!r}" in error]
