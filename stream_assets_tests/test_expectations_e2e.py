@@ -5,9 +5,18 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 
 import pytest
-from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    DagsterInstance,
+    DagsterRunStatus,
+    instance_for_test,
+    materialize,
+)
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -20,6 +29,7 @@ from stream_assets import (
 )
 from stream_assets.dev.generator import Record
 from stream_assets.dev.producer import produce
+from stream_assets.jobs import build_continuous_job
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.kafka import KafkaConnection
 from stream_assets.tables.assets import build_asset
@@ -28,6 +38,10 @@ from stream_assets.tables.checkpoint_guard import batch_files
 pytestmark = pytest.mark.integration
 
 PAYMENT = "payment_id STRING, amount BIGINT, card STRING"
+CONTINUOUS = {"ops": {"run_streams": {"config": {
+    "trigger_interval": "1 second", "event_interval_s": 1.0, "heartbeat_interval_s": 5.0,
+    "poll_interval_s": 0.5,
+}}}}
 
 
 def parse_payments(kafka: DataFrame) -> DataFrame:
@@ -80,6 +94,7 @@ def pipeline(kafka_broker, topic_factory, spark_resource, workdir):
 
     class Pipeline:
         lake = resources["lake"]
+        resources = resources
 
         def send(self, rows: list[dict]) -> None:
             produce([Record(topic, None, json.dumps(r).encode(), "good", None) for r in rows],
@@ -152,3 +167,42 @@ def test_a_failing_rule_writes_nothing_and_the_fixed_rule_processes_the_batch_on
     assert pipeline.materialize(payments()).success
     ids = sorted(r["payment_id"] or "" for r in pipeline.rows(spark, "payments"))
     assert ids == sorted(r["payment_id"] or "" for r in good + later)
+
+
+@pytest.mark.slow
+def test_continuous_runs_report_expectation_checks_while_they_go(pipeline, spark):
+    sent = generate(150, seed=4)
+    pipeline.send(sent)
+    job = build_continuous_job([payments(WARN, DROP)], name="continuous_expectations")
+    key = AssetCheckKey(AssetKey("payments"), "not_negative")
+    with instance_for_test() as instance:
+        results: list = []
+        thread = threading.Thread(target=lambda: results.append(job.execute_in_process(
+            run_config=CONTINUOUS, instance=instance, resources=pipeline.resources,
+            raise_on_error=False)), daemon=True)
+        thread.start()
+
+        def evaluations() -> list:
+            history = instance.event_log_storage.get_asset_check_execution_history(key, 100)
+            return [r.event.dagster_event.event_specific_data for r in history
+                    if r.event is not None and r.event.dagster_event is not None]
+
+        def counted() -> int:
+            return sum(e.metadata["rows_checked"].value for e in evaluations())
+
+        deadline = time.monotonic() + 180
+        while counted() < len(sent) and time.monotonic() < deadline:
+            time.sleep(1)
+        # Seen while the run goes on: the check is live, not waiting for the run to end.
+        (run,) = instance.get_runs()
+        assert run.status == DagsterRunStatus.STARTED
+        assert counted() == len(sent)
+        has_id = [r for r in sent if r["payment_id"]]
+        assert sum(e.metadata["rows_failed"].value for e in evaluations()) == sum(
+            1 for r in has_id if r["amount"] < 0)
+        assert {e.metadata["mode"].value for e in evaluations()} == {"continuous"}
+        instance.report_run_canceling(run)
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+    refused = pipeline.rows(spark, "payments_refused")
+    assert len(refused) == len(sent) - len(has_id)
