@@ -66,16 +66,22 @@ from stream_assets.monitoring.listener import (
     stream_events,
 )
 from stream_assets.sinks import is_connect, is_delta_table
+from stream_assets.tables.assets import resource_keys
 from stream_assets.tables.catalog import TABLES
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.expectations import stopped_by
 from stream_assets.tables.runner import StreamContext, exclusive, query_error, start
+from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE
 
 JOB_NAME = "continuous_streams"
 OP_NAME = "run_streams"
 MODE_TAG = "stream_assets/mode"
 CONTINUOUS = "continuous"
-RESOURCE_KEYS = {"spark", "lake", "stream_source"}
+
+
+def resource_keys_of(catalog: Sequence[StreamingTable]) -> set[str]:
+    """Every resource the tables' queries read through (Spark, the lake, Kafka clusters)."""
+    return set().union({"spark", "lake"}, *(resource_keys(t) for t in catalog))
 
 Event = AssetMaterialization | AssetObservation | AssetCheckEvaluation
 
@@ -463,7 +469,8 @@ class Supervisor:
         if not processed:
             processed = checkpoint_offsets(self.ctx.lake.checkpoint_path(table.name))
         try:
-            return measure_lag(self.ctx.source, table.kafka_topics, processed)
+            return [lag for kafka, topics in self.ctx.kafka_topics(table)
+                    for lag in measure_lag(kafka, topics, processed)]
         except Exception as exc:  # the broker being away must not stop the reporting
             self._warn_once(stream, "lag", f"{table.name}: Kafka lag not measured: "
                             f"{short_error(str(exc))}")
@@ -554,10 +561,12 @@ def run_continuously(
 ) -> Iterator[Event]:
     tables = select_tables(catalog, config.tables)
     check_trigger_names(catalog, config.trigger_intervals)
+    bound = {key: getattr(context.resources, key) for key in resource_keys_of(catalog)}
     ctx = StreamContext(
         spark=_session_keeping_dagster_interrupts(context.resources.spark),
         lake=context.resources.lake,
-        source=context.resources.stream_source,
+        source=bound.get(DEFAULT_KAFKA_RESOURCE),
+        resources=bound,
     )
     listener = QueryEventListener()
     sessions = QuerySessions(ctx.spark, listener, context.log)
@@ -608,7 +617,7 @@ def build_continuous_job(
     @op(
         name=OP_NAME,
         out={},
-        required_resource_keys=RESOURCE_KEYS,
+        required_resource_keys=resource_keys_of(catalog),
         description="Runs the selected streaming queries until the run is terminated.",
     )
     def run_streams(context: OpExecutionContext, config: ContinuousConfig) -> Iterator[Event]:
