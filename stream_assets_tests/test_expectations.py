@@ -116,3 +116,29 @@ def test_a_wrong_expectation_is_refused_at_load():
     with pytest.raises(DeclarationError, match="declared twice"):
         StreamingTable(name="t", sources={"r": upstream("x")},
                        expectations=(expect("a", "x > 0"), expect_or_drop("a", "x < 9")))
+
+
+def test_a_report_judges_expectations_over_the_batches_it_covers():
+    from stream_assets.monitoring.listener import (
+        BatchTotals,
+        expectation_evaluations,
+        expectation_outcomes,
+        failing_text,
+    )
+    from stream_assets.tables.expectations import OBSERVATION
+
+    rules = (expect("positive", "n > 0", max_violation_ratio=0.1),
+             expect_or_drop("has_id", "id IS NOT NULL"))
+    totals = BatchTotals()
+    assert expectation_outcomes(rules, totals) == [] and failing_text([]) is None
+    for rows, positive, has_id in ((100, 5, 0), (100, 10, 2)):
+        totals.add({"numInputRows": rows, "observedMetrics": {OBSERVATION: {
+            "rows": rows, "failed_positive": positive, "failed_has_id": has_id}}})
+    outcomes = expectation_outcomes(rules, totals)
+    assert [(o.rows, o.violations, o.passed) for o in outcomes] == [
+        (200, 15, True), (200, 2, False)]
+    assert failing_text(outcomes) == "has_id: 1.0% of 200 rows violated (allowed 0.00%)"
+    positive, has_id = expectation_evaluations("t", outcomes)
+    assert (positive.check_name, positive.passed, positive.severity.value) == (
+        "positive", True, "WARN")
+    assert has_id.metadata["rows_failed"].value == 2

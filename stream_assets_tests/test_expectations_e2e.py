@@ -92,9 +92,11 @@ def pipeline(kafka_broker, topic_factory, spark_resource, workdir):
     instance = DagsterInstance.ephemeral()
     connection = KafkaConnection(bootstrap_servers=kafka_broker.bootstrap)
 
+    bound = resources
+
     class Pipeline:
-        lake = resources["lake"]
-        resources = resources
+        lake = bound["lake"]
+        resources = bound
 
         def send(self, rows: list[dict]) -> None:
             produce([Record(topic, None, json.dumps(r).encode(), "good", None) for r in rows],
