@@ -95,8 +95,9 @@ def pipeline(kafka_broker, topic_factory, spark_resource, workdir):
     bound = resources
 
     class Pipeline:
-        lake = bound["lake"]
-        resources = bound
+        def __init__(self) -> None:
+            # Instance attributes: a Dagster resource as a class attribute acts as a descriptor.
+            self.lake, self.resources = bound["lake"], bound
 
         def send(self, rows: list[dict]) -> None:
             produce([Record(topic, None, json.dumps(r).encode(), "good", None) for r in rows],
