@@ -316,6 +316,21 @@ def produce(records: Iterable[OrderRecord], bootstrap: str, topic: str = TOPIC,
     return sent
 
 
+def create_topic(bootstrap: str, topic: str = TOPIC, partitions: int = 3) -> None:
+    """Create the topic unless it exists: the local broker does not create topics on first
+    write, and `stream-assets kafka start` creates only the demo's."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    future = admin.create_topics([NewTopic(topic, partitions, 1)])[topic]
+    try:
+        future.result(30)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -325,11 +340,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd.add_argument("--count", type=int, default=1000)
     cmd.add_argument("--bad-share", type=float, default=0.1)
     cmd.add_argument("--seed", type=int, default=0)
+    cmd.add_argument("--customers", type=int, default=20)
     cmd.add_argument("--prefix", default="o", help="order ids are <prefix>-<n>: change it "
                      "between runs to add new orders rather than repeat them")
+    cmd.add_argument("--partitions", type=int, default=3,
+                     help="partitions of the topic, when it has to be created")
     args = parser.parse_args(argv)
-    sent = produce(generate_orders(args.count, seed=args.seed, bad_share=args.bad_share,
-                                   prefix=args.prefix), args.bootstrap, args.topic)
+    create_topic(args.bootstrap, args.topic, args.partitions)
+    records = generate_orders(args.count, seed=args.seed, bad_share=args.bad_share,
+                              customers=args.customers, prefix=args.prefix)
+    sent = produce(records, args.bootstrap, args.topic)
     print(f"produced {sent} records to {args.topic} at {args.bootstrap}")
     return 0
 
