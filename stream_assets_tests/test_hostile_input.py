@@ -723,3 +723,82 @@ def test_impressions_and_clicks_outside_years_1_to_9999_are_refused(spark):
 def test_almost_json_impressions_and_clicks_are_refused(spark):
     check_ad_batch(spark, [AdMessage(topic, value, shape="almost json")
                            for topic in ("impressions", "clicks") for value in ALMOST_JSON])
+
+
+@pytest.mark.integration
+def test_hostile_impressions_and_clicks_through_kafka_land_once_in_the_dead_letters(
+    kafka_broker, topic_factory, spark_resource, spark, workdir
+):
+    from confluent_kafka import Producer
+    from dagster import materialize
+
+    from stream_assets.resources import DeltaLake, KafkaSource
+    from stream_assets.tables.assets import build_asset
+    from stream_assets.tables.catalog import impression_clicks
+
+    topics = {"impressions": topic_factory("hostile-impressions"),
+              "clicks": topic_factory("hostile-clicks")}
+
+    def ad(topic: str, doc: dict) -> AdMessage:
+        return AdMessage(topic, json.dumps(doc).encode(), shape="plain")
+
+    # Plain impressions, every other one clicked 5 minutes later, then a closer on both topics
+    # a century later: its watermark passes them all, so each must be in impression_clicks.
+    plain = [ad("impressions", {"impression_id": f"plain-{i}", "ad_id": "ad", "user_id": "u",
+                                "timestamp": "2026-01-01T00:00:00Z"}) for i in range(10)]
+    plain += [ad("clicks", {"click_id": f"click-{i}", "impression_id": f"plain-{i}",
+                            "timestamp": "2026-01-01T00:05:00Z"}) for i in range(0, 10, 2)]
+    closer = [ad("impressions", {"impression_id": "closer", "timestamp": "2126-01-01T00:00:00Z"}),
+              ad("clicks", {"click_id": "closer", "impression_id": "closer",
+                            "timestamp": "2126-01-01T00:00:00Z"})]
+    cases = generate(ad_messages(), 200) + plain + closer
+
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap, "enable.idempotence": True,
+                         "linger.ms": 20, "broker.address.family": "v4", "logger": QUIET})
+    delivered: dict[tuple[str, int, int], AdMessage] = {}
+    failures: list = []
+
+    def on_delivery(err, msg, message):
+        if err is not None:
+            failures.append(err)
+        else:
+            delivered[(message.topic, msg.partition(), msg.offset())] = message
+
+    for message in cases:
+        producer.produce(topics[message.topic], value=message.value, key=message.key,
+                         on_delivery=lambda err, msg, m=message: on_delivery(err, msg, m))
+        producer.poll(0)
+    assert producer.flush(60) == 0 and not failures, failures
+    assert len(delivered) == len(cases)
+    CASES["ad messages through kafka"] += len(cases)
+
+    lake = DeltaLake(tables_root=str(workdir / "tables"),
+                     checkpoints_root=str(workdir / "checkpoints"))
+    result = materialize(
+        [build_asset(impression_clicks)],
+        resources={"spark": spark_resource, "lake": lake,
+                   "stream_source": KafkaSource(bootstrap_servers=kafka_broker.bootstrap,
+                                                topic_names=topics)},
+    )
+    assert result.success
+
+    logical = {broker_topic: name for name, broker_topic in topics.items()}
+    letters = spark.read.format("delta").load(
+        lake.table_path("impression_clicks_dead_letters")
+    ).select("topic", "partition", "offset", "raw_bytes", "error", "refused_by").collect()
+    landed = Counter((logical[r.topic], r.partition, r.offset) for r in letters)
+    assert not landed or max(landed.values()) == 1, "a record was dead-lettered twice"
+    refused = {p for p, m in delivered.items() if m.verdict is not None}
+    assert set(landed) == refused, "a refused record is missing, or a usable one is there"
+    for row in letters:
+        message = delivered[(logical[row.topic], row.partition, row.offset)]
+        assert (None if row.raw_bytes is None else bytes(row.raw_bytes)) == message.value
+        assert (row.error, row.refused_by) == (message.verdict, "impression_clicks"), message
+
+    joined = spark.read.format("delta").load(lake.table_path("impression_clicks"))
+    got = {(r.impression_id, r.click_id, r.was_clicked)
+           for r in joined.where(F.col("impression_id").startswith("plain-")).collect()}
+    expected = reference.impression_clicks(
+        [reference.parse_impression(m.value)[0] for m in plain if m.topic == "impressions"],
+        [reference.parse_click(m.value)[0] for m in plain if m.topic == "clicks"])
+    assert got == {(r["impression_id"], r["click_id"], r["was_clicked"]) for r in expected}
