@@ -96,8 +96,8 @@ def order_records(kafka: DataFrame) -> DataFrame:
         (F.length("value") == 0, EMPTY_VALUE),
         (~F.is_valid_utf8("_text"), NOT_UTF8),
         # from_json makes garbage a struct of nulls, like `{}`, and its reader takes
-        # {'single': 'quotes'}: parse_json is the strict judge of JSON, json_object_keys of
-        # objects (null for anything else).
+        # {'single': 'quotes'}; parse_json refuses those (though it ignores what follows a
+        # complete value), json_object_keys is null for anything but an object.
         (F.try_parse_json("_text").isNull(), NOT_JSON),
         (F.json_object_keys("_text").isNull(), NOT_OBJECT),
         *[(F.coalesce(F.col(f"_order.{name}"), F.lit("")) == "", missing(name))
