@@ -27,6 +27,10 @@ _EXPORTS = {
     "Sink": "stream_assets.tables.writes",
     "DeltaAppend": "stream_assets.tables.writes",
     "DeltaMerge": "stream_assets.tables.writes",
+    "DataExpectation": "stream_assets.tables.expectations",
+    "expect": "stream_assets.tables.expectations",
+    "expect_or_drop": "stream_assets.tables.expectations",
+    "expect_or_fail": "stream_assets.tables.expectations",
     "build_definitions": "stream_assets.project",
     "default_resources": "stream_assets.project",
     "ChecksConfig": "stream_assets.monitoring.checks",
@@ -40,6 +44,7 @@ _EXPORTS = {
 
 __all__ = [
     "ChecksConfig",
+    "DataExpectation",
     "DeclarationError",
     "DeltaAppend",
     "DeltaLake",
@@ -57,6 +62,9 @@ __all__ = [
     "StreamingTable",
     "build_definitions",
     "default_resources",
+    "expect",
+    "expect_or_drop",
+    "expect_or_fail",
     "kafka_topic",
     "static",
     "upstream",
@@ -68,6 +76,12 @@ if TYPE_CHECKING:
     from stream_assets.project import build_definitions, default_resources
     from stream_assets.resources import DeltaLake, EventHubsSource, KafkaSource, SparkResource
     from stream_assets.tables.declaration import StreamingTable
+    from stream_assets.tables.expectations import (
+        DataExpectation,
+        expect,
+        expect_or_drop,
+        expect_or_fail,
+    )
     from stream_assets.tables.sources import (
         DeltaStream,
         KafkaTopic,

@@ -158,19 +158,39 @@ def seed_users(users: int, if_missing: bool) -> None:
     spark.stop()
 
 
+def _declared_tables(spec: str) -> list:
+    """The tables named by MODULE:ATTRIBUTE (a sequence of StreamingTable)."""
+    import importlib
+
+    from stream_assets.tables.declaration import StreamingTable
+
+    module_name, _, attribute = spec.partition(":")
+    try:
+        tables = list(getattr(importlib.import_module(module_name), attribute or "TABLES"))
+    except (ImportError, AttributeError, TypeError) as exc:
+        raise click.BadParameter(f"cannot load tables from {spec!r}: {exc}") from None
+    if not all(isinstance(t, StreamingTable) for t in tables):
+        raise click.BadParameter(f"{spec!r} is not a sequence of StreamingTable")
+    return tables
+
+
 @main.command()
 @click.argument("table")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def reset(table: str, yes: bool) -> None:
+@click.option("--tables", "tables_spec", default="stream_assets.tables.catalog:TABLES",
+              show_default=True,
+              help="MODULE:ATTRIBUTE holding your project's tables (the list you pass to "
+              "build_definitions).")
+def reset(table: str, yes: bool, tables_spec: str) -> None:
     """Full refresh: delete TABLE's checkpoint and the tables its query writes.
 
     Refused while a materialization writes the table: it holds the same lock.
     """
     from stream_assets.resources import DeltaLake, KafkaSource, SparkResource
     from stream_assets.tables import runner
-    from stream_assets.tables.catalog import TABLES
 
-    by_name = {t.name: t for t in TABLES} | {n: t for t in TABLES for n in t.tables}
+    tables = _declared_tables(tables_spec)
+    by_name = {t.name: t for t in tables} | {n: t for t in tables for n in t.tables}
     if table not in by_name:
         raise click.BadParameter(f"unknown table; one of {', '.join(sorted(by_name))}")
     declared = by_name[table]

@@ -39,3 +39,7 @@ class KafkaDataLoss(StreamFailed):
 
 class DeclarationError(StreamAssetsError):
     """A table declaration that cannot work; the message names the table and the field."""
+
+
+class ExpectationFailed(StreamFailed):
+    """A row violated a `fail` expectation: the batch was not written."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import pyspark
 from dagster import (
+    AssetCheckEvaluation,
     AssetMaterialization,
     AssetObservation,
     Config,
@@ -38,6 +39,7 @@ from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from stream_assets.errors import (
     CheckpointMismatch,
+    ExpectationFailed,
     KafkaDataLoss,
     StreamAssetsError,
     StreamFailed,
@@ -55,23 +57,33 @@ from stream_assets.monitoring.listener import (
     QueryEventListener,
     StreamTracker,
     checkpoint_offsets,
+    expectation_evaluations,
+    expectation_outcomes,
+    failing_text,
     lag_total,
     measure_backlog,
     measure_lag,
     stream_events,
 )
 from stream_assets.sinks import is_connect, is_delta_table
+from stream_assets.tables.assets import resource_keys
 from stream_assets.tables.catalog import TABLES
 from stream_assets.tables.declaration import StreamingTable
+from stream_assets.tables.expectations import stopped_by
 from stream_assets.tables.runner import StreamContext, exclusive, query_error, start
+from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE
 
 JOB_NAME = "continuous_streams"
 OP_NAME = "run_streams"
 MODE_TAG = "stream_assets/mode"
 CONTINUOUS = "continuous"
-RESOURCE_KEYS = {"spark", "lake", "stream_source"}
 
-Event = AssetMaterialization | AssetObservation
+
+def resource_keys_of(catalog: Sequence[StreamingTable]) -> set[str]:
+    """Every resource the tables' queries read through (Spark, the lake, Kafka clusters)."""
+    return set().union({"spark", "lake"}, *(resource_keys(t) for t in catalog))
+
+Event = AssetMaterialization | AssetObservation | AssetCheckEvaluation
 
 
 class ContinuousConfig(Config):
@@ -375,7 +387,11 @@ class Supervisor:
             # A damaged checkpoint or lost Kafka data fails again on every restart: stop the
             # run at once with what to do, rather than after max_consecutive_failures tries.
             verdict = query_error(stream.table, self.ctx, RuntimeError(error), "failed")
-            if isinstance(verdict, (CheckpointMismatch, KafkaDataLoss)):
+            if isinstance(verdict, ExpectationFailed):
+                # The batch is replayed and fails again until the data or the rule changes.
+                stream.extra["failed_checks"] = expectation_evaluations(
+                    stream.table.name, stopped_by(str(verdict), stream.table.expectations))
+            if isinstance(verdict, (CheckpointMismatch, KafkaDataLoss, ExpectationFailed)):
                 stream.tracker.on_failed(str(verdict), self.clock())
                 self.log.error(str(verdict))
                 self.fatal = verdict
@@ -420,9 +436,14 @@ class Supervisor:
             if stream.table.dead_letter_table is not None:
                 dead = written.get(stream.table.dead_letter_table, 0)
             waiting = None if backlog is None else sum(backlog.values())
-            report, totals = tracker.take(now, lag_total(lags), dead, waiting)
+            # Judged over the batches this report covers, so the UI's checks stay live.
+            outcomes = expectation_outcomes(stream.table.expectations, tracker.totals)
+            report, totals = tracker.take(now, lag_total(lags), dead, waiting,
+                                          failing_text(outcomes))
             events.extend(stream_events(stream.table.name, stream.table.tables, report,
                                         totals, written, lags, backlog))
+            events.extend(expectation_evaluations(stream.table.name, outcomes))
+            events.extend(stream.extra.pop("failed_checks", []))
         return events
 
     def _written(self, stream: Stream) -> dict[str, int]:
@@ -448,7 +469,8 @@ class Supervisor:
         if not processed:
             processed = checkpoint_offsets(self.ctx.lake.checkpoint_path(table.name))
         try:
-            return measure_lag(self.ctx.source, table.kafka_topics, processed)
+            return [lag for kafka, topics in self.ctx.kafka_topics(table)
+                    for lag in measure_lag(kafka, topics, processed)]
         except Exception as exc:  # the broker being away must not stop the reporting
             self._warn_once(stream, "lag", f"{table.name}: Kafka lag not measured: "
                             f"{short_error(str(exc))}")
@@ -539,10 +561,12 @@ def run_continuously(
 ) -> Iterator[Event]:
     tables = select_tables(catalog, config.tables)
     check_trigger_names(catalog, config.trigger_intervals)
+    bound = {key: getattr(context.resources, key) for key in resource_keys_of(catalog)}
     ctx = StreamContext(
         spark=_session_keeping_dagster_interrupts(context.resources.spark),
         lake=context.resources.lake,
-        source=context.resources.stream_source,
+        source=bound.get(DEFAULT_KAFKA_RESOURCE),
+        resources=bound,
     )
     listener = QueryEventListener()
     sessions = QuerySessions(ctx.spark, listener, context.log)
@@ -593,7 +617,7 @@ def build_continuous_job(
     @op(
         name=OP_NAME,
         out={},
-        required_resource_keys=RESOURCE_KEYS,
+        required_resource_keys=resource_keys_of(catalog),
         description="Runs the selected streaming queries until the run is terminated.",
     )
     def run_streams(context: OpExecutionContext, config: ContinuousConfig) -> Iterator[Event]:

@@ -1,7 +1,8 @@
 """Plain-Python reference for every derived table, to check the Spark transforms against.
 
-Written from DESIGN.md and the issue, not from stream_assets.transforms, and importing nothing
-from it: a shared mistake would otherwise pass unnoticed. It is slow and obvious on purpose.
+Written from the tables' descriptions (README.md), not from stream_assets.transforms, and
+importing nothing from it: a shared mistake would otherwise pass unnoticed. It is slow and
+obvious on purpose.
 
 Inputs are the good events as JSON-decoded dicts (event_id, event_type, user_id, timestamp as an
 ISO-8601 string, properties dict; other keys such as topic or offset are carried along where a

@@ -37,7 +37,7 @@ WORKSPACE_YAML = ROOT / "deploy" / "workspace.yaml"
 ENSURE_POSTGRES = ROOT / "scripts" / "ensure-postgres.sh"
 
 APP_SERVICES = ("code", "webserver", "daemon")
-TOPICS = {"events", "impressions", "clicks"}  # DESIGN.md's runtime contract
+TOPICS = {"events", "impressions", "clicks"}  # the demo's topics (stream_assets/schemas.py)
 LOOPBACK = "127.0.0.1"
 # What a user's .env must provide for `docker compose config` to succeed; a dummy value here.
 REQUIRED_ENV = {"DAGSTER_POSTGRES_PASSWORD": "not-a-real-password"}

@@ -249,3 +249,19 @@ def test_a_report_written_before_upstream_versions_were_measured_is_still_read()
 def test_thresholds_refuse_nonsense(bad):
     with pytest.raises(ValueError):
         HealthThresholds(**bad)
+
+
+def test_a_failing_expectation_alerts_once_and_resolves_once_when_it_holds_again():
+    state = HealthState()
+    failing = "has_id: 12.0% of 500 rows violated (allowed 5.00%)"
+    views = [
+        (view(report(100, failing_expectations=failing), 1), 101),
+        (view(report(110, failing_expectations=failing), 2), 111),
+        # No batch since the last report: nothing to judge, the incident stays open.
+        (view(report(120, failing_expectations=None), 3), 121),
+        (view(report(130, failing_expectations=""), 4), 131),
+        (view(report(140, failing_expectations=""), 5), 141),
+    ]
+    assert run(state, *views) == [(Problem.EXPECTATIONS, FIRING),
+                                  (Problem.EXPECTATIONS, RESOLVED)]
+    assert state.outbox[0].detail == failing

@@ -80,3 +80,38 @@ def test_ui_shows_the_lineage_and_a_materialization_launched_from_it_succeeds(
     page.screenshot(path=str(run_page))
     print(f"screenshots: {lineage} {run_page}")
     assert lineage.stat().st_size > 10_000 and run_page.stat().st_size > 10_000
+
+
+def test_ui_shows_an_expectation_check_while_a_continuous_run_is_in_progress(
+    dagster_dev, kafka_broker, browser, artifacts
+):
+    from stream_assets.dev.generator import generate_events
+    from stream_assets.dev.producer import produce
+    from stream_assets.resources.kafka import KafkaConnection
+
+    produce(list(generate_events(300, seed=31, id_prefix="ui-check")),
+            KafkaConnection(bootstrap_servers=kafka_broker.bootstrap))
+    run_id = dagster_dev.launch_run("continuous_streams", {"ops": {"run_streams": {"config": {
+        "tables": ["raw_events"], "trigger_interval": "2 seconds", "event_interval_s": 2.0}}}})
+    try:
+        dagster_dev.wait_for_status(run_id, ("STARTED",), timeout_s=180)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.set_default_timeout(60_000)
+        deadline = time.monotonic() + 240
+        body = ""
+        while time.monotonic() < deadline:
+            page.goto(f"{dagster_dev.url}/assets/raw_events?view=checks",
+                      wait_until="networkidle")
+            page.wait_for_timeout(2000)
+            body = page.inner_text("body")
+            # The demo's numeric_duration expectation, evaluated by the running stream.
+            if "numeric_duration" in body and re.search(r"\bPassed\b|\bFailed\b", body):
+                break
+        assert "numeric_duration" in body and re.search(r"\bPassed\b|\bFailed\b", body), body
+        assert dagster_dev.run_status(run_id) == "STARTED"  # seen while the run goes on
+        shot = artifacts / "expectation_check_live.png"
+        page.screenshot(path=str(shot))
+        print(f"screenshot: {shot}")
+    finally:
+        dagster_dev.terminate(run_id)
+        dagster_dev.wait_for_status(run_id, ("CANCELED", "FAILURE", "SUCCESS"), 180)

@@ -39,7 +39,7 @@ def iso(minutes: float) -> str:
 def event(
     event_id: str, event_type: str, user_id: str | None, minutes: float, **properties: str
 ) -> dict[str, Any]:
-    """A good event as DESIGN.md has it on the wire, plus the raw_events Kafka columns."""
+    """A good event as producers send it, plus the raw_events Kafka columns."""
     return {
         "event_id": event_id,
         "event_type": event_type,

@@ -35,6 +35,7 @@ class Problem(StrEnum):
     STALLED = "stalled"
     BEHIND = "behind"
     DEAD_LETTERS = "dead_letters"
+    EXPECTATIONS = "expectations"
     RUN_FAILED = "run_failed"
 
 
@@ -75,6 +76,9 @@ class StreamReport:
     # Versions of the upstream Delta table(s) committed but not yet processed (Delta sources).
     upstream_versions_waiting: int | None = None
     dead_letter_rows: int | None = None
+    # Expectations whose share of violating rows passed their threshold in the batches since
+    # the previous report ("" when every one held, None when the table declares none).
+    failing_expectations: str | None = None
     consecutive_failures: int = 0
     error: str | None = None
 
@@ -269,6 +273,8 @@ def problems(
             f"(threshold {t.dead_letter_ratio:.1%})"
             if ratio > t.dead_letter_ratio else None
         )
+    if report.failing_expectations is not None:
+        found[Problem.EXPECTATIONS] = report.failing_expectations or None
     return found
 
 
@@ -277,6 +283,7 @@ _TITLES = {
     Problem.STALLED: "stream stalled",
     Problem.BEHIND: "stream falling behind",
     Problem.DEAD_LETTERS: "dead-letter rate above threshold",
+    Problem.EXPECTATIONS: "expectation failing",
 }
 
 

@@ -17,12 +17,19 @@ import os
 import queue
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from dagster import AssetKey, AssetMaterialization, AssetObservation, MetadataValue
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSeverity,
+    AssetKey,
+    AssetMaterialization,
+    AssetObservation,
+    MetadataValue,
+)
 from pyspark.sql.streaming.listener import StreamingQueryListener
 
 from stream_assets.monitoring.health import Status, StreamReport
@@ -41,6 +48,8 @@ from stream_assets.monitoring.lag import (
 from stream_assets.monitoring.metadata import rows_written
 from stream_assets.paths import local_path
 from stream_assets.sinks import delta_version, history_frame, is_delta_table
+from stream_assets.tables import expectations as quality
+from stream_assets.tables.expectations import DataExpectation
 
 STARTED, PROGRESS, IDLE, TERMINATED = "started", "progress", "idle", "terminated"
 
@@ -123,6 +132,8 @@ class BatchTotals:
     _input_seconds: float = 0.0
     _processing_seconds: float = 0.0
     latest: dict[str, Any] | None = None
+    # The progress reports themselves, for what only some tables observe (expectations).
+    reports: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, progress: Mapping[str, Any]) -> None:
         rows = int(progress.get("numInputRows") or 0)
@@ -143,6 +154,7 @@ class BatchTotals:
             self._input_seconds += rows / input_rate
         self._processing_seconds += duration / 1000
         self.latest = dict(progress)
+        self.reports.append(self.latest)
 
     @property
     def input_rows_per_second(self) -> float:
@@ -240,6 +252,7 @@ class StreamTracker:
         kafka_lag: int | None = None,
         dead_letter_rows: int | None = None,
         upstream_versions_waiting: int | None = None,
+        failing_expectations: str | None = None,
     ) -> tuple[StreamReport, BatchTotals]:
         """The report for this moment and the batches it covers; starts a new interval."""
         totals, self.totals = self.totals, BatchTotals()
@@ -264,6 +277,7 @@ class StreamTracker:
             kafka_lag=kafka_lag,
             upstream_versions_waiting=upstream_versions_waiting,
             dead_letter_rows=dead_letter_rows,
+            failing_expectations=failing_expectations,
             consecutive_failures=self.failures,
             error=self.error if self.status in (Status.FAILED, Status.WAITING) else None,
         )
@@ -333,6 +347,43 @@ def stream_events(
             events.append(AssetObservation(AssetKey(name), description=description,
                                            metadata=meta))
     return events
+
+
+def expectation_outcomes(expectations: Sequence[DataExpectation], totals: BatchTotals
+                         ) -> list[quality.Outcome]:
+    """Each expectation's verdict over the batches since the previous report ([] if none ran:
+    nothing to judge)."""
+    if not expectations or not totals.batches:
+        return []
+    return quality.outcomes(quality.observed_counts(totals.reports, expectations), expectations)
+
+
+def failing_text(outcomes: Sequence[quality.Outcome]) -> str | None:
+    """What a report says of the expectations: the failing ones, "" if all held, None if
+    nothing was judged."""
+    if not outcomes:
+        return None
+    return "; ".join(
+        f"{o.expectation.name}: {o.ratio:.1%} of {o.rows} rows violated "
+        f"(allowed {o.expectation.max_violation_ratio:.2%})"
+        for o in outcomes if not o.passed
+    )
+
+
+def expectation_evaluations(table: str, outcomes: Sequence[quality.Outcome]
+                            ) -> list[AssetCheckEvaluation]:
+    """The expectations' asset checks for the batches of one report, as the catch-up run's."""
+    return [
+        AssetCheckEvaluation(
+            asset_key=AssetKey(table),
+            check_name=o.expectation.name,
+            passed=o.passed,
+            severity=AssetCheckSeverity(o.severity),
+            description=o.description,
+            metadata={**o.metadata(), "mode": "continuous"},
+        )
+        for o in outcomes
+    ]
 
 
 # -- measurements (I/O): input waiting and the rows each Delta commit wrote -----------------

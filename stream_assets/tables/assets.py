@@ -6,6 +6,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
@@ -19,6 +22,7 @@ from dagster import (
 from pydantic import Field
 from pyspark.sql import SparkSession
 
+from stream_assets.errors import StreamFailed
 from stream_assets.monitoring.metadata import (
     query_metadata,
     row_count_after,
@@ -26,6 +30,7 @@ from stream_assets.monitoring.metadata import (
     table_schema,
 )
 from stream_assets.sinks import delta_history
+from stream_assets.tables import expectations as quality
 from stream_assets.tables.declaration import StreamingTable, describe
 from stream_assets.tables.runner import CatchUpResult, StreamContext, catch_up
 from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE
@@ -127,6 +132,7 @@ def build_asset(table: StreamingTable):
     @multi_asset(
         name=table.name,
         specs=specs,
+        check_specs=expectation_check_specs(table),
         required_resource_keys=resources,
         can_subset=False,
         description=table.description,
@@ -141,7 +147,13 @@ def build_asset(table: StreamingTable):
             resources=bound,
         )
         started = time.monotonic()
-        result: CatchUpResult = catch_up(table, ctx, refresh=config.full_refresh)
+        try:
+            result: CatchUpResult = catch_up(table, ctx, refresh=config.full_refresh)
+        except StreamFailed as exc:
+            # The batch that broke a fail expectation was not written: say which rule failed
+            # on the table's checks before the run fails.
+            yield from failed_expectation_results(table, str(exc))
+            raise
         shared = query_metadata(result.progress, result.initial_offsets)
         shared["query_seconds"] = round(time.monotonic() - started, 3)
         context.log.info(
@@ -161,8 +173,44 @@ def build_asset(table: StreamingTable):
                 )
             )
             yield MaterializeResult(asset_key=AssetKey(name), metadata=meta)
+        yield from expectation_results(table, result.progress)
 
     return _catch_up
+
+
+def expectation_check_specs(table: StreamingTable) -> list[AssetCheckSpec]:
+    """One asset check per expectation, on the table, reported by every run of its query."""
+    return [
+        AssetCheckSpec(
+            e.name, asset=AssetKey(table.name),
+            description=f"Expectation ({e.action}): {e.condition}",
+            metadata={"action": e.action, "condition": e.condition},
+        )
+        for e in table.expectations
+    ]
+
+
+def check_result(table: StreamingTable, outcome: quality.Outcome) -> AssetCheckResult:
+    return AssetCheckResult(
+        asset_key=AssetKey(table.name),
+        check_name=outcome.expectation.name,
+        passed=outcome.passed,
+        severity=AssetCheckSeverity(outcome.severity),
+        description=outcome.description,
+        metadata=outcome.metadata(),
+    )
+
+
+def expectation_results(table: StreamingTable, progress: list[dict]
+                        ) -> Iterator[AssetCheckResult]:
+    counts = quality.observed_counts(progress, table.expectations)
+    for outcome in quality.outcomes(counts, table.expectations):
+        yield check_result(table, outcome)
+
+
+def failed_expectation_results(table: StreamingTable, error: str) -> Iterator[AssetCheckResult]:
+    for outcome in quality.stopped_by(error, table.expectations):
+        yield check_result(table, outcome)
 
 
 def spec_metadata(table: StreamingTable, name: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from pyspark.sql import functions as F
 
 from stream_assets import schemas
 from stream_assets.tables.declaration import StreamingTable
+from stream_assets.tables.expectations import expect
 from stream_assets.tables.sources import kafka_topic, static, upstream
 from stream_assets.tables.writes import DeltaAppend, DeltaMerge
 from stream_assets.transforms import joins, sessions, windows
@@ -35,6 +36,11 @@ raw_events = StreamingTable(
     keys=("topic", "partition", "offset"),
     # Each Kafka record lands once, here or in the dead letters.
     unique_keys=True,
+    # A data rule, not a parse verdict: the event is kept, a rising share is worth an alert.
+    expectations=(
+        expect("numeric_duration", "try_cast(properties['duration'] AS DOUBLE) IS NOT NULL",
+               max_violation_ratio=0.1),
+    ),
     description="Every valid event from the `events` topic, parsed, with its Kafka position. "
     "Records that are not valid events land in `dead_letter_queue` with the reason, in the "
     "same micro-batch, so each record lands exactly once in one of the two.",

@@ -33,9 +33,11 @@ SCHEMA = StructType(
         StructField("raw_value", StringType(), True),
         StructField("error", StringType(), False),
         StructField("error_time", TimestampType(), False),
-        StructField("topic", StringType(), False),
-        StructField("partition", IntegerType(), False),
-        StructField("offset", LongType(), False),
+        # Null only for rows a `drop` expectation refused after a transform, which have no
+        # single Kafka record behind them.
+        StructField("topic", StringType(), True),
+        StructField("partition", IntegerType(), True),
+        StructField("offset", LongType(), True),
         # The exact bytes: raw_value is lossy for bytes that are not UTF-8.
         StructField("raw_bytes", BinaryType(), True),
         StructField("key", BinaryType(), True),
@@ -45,8 +47,9 @@ SCHEMA = StructType(
 )
 
 COLUMN_DESCRIPTIONS = {
-    "raw_value": "The record's value as text; bytes that are not UTF-8 are replaced by U+FFFD.",
-    "error": "Why the table refused the record.",
+    "raw_value": "The record's value as text (bytes that are not UTF-8 replaced by U+FFFD); "
+    "for a row a drop expectation refused after a transform, the row as JSON.",
+    "error": "Why the table refused the record: its parser's reason or an expectation's name.",
     "error_time": "When the micro-batch that refused it ran.",
     "topic": "Kafka topic of the record.",
     "partition": "Kafka partition of the record.",
@@ -107,10 +110,32 @@ def with_refused(output: DataFrame, refused_frames: list[DataFrame]) -> DataFram
     Each input with a parser is read twice (once for its usable rows, once for its refused
     ones): a stateful transform (a join, an aggregation) cannot carry refused rows through.
     """
-    out = output.withColumn(DEAD_LETTER, F.lit(None).cast(SCHEMA))
+    out = output
+    if DEAD_LETTER not in out.columns:
+        out = out.withColumn(DEAD_LETTER, F.lit(None).cast(SCHEMA))
     for frame in refused_frames:
         out = out.unionByName(frame, allowMissingColumns=True)
     return out
+
+
+def expectation_letter(rows: DataFrame, reason: Column, table: str) -> Column:
+    """The dead letter of a row a `drop` expectation refused after a transform: the row as JSON,
+    and its Kafka position when it carries one."""
+    def position(name: str, kind: str) -> Column:
+        return F.col(name) if name in rows.columns else F.lit(None).cast(kind)
+
+    return F.struct(
+        F.to_json(F.struct(*[F.col(c) for c in rows.columns if not c.startswith("__")]))
+        .alias("raw_value"),
+        reason.alias("error"),
+        F.current_timestamp().alias("error_time"),
+        position("topic", "string").cast("string").alias("topic"),
+        position("partition", "int").cast("int").alias("partition"),
+        position("offset", "long").cast("long").alias("offset"),
+        F.lit(None).cast("binary").alias("raw_bytes"),
+        F.lit(None).cast("binary").alias("key"),
+        F.lit(table).alias("refused_by"),
+    )
 
 
 def table_rows(batch: DataFrame) -> DataFrame:

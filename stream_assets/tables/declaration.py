@@ -17,14 +17,22 @@ from typing import Any
 
 from dagster import AssetKey
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter
 from pyspark.sql.types import StructType
 
 from stream_assets.errors import DeclarationError
 from stream_assets.tables import dead_letters
+from stream_assets.tables import expectations as quality
+from stream_assets.tables.expectations import DataExpectation
 from stream_assets.tables.sources import Source
 from stream_assets.tables.writes import DeltaAppend, Sink, WriteTarget, split_writer
 
+# The checks derived for every table (stream_assets/monitoring/checks.py, sensors.py): an
+# expectation's check may not take their names.
+RESERVED_CHECK_NAMES = frozenset(
+    {"freshness", "schema", "keys_not_null", "keys_unique", "dead_letter_ratio", "stream_health"}
+)
 # Table names are folder names and Dagster asset keys.
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -57,13 +65,14 @@ class StreamingTable:
     partition_by: tuple[str, ...] = ()
     trigger_interval: str = "5 seconds"
     dead_letters: str | None = None
+    expectations: tuple[DataExpectation, ...] = ()
     column_descriptions: Mapping[str, str] = field(default_factory=dict)
     group: str = "streaming"
     owners: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("keys", "nullable_keys", "partition_by", "owners"):
+        for name in ("keys", "nullable_keys", "partition_by", "owners", "expectations"):
             value = getattr(self, name)
             if isinstance(value, str) or not isinstance(value, tuple | list):
                 self._refuse(name, f"must be a tuple of strings, not {value!r}")
@@ -96,14 +105,35 @@ class StreamingTable:
             self._refuse("sink", f"{self.sink!r} is not a sink (DeltaAppend or DeltaMerge)")
         self._validate_transform()
         self._validate_columns()
-        if self.dead_letters is not None and not self.parsed_sources:
-            self._refuse("dead_letters", "no source has a parser, so nothing can be refused; "
-                         "give a kafka_topic a parser or drop dead_letters")
+        self._validate_expectations()
+        if self.dead_letters is not None and not self.parsed_sources and not self._drops:
+            self._refuse("dead_letters", "no source has a parser and no expectation drops "
+                         "rows, so nothing can be refused; give a kafka_topic a parser, add an "
+                         "expect_or_drop, or remove dead_letters")
         if self.dead_letter_table is not None and not _NAME.fullmatch(self.dead_letter_table):
             self._refuse("dead_letters", "must be letters, digits and underscores")
         if self.sink.needs_keys and not self.keys:
             self._refuse("keys", f"{type(self.sink).__name__} upserts on the table's keys; "
                          "declare them")
+
+    def _validate_expectations(self) -> None:
+        names = [e.name for e in self.expectations]
+        for e in self.expectations:
+            if not isinstance(e, DataExpectation):
+                self._refuse("expectations", f"{e!r} is not an expectation (expect, "
+                             "expect_or_drop or expect_or_fail)")
+        taken = sorted(set(names) & RESERVED_CHECK_NAMES)
+        if taken:
+            self._refuse("expectations", f"{', '.join(taken)} is the name of a check every "
+                         "table gets; name the expectation otherwise")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            self._refuse("expectations", f"{', '.join(twice)} declared twice: a name is an "
+                         "asset check")
+
+    @property
+    def _drops(self) -> bool:
+        return any(e.action == "drop" for e in self.expectations)
 
     def _validate_transform(self) -> None:
         if self.transform is None:
@@ -162,7 +192,7 @@ class StreamingTable:
 
     @property
     def dead_letter_table(self) -> str | None:
-        if not self.parsed_sources:
+        if not self.parsed_sources and not self._drops:
             return None
         return self.dead_letters or f"{self.name}_dead_letters"
 
@@ -217,14 +247,22 @@ class StreamingTable:
         """The rows the query writes, from one DataFrame per source (by name).
 
         Pure: the same for streaming and batch DataFrames, so it is unit-tested on batches.
-        Refused records ride along in the dead-letter column (see dead_letters.py).
+        Refused records ride along in the dead-letter column (see dead_letters.py), and each
+        expectation's verdict in a flag column the sink drops (see expectations.py).
         """
         if self.transform is None:
             (input_name, source), = self.sources.items()
             frame = inputs[input_name]
             if source.parser is None:
-                return frame
-            return dead_letters.routed(self._parse(input_name, source, frame), self.name)
+                return self._judge(frame)
+            parsed = self._parse(input_name, source, frame)
+            if self.expectations:
+                # Judged before routing, so a dropped row keeps its exact Kafka bytes.
+                error = F.col(dead_letters.ERROR)
+                parsed = quality.judged(parsed, self.expectations, error.isNull())
+                parsed = parsed.withColumn(dead_letters.ERROR, F.coalesce(
+                    error, quality.first_drop_reason(self.expectations)))
+            return dead_letters.routed(parsed, self.name)
         usable: dict[str, DataFrame] = {}
         refused: list[DataFrame] = []
         for input_name, source in self.sources.items():
@@ -241,7 +279,19 @@ class StreamingTable:
                 f"table {self.name!r}, field 'transform': returned {type(output).__name__}, "
                 "not a DataFrame"
             )
+        output = self._judge(output)
         return dead_letters.with_refused(output, refused) if refused else output
+
+    def _judge(self, rows: DataFrame) -> DataFrame:
+        """Flag each row with its verdicts, and route rows a `drop` expectation refuses."""
+        if not self.expectations:
+            return rows
+        flagged = quality.judged(rows, self.expectations)
+        if not self._drops:
+            return flagged
+        reason = quality.first_drop_reason(self.expectations)
+        letter = dead_letters.expectation_letter(rows, reason, self.name)
+        return flagged.withColumn(dead_letters.DEAD_LETTER, F.when(reason.isNotNull(), letter))
 
     def _parse(self, input_name: str, source: Source, frame: DataFrame) -> DataFrame:
         assert source.parser is not None
@@ -260,11 +310,11 @@ class StreamingTable:
         target = WriteTarget(self.name, self.name, paths[self.name], self.keys,
                              self.partition_by)
         dead = self.dead_letter_table
-        if dead is None:
+        if dead is None and not self.expectations:
             return self.sink.stream_writer(stream, target)
-        letters = WriteTarget(self.name, dead, paths[dead])
+        letters = WriteTarget(self.name, dead, paths[dead]) if dead else None
         return stream.writeStream.outputMode(self.sink.output_mode).foreachBatch(
-            split_writer(self.sink, target, letters)
+            split_writer(self.sink, target, letters, self.expectations)
         )
 
 

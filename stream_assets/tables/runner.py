@@ -25,6 +25,7 @@ from pyspark.sql.streaming import StreamingQuery
 from stream_assets import paths
 from stream_assets.errors import (
     CheckpointMismatch,
+    ExpectationFailed,
     KafkaDataLoss,
     StreamAssetsError,
     StreamFailed,
@@ -188,6 +189,11 @@ def query_error(
             f"the checkpoint of {table.name} at {ctx.lake.checkpoint_path(table.name)} is "
             f"damaged: Spark cannot read it ({summary}); {reset_hint(table.name)}"
         )
+    if ExpectationFailed.__name__ in details:
+        # Raised by our own foreachBatch (stream_assets/tables/writes.py): its message says
+        # what failed and what to do; Spark's wrapping adds nothing.
+        own = summary.split(f"{ExpectationFailed.__name__}: ", 1)[-1]
+        return ExpectationFailed(own if own.startswith(table.name) else summary)
     if _DATA_LOSS in summary.lower():
         return KafkaDataLoss(
             f"{table.name} {doing}: data may have been lost: Kafka no longer holds records the "

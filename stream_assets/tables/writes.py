@@ -7,7 +7,8 @@ rows. The Delta writes themselves, exactly once per batch id, live in stream_ass
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -17,7 +18,14 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter
 
 from stream_assets import sinks
+from stream_assets.errors import ExpectationFailed
 from stream_assets.tables import dead_letters
+from stream_assets.tables.expectations import (
+    DataExpectation,
+    fail_violations,
+    first_failed,
+    without_flags,
+)
 
 
 @dataclass(frozen=True)
@@ -83,13 +91,16 @@ class DeltaMerge(Sink):
         sinks.merge_once(batch, target.path, target.query, target.table, batch_id, target.keys)
 
 
-def split_writer(sink: Sink, target: WriteTarget, dead: WriteTarget
+def split_writer(sink: Sink, target: WriteTarget, dead: WriteTarget | None,
+                 expectations: Sequence[DataExpectation] = ()
                  ) -> Callable[[DataFrame, int], None]:
-    """foreachBatch: the table's rows through `sink`, the dead letters appended beside them.
+    """foreachBatch: the table's rows through `sink`, the dead letters appended beside them,
+    after the batch passed its `fail` expectations.
 
     Both tables are written from the same batch under the same batch id, so a crash between
     the two writes is repaired by the replay: the table already written skips, the other
-    catches up, and neither can run ahead of the other.
+    catches up, and neither can run ahead of the other. A batch that fails an expectation
+    writes nothing, and its offsets are not committed: a restart replays it.
 
     The first batch of each run writes both tables even when one gets no rows, so both exist
     from the first committed batch on (stream_assets/tables/checkpoint_guard.py relies on it).
@@ -98,13 +109,20 @@ def split_writer(sink: Sink, target: WriteTarget, dead: WriteTarget
     A replay reads the same offsets, so it skips the same write.
     """
     dead_letters_written = False
+    failing = [e for e in expectations if e.action == "fail"]
 
     def write(batch: DataFrame, batch_id: int) -> None:
         nonlocal dead_letters_written
-        # Both writes read the batch; caching it reads the sources and parses them once.
+        # Every write and check reads the batch; caching it reads the sources and parses once.
         cached = batch.persist()
         try:
-            sink.write_batch(dead_letters.table_rows(cached), batch_id, target)
+            split = dead_letters.DEAD_LETTER in cached.columns
+            rows = dead_letters.table_rows(cached) if split else cached
+            if failing:
+                refuse_failed_batch(rows, failing, target.table, batch_id)
+            sink.write_batch(without_flags(rows, expectations), batch_id, target)
+            if dead is None or not split:
+                return
             letters = dead_letters.letters(cached)
             if not dead_letters_written or not letters.isEmpty():
                 sinks.append_once(letters, dead.path, dead.query, dead.table, batch_id)
@@ -113,3 +131,38 @@ def split_writer(sink: Sink, target: WriteTarget, dead: WriteTarget
             cached.unpersist()
 
     return write
+
+
+# Column names whose values are never shown in an error: an offending row goes to logs and UIs.
+_SECRET_COLUMN = re.compile(r"pass|secret|token|credential|api_?key|auth|private", re.I)
+_VALUE_LIMIT = 200
+
+
+def refuse_failed_batch(rows: DataFrame, failing: Sequence[DataExpectation], table: str,
+                        batch_id: int) -> None:
+    """Raise ExpectationFailed, naming the rule and one offending row, when a row breaks a
+    `fail` expectation."""
+    violating = fail_violations(rows, failing)
+    assert violating is not None
+    offending = rows.where(violating).limit(1).collect()
+    if not offending:
+        return
+    row = offending[0].asDict()
+    broken = first_failed(row, failing)
+    shown = {
+        name: "***" if _SECRET_COLUMN.search(name) else _clip(value)
+        for name, value in row.items() if not name.startswith("__")
+    }
+    raise ExpectationFailed(
+        f"{table}: expectation {broken.name!r} ({broken.condition}) failed in batch {batch_id}, "
+        f"so nothing of the batch was written; one offending row: {shown}. A restart replays "
+        "the same batch from the checkpoint and fails again until the data or the rule "
+        f"changes: fix the rule on the {table} declaration (or make it a drop expectation), "
+        "or fix the data upstream"
+    )
+
+
+def _clip(value: object) -> object:
+    if isinstance(value, str | bytes) and len(value) > _VALUE_LIMIT:
+        return value[:_VALUE_LIMIT] + (b"..." if isinstance(value, bytes) else "...")
+    return value

@@ -1,8 +1,8 @@
 """Windowed aggregations over `raw_events`: tumbling counts, sliding duration stats, sessions.
 
 Each function takes the parsed events (columns of `raw_events`: event_id, event_type, user_id,
-timestamp, properties, ...) and returns exactly the columns of its table in DESIGN.md, plus the
-extras documented on the function. They do no I/O, so a unit test feeds them
+timestamp, properties, ...) and returns exactly the columns of its table (README.md lists the
+tables), plus the extras documented on the function. They do no I/O, so a unit test feeds them
 `spark.createDataFrame([...])` and a streaming query feeds them the Delta stream of `raw_events`.
 
 Watermarks are applied here, always, rather than in the table declaration: the delay is part of
