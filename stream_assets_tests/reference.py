@@ -239,7 +239,9 @@ def _parse_record(
         # A point in time starts with its date; "12:00" alone is no instant.
         dated = isinstance(stamp, str) and re.match(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", stamp)
         moment = utc(stamp) if dated else None
-    except ValueError:
+    except (ValueError, OverflowError):
+        # OverflowError: an offset moves the instant out of years 1-9999 in UTC (e.g.
+        # 0001-01-01T00:00:00+14:00), which no Python or Delta reader can represent.
         moment = None
     if moment is None:
         return None, "timestamp is not ISO-8601"

@@ -38,7 +38,10 @@ from pyspark.sql.types import (
 from stream_assets import schemas
 from stream_assets.tables import dead_letters
 from stream_assets.tables.catalog import raw_events
+from stream_assets.tables.expectations import without_flags
 from stream_assets.transforms import events as ev
+from stream_assets.transforms import joins
+from stream_assets_tests import reference
 from stream_assets_tests.fault_driver import QUIET
 from stream_assets_tests.test_parse_events import KAFKA
 
@@ -355,7 +358,8 @@ def check_batch(spark, batch: list[Message]) -> None:
     exactly once."""
     rows = [(m.key, m.value, "events", 0, offset, m.headers) for offset, m in enumerate(batch)]
     routed = raw_events.build_stream({"events": spark.createDataFrame(rows, KAFKA_WITH_HEADERS)})
-    good = dead_letters.table_rows(routed)
+    # The sink writes the rows without the expectations' verdict flags (writes.split_writer).
+    good = without_flags(dead_letters.table_rows(routed), raw_events.expectations)
     bad = dead_letters.letters(routed)
     assert good.columns == [f.name for f in schemas.RAW_EVENTS.fields]
     assert bad.columns == [f.name for f in schemas.DEAD_LETTER_QUEUE.fields]
@@ -550,3 +554,254 @@ def test_hundreds_of_hostile_messages_through_kafka_land_exactly_once(
         if message.expect and message.expect.event:
             assert ids.get(position) == message.expect.event["event_id"], message
     assert {f"after-{i}" for i in range(20)} <= set(ids.values())
+
+
+# -- impressions and clicks: the impression_clicks table's two parsed topics ----------------------
+#
+# The verdict here is stream_assets_tests/reference.py's parse_impression / parse_click, written
+# from the contract without the Spark code: a record is refused with the reason it gives, else
+# it is usable. Each message goes through the declaration's own routing (build_stream, then the
+# split the sink makes) and, in the integration test, through real topics and Dagster.
+
+AD_TIMESTAMPS = st.one_of(
+    # In range in UTC; the instants an offset moves out of range are OUT_OF_RANGE below.
+    iso_stamps().filter(lambda s: s.verdict is None).map(lambda s: s.json_value),
+    junk_stamps().map(lambda s: s.json_value),
+    st.just(MISSING), st.none(), NOT_A_STRING,
+)
+# Ids: text of every kind (the empty string counts as missing), integers (taken as their
+# decimal text), absent, null.
+AD_IDS = st.one_of(NASTY_TEXT, st.integers(-(2**63), 2**63), st.just(MISSING), st.none())
+
+
+@dataclass
+class AdMessage:
+    topic: str  # "impressions" or "clicks"
+    value: bytes | None
+    key: bytes | None = None
+    shape: str = "?"
+
+    @property
+    def verdict(self) -> str | None:
+        """The reference's reason for refusing the record, None when it is usable."""
+        parse = reference.parse_impression if self.topic == "impressions" else reference.parse_click
+        return parse(self.value)[1]
+
+
+@st.composite
+def ad_objects(draw, topic: str) -> AdMessage:
+    """A JSON object with each field right, wrong, null or missing, in any order."""
+    names = (("impression_id", "ad_id", "user_id") if topic == "impressions"
+             else ("click_id", "impression_id"))
+    values = {name: draw(AD_IDS) for name in names}
+    values["timestamp"] = draw(AD_TIMESTAMPS)
+    extra = draw(st.dictionaries(st.text(max_size=8).filter(lambda k: k not in values),
+                                 JSON_VALUES, max_size=2))
+    doc = {name: values[name] for name in draw(st.permutations(list(values)))
+           if values[name] is not MISSING}
+    doc.update(extra)
+    text = json.dumps(doc, ensure_ascii=draw(st.booleans()), allow_nan=False)
+    return AdMessage(topic, text.encode("utf-8"), shape="object")
+
+
+def ad_values(topic: str) -> st.SearchStrategy[AdMessage]:
+    good = json.dumps({"impression_id": "i", "click_id": "c", "timestamp": "2026-01-01T00:00:00Z"})
+
+    def bad(shape: str, values: st.SearchStrategy) -> st.SearchStrategy[AdMessage]:
+        return values.map(lambda v: AdMessage(topic, v, shape=shape))
+
+    return st.one_of(
+        ad_objects(topic),
+        ad_objects(topic),
+        bad("tombstone", st.just(None)),
+        bad("empty", st.just(b"")),
+        bad("random bytes", st.binary(max_size=60)),
+        # Invalid UTF-8 inside an otherwise usable record.
+        bad("not utf-8", st.sampled_from([b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\x80"]).map(
+            lambda b: b'{"impression_id":"i' + b + b'","click_id":"c","timestamp":"2026-01-01"}')),
+        bad("not an object", JSON_VALUES.filter(lambda v: not isinstance(v, dict))
+            .map(lambda v: json.dumps(v).encode())),
+        # Truncated or free text. JSON followed by garbage, or with single quotes, is left to
+        # test_almost_json_impressions_and_clicks_are_refused below.
+        bad("not json", st.sampled_from([
+            good[:-1].encode(), b"impression please", b"{", b'{"impression_id": "i",',
+        ])),
+    )
+
+
+# Not JSON by RFC 8259 (and so refused by the reference), but each holds a usable object for
+# a lenient reader: a whole object then garbage, single quotes, a comment.
+ALMOST_JSON = [
+    b'{"impression_id":"i","click_id":"c","timestamp":"2026-01-01T00:00:00Z"}}',
+    b'{"impression_id":"i","click_id":"c","timestamp":"2026-01-01T00:00:00Z"} trailing',
+    b"{'impression_id':'i','click_id':'c','timestamp':'2026-01-01T00:00:00Z'}",
+]
+
+
+@st.composite
+def ad_messages(draw) -> AdMessage:
+    message = draw(ad_values(draw(st.sampled_from(["impressions", "clicks"]))))
+    return dataclasses.replace(message, key=draw(st.one_of(st.none(), st.binary(max_size=8))))
+
+
+def route_ads(spark, batch: list[AdMessage]):
+    """(usable rows, dead letters) of one batch, as impression_clicks' sink splits them."""
+    from stream_assets.tables.catalog import impression_clicks
+
+    frames = {}
+    for topic in ("impressions", "clicks"):
+        # Offsets count per topic, as in Kafka (one partition here).
+        mine = [m for m in batch if m.topic == topic]
+        rows = [(m.key, m.value, topic, 0, offset, []) for offset, m in enumerate(mine)]
+        frames[topic] = spark.createDataFrame(rows, KAFKA_WITH_HEADERS)
+    routed = impression_clicks.build_stream(frames)
+    parsed = {topic: (joins.impression_records if topic == "impressions"
+                      else joins.click_records)(frames[topic]) for topic in frames}
+    usable = [(topic, r.offset) for topic, frame in parsed.items()
+              for r in dead_letters.usable(frame).select("offset").collect()]
+    letters = dead_letters.letters(routed).select(
+        "topic", "offset", "error", "raw_bytes", "refused_by").collect()
+    return usable, letters
+
+
+def check_ad_batch(spark, batch: list[AdMessage]) -> None:
+    """Each refused record is a dead letter once, with the reference's reason and its exact
+    bytes; each usable one is not a dead letter."""
+    by_position = {}
+    for topic in ("impressions", "clicks"):
+        mine = [m for m in batch if m.topic == topic]
+        by_position.update({(topic, offset): m for offset, m in enumerate(mine)})
+    usable, letters = route_ads(spark, batch)
+    CASES["ad messages"] += len(batch)
+    dead = Counter((r.topic, r.offset) for r in letters)
+    assert not dead or max(dead.values()) == 1, "a record was dead-lettered twice"
+    assert not set(dead) & set(usable), "a record is both usable and a dead letter"
+    assert set(dead) | set(usable) == set(by_position), "a record is missing"
+    for row in letters:
+        message = by_position[(row.topic, row.offset)]
+        CASES[f"ad {message.shape}"] += 1
+        assert row.refused_by == "impression_clicks"
+        assert (None if row.raw_bytes is None else bytes(row.raw_bytes)) == message.value
+        assert row.error == message.verdict, (message, row.error)
+    for position in usable:
+        assert by_position[position].verdict is None, (by_position[position], "usable")
+
+
+# No shrinking: each example costs Spark jobs (seconds on a busy machine), and shrinking a
+# 40-message batch ran for minutes; the failing batch is printed whole, each message labelled.
+@settings(max_examples=12, deadline=None, database=None,
+          phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(ad_messages(), min_size=10, max_size=40))
+def test_hostile_impressions_and_clicks_get_the_references_verdict(spark, batch):
+    """Oracle-judged impressions and clicks, a few small batches."""
+    CASES["ad oracle batches"] += 1
+    check_ad_batch(spark, batch)
+
+
+def test_every_hostile_impression_and_click_lands_once(spark):
+    check_ad_batch(spark, generate(ad_messages(), 600))
+
+
+# Dated ISO-8601 whose offset moves the instant out of years 1-9999 in UTC: the reference
+# refuses them (raw_events does too, with its own reason); the impressions parser keeps them.
+OUT_OF_RANGE = ["0001-01-01T00:00:00+14:00", "0001-01-01T00:30:00+01:00",
+                "9999-12-31T23:59:59-00:01", "9999-12-31T20:00:00-12:00"]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="stream_assets/transforms/joins.py has no range check: an "
+                   "impression or click at year 0 or 10000 in UTC is usable")
+def test_impressions_and_clicks_outside_years_1_to_9999_are_refused(spark):
+    check_ad_batch(spark, [
+        AdMessage(topic, json.dumps({"impression_id": "i", "click_id": "c", "timestamp": t})
+                  .encode(), shape="out of range") for topic in ("impressions", "clicks")
+        for t in OUT_OF_RANGE])
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="stream_assets/transforms/joins.py reads impressions "
+                   "and clicks with Spark's lenient JSON reader (from_json, json_object_keys): "
+                   "trailing garbage and single quotes pass as a JSON object")
+def test_almost_json_impressions_and_clicks_are_refused(spark):
+    check_ad_batch(spark, [AdMessage(topic, value, shape="almost json")
+                           for topic in ("impressions", "clicks") for value in ALMOST_JSON])
+
+
+@pytest.mark.integration
+def test_hostile_impressions_and_clicks_through_kafka_land_once_in_the_dead_letters(
+    kafka_broker, topic_factory, spark_resource, spark, workdir
+):
+    from confluent_kafka import Producer
+    from dagster import materialize
+
+    from stream_assets.resources import DeltaLake, KafkaSource
+    from stream_assets.tables.assets import build_asset
+    from stream_assets.tables.catalog import impression_clicks
+
+    topics = {"impressions": topic_factory("hostile-impressions"),
+              "clicks": topic_factory("hostile-clicks")}
+
+    def ad(topic: str, doc: dict) -> AdMessage:
+        return AdMessage(topic, json.dumps(doc).encode(), shape="plain")
+
+    # Plain impressions, every other one clicked 5 minutes later, then a closer on both topics
+    # a century later: its watermark passes them all, so each must be in impression_clicks.
+    plain = [ad("impressions", {"impression_id": f"plain-{i}", "ad_id": "ad", "user_id": "u",
+                                "timestamp": "2026-01-01T00:00:00Z"}) for i in range(10)]
+    plain += [ad("clicks", {"click_id": f"click-{i}", "impression_id": f"plain-{i}",
+                            "timestamp": "2026-01-01T00:05:00Z"}) for i in range(0, 10, 2)]
+    closer = [ad("impressions", {"impression_id": "closer", "timestamp": "2126-01-01T00:00:00Z"}),
+              ad("clicks", {"click_id": "closer", "impression_id": "closer",
+                            "timestamp": "2126-01-01T00:00:00Z"})]
+    cases = generate(ad_messages(), 200) + plain + closer
+
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap, "enable.idempotence": True,
+                         "linger.ms": 20, "broker.address.family": "v4", "logger": QUIET})
+    delivered: dict[tuple[str, int, int], AdMessage] = {}
+    failures: list = []
+
+    def on_delivery(err, msg, message):
+        if err is not None:
+            failures.append(err)
+        else:
+            delivered[(message.topic, msg.partition(), msg.offset())] = message
+
+    for message in cases:
+        producer.produce(topics[message.topic], value=message.value, key=message.key,
+                         on_delivery=lambda err, msg, m=message: on_delivery(err, msg, m))
+        producer.poll(0)
+    assert producer.flush(60) == 0 and not failures, failures
+    assert len(delivered) == len(cases)
+    CASES["ad messages through kafka"] += len(cases)
+
+    lake = DeltaLake(tables_root=str(workdir / "tables"),
+                     checkpoints_root=str(workdir / "checkpoints"))
+    result = materialize(
+        [build_asset(impression_clicks)],
+        resources={"spark": spark_resource, "lake": lake,
+                   "stream_source": KafkaSource(bootstrap_servers=kafka_broker.bootstrap,
+                                                topic_names=topics)},
+    )
+    assert result.success
+
+    logical = {broker_topic: name for name, broker_topic in topics.items()}
+    letters = spark.read.format("delta").load(
+        lake.table_path("impression_clicks_dead_letters")
+    ).select("topic", "partition", "offset", "raw_bytes", "error", "refused_by").collect()
+    landed = Counter((logical[r.topic], r.partition, r.offset) for r in letters)
+    assert not landed or max(landed.values()) == 1, "a record was dead-lettered twice"
+    refused = {p for p, m in delivered.items() if m.verdict is not None}
+    assert set(landed) == refused, "a refused record is missing, or a usable one is there"
+    for row in letters:
+        message = delivered[(logical[row.topic], row.partition, row.offset)]
+        assert (None if row.raw_bytes is None else bytes(row.raw_bytes)) == message.value
+        assert (row.error, row.refused_by) == (message.verdict, "impression_clicks"), message
+
+    joined = spark.read.format("delta").load(lake.table_path("impression_clicks"))
+    got = {(r.impression_id, r.click_id, r.was_clicked)
+           for r in joined.where(F.col("impression_id").startswith("plain-")).collect()}
+    expected = reference.impression_clicks(
+        [reference.parse_impression(m.value)[0] for m in plain if m.topic == "impressions"],
+        [reference.parse_click(m.value)[0] for m in plain if m.topic == "clicks"])
+    assert got == {(r["impression_id"], r["click_id"], r["was_clicked"]) for r in expected}
