@@ -106,6 +106,7 @@ def build_definitions(
     resources: Mapping[str, Any] | None = None,
     assets: Sequence[AssetsDefinition | AssetSpec] = (),
     checks: ChecksConfig | None = None,
+    checks_per_table: Mapping[str, ChecksConfig] | None = None,
     sensors: Sequence[SensorDefinition] = (),
 ) -> Definitions:
     """The Dagster definitions of a project's streaming tables.
@@ -114,6 +115,8 @@ def build_definitions(
     continuous job and in the health and catch-up sensors. `resources` are added to (and
     override) `default_resources()`; bind another Kafka cluster under the key its sources name.
     `assets` are the project's other assets, e.g. the batch tables its streams join.
+    `checks` sets the derived checks' thresholds for every table, `checks_per_table` for the
+    named ones.
     """
     tables = list(tables)
     bound = {**default_resources(), **(resources or {})}
@@ -123,7 +126,8 @@ def build_definitions(
     _check_resources(tables, bound)
     return Definitions(
         assets=[*source_specs(tables), *assets, *(build_asset(t) for t in tables)],
-        asset_checks=[*build_all_checks(tables, checks), build_health_checks(tables)],
+        asset_checks=[*build_all_checks(tables, checks, checks_per_table),
+                      build_health_checks(tables)],
         jobs=[build_continuous_job(tables)],
         sensors=[
             build_health_sensor(tables),

@@ -42,3 +42,12 @@ def test_unknown_when_a_commit_is_missing_or_not_an_append_or_merge():
     assert row_count_after([overwrite], 3, 4, (3, 100)) is None
     delete = {"version": 4, "operation": "DELETE", "operationMetrics": {"numDeletedRows": "2"}}
     assert row_count_after([delete], 3, 4, (3, 100)) is None
+
+
+def test_rows_written_by_a_merge_are_its_inserts_and_updates_not_the_rows_it_copied():
+    from stream_assets.monitoring.metadata import rows_written
+
+    merge = {"operationMetrics": {"numOutputRows": "20", "numTargetRowsInserted": "2",
+                                  "numTargetRowsUpdated": "4", "numTargetRowsCopied": "14"}}
+    append = {"operationMetrics": {"numOutputRows": "7"}}
+    assert rows_written([merge, append]) == 6 + 7

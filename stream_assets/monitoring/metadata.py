@@ -15,8 +15,9 @@ from pyspark.sql.types import StructType
 
 from stream_assets.monitoring.lag import parse_offsets
 
-# Delta's operation metrics that count rows a commit wrote, per operation.
-_WRITTEN = ("numOutputRows", "numTargetRowsInserted", "numTargetRowsUpdated")
+# Delta's operation metrics that count the rows a MERGE changed; its numOutputRows also counts
+# the unchanged rows it copied into rewritten files, so it is no count of rows written.
+_MERGED = ("numTargetRowsInserted", "numTargetRowsUpdated")
 
 
 def kafka_ranges(
@@ -102,7 +103,10 @@ def rows_written(history: Iterable[Mapping[str, Any]]) -> int:
     total = 0
     for commit in history:
         metrics = commit.get("operationMetrics") or {}
-        total += sum(int(metrics.get(k, 0) or 0) for k in _WRITTEN)
+        if any(k in metrics for k in _MERGED):
+            total += sum(int(metrics.get(k, 0) or 0) for k in _MERGED)
+        else:
+            total += int(metrics.get("numOutputRows", 0) or 0)
     return total
 
 

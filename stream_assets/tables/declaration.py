@@ -49,8 +49,9 @@ class StreamingTable:
 
     `keys` identify a row (MERGE keys for DeltaMerge); `unique_keys` says whether they must
     be unique (default: where the sink makes them so), `nullable_keys` which may be null.
-    `schema` is the table's declared schema, checked after each write; `column_descriptions`
-    show in the UI's column table.
+    `schema` is the table's declared schema (column names and types), which its `schema` asset
+    check compares with the Delta table; `column_descriptions` show in the UI's column table.
+    `expectations` are rules about its rows, judged in every micro-batch (expectations.py).
     """
 
     name: str
