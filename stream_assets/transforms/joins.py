@@ -34,6 +34,8 @@ _CLICK_JSON = StructType(
 
 _USER_COLUMNS = ("user_name", "user_segment", "registration_date")
 _STARTS_WITH_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_EARLIEST = "0001-01-01 00:00:00"
+_LATEST = "9999-12-31 23:59:59.999999"
 
 
 def _parse(
@@ -74,6 +76,10 @@ def _parse(
         # day would give another time. A point in time here starts with its date.
         (~F.col("__data.timestamp").rlike(_STARTS_WITH_DATE), "timestamp is not ISO-8601"),
         (F.col(time_column).isNull(), "timestamp is not ISO-8601"),
+        # An offset can move a year-1 or year-9999 time out of the years ISO-8601, Python and
+        # most readers accept, as it does for events (stream_assets/transforms/events.py).
+        ((F.col(time_column) < F.lit(_EARLIEST).cast("timestamp"))
+         | (F.col(time_column) > F.lit(_LATEST).cast("timestamp")), "timestamp is not ISO-8601"),
     ]
     error: Column = F.lit(None).cast("string")
     for failed, reason in reversed(checks):
