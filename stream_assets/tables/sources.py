@@ -122,26 +122,33 @@ class KafkaTopic(Source):
 
 
 @dataclass(frozen=True)
-class DeltaStream(Source):
-    """Another table of the project, read as a Delta streaming source."""
+class _ProjectTable(Source):
+    """A Delta table of the project: its asset is the table's, its path the lake's."""
 
     table: str
-
-    @property
-    def upstream_tables(self) -> tuple[str, ...]:  # type: ignore[override]
-        return (self.table,)
 
     @property
     def asset_key(self) -> AssetKey:
         return AssetKey(self.table)
 
-    def read(self, ctx: ReadContext) -> DataFrame:
+    def _path(self, ctx: ReadContext, reading: str, advice: str) -> str:
         path = ctx.lake.table_path(self.table)
         if not is_delta_table(ctx.spark, path):
-            raise StreamFailed(
-                f"{ctx.reader} reads {self.table}, which has no Delta table at {path} yet; "
-                f"materialize {self.table} first (the UI's 'Materialize all' runs them in order)"
-            )
+            raise StreamFailed(f"{ctx.reader} {reading} {self.table}, which has no Delta table "
+                               f"at {path} yet; materialize {self.table} first{advice}")
+        return path
+
+
+@dataclass(frozen=True)
+class DeltaStream(_ProjectTable):
+    """Another table of the project, read as a Delta streaming source."""
+
+    @property
+    def upstream_tables(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.table,)
+
+    def read(self, ctx: ReadContext) -> DataFrame:
+        path = self._path(ctx, "reads", " (the UI's 'Materialize all' runs them in order)")
         return ctx.spark.readStream.format("delta").load(path)
 
     def fingerprint(self, ctx: ReadContext) -> str:
@@ -149,31 +156,20 @@ class DeltaStream(Source):
 
 
 @dataclass(frozen=True)
-class StaticTable(Source):
+class StaticTable(_ProjectTable):
     """A Delta table joined to the stream at its latest version in each micro-batch.
 
     It has no offsets: a new version of it is read by the next batch, and does not start one.
     """
 
-    table: str
     streaming: ClassVar[bool] = False
 
     @property
     def static_tables(self) -> tuple[str, ...]:  # type: ignore[override]
         return (self.table,)
 
-    @property
-    def asset_key(self) -> AssetKey:
-        return AssetKey(self.table)
-
     def read(self, ctx: ReadContext) -> DataFrame:
-        path = ctx.lake.table_path(self.table)
-        if not is_delta_table(ctx.spark, path):
-            raise StreamFailed(
-                f"{ctx.reader} joins {self.table}, which has no Delta table at {path}; "
-                f"materialize {self.table} first"
-            )
-        return ctx.spark.read.format("delta").load(path)
+        return ctx.spark.read.format("delta").load(self._path(ctx, "joins", ""))
 
     def fingerprint(self, ctx: ReadContext) -> str | None:
         return None
