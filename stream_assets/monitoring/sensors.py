@@ -62,6 +62,7 @@ from stream_assets.resources.alerting import AlertSink
 from stream_assets.resources.kafka import KafkaCompatibleSource
 from stream_assets.resources.lake import DeltaLake
 from stream_assets.tables.declaration import StreamingTable
+from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE
 
 INTERVAL_ENV = "STREAM_ASSETS_SENSOR_INTERVAL_S"
 CATCH_UP_TAG = "stream_assets/catch_up"
@@ -311,7 +312,7 @@ def build_run_failure_sensor(
 # -- catch-up: materialize a table when its input moved --------------------------------------
 
 def input_positions(
-    table: StreamingTable, source: KafkaCompatibleSource, lake: DeltaLake
+    table: StreamingTable, kafka: Mapping[str, KafkaCompatibleSource], lake: DeltaLake
 ) -> dict[str, int] | None:
     """Where the table's inputs stand: the sum of each topic's latest offsets, each upstream
     table's Delta version. None when an upstream or joined table does not exist yet.
@@ -322,8 +323,10 @@ def input_positions(
     if any(delta_log_version(lake.table_path(t)) is None for t in table.static):
         return None
     positions: dict[str, int] = {}
-    for topic in table.kafka_topics:
-        positions[f"kafka:{topic}"] = sum(high for _, high in source.offsets(topic).values())
+    for source in table.sources.values():
+        for topic in source.kafka_topics:
+            offsets = kafka[source.resource or DEFAULT_KAFKA_RESOURCE].offsets(topic)
+            positions[f"kafka:{topic}"] = sum(high for _, high in offsets.values())
     for upstream in table.upstream_tables:
         version = delta_log_version(lake.table_path(upstream))
         if version is None:
@@ -373,21 +376,27 @@ def build_catch_up_sensor(
 ) -> SensorDefinition:
     catalog = tuple(catalog)
     keys = [AssetKey(t) for decl in catalog for t in decl.tables]
+    # The Kafka resources the tables read through, by the key each source names.
+    kafka_keys = sorted({s.resource or DEFAULT_KAFKA_RESOURCE for t in catalog
+                         for s in t.sources.values() if s.kafka_topics})
 
     @sensor(
         name=name,
         asset_selection=AssetSelection.assets(*keys),
+        required_resource_keys={"lake", *kafka_keys},
         minimum_interval_seconds=minimum_interval_seconds or sensor_interval(60),
         default_status=DefaultSensorStatus.STOPPED,
         description="Catch-up mode: materializes a table when its Kafka topics or upstream "
         "Delta table moved, unless it is being written already.",
     )
-    def catch_up_sensor(
-        context: SensorEvaluationContext, stream_source: KafkaCompatibleSource, lake: DeltaLake
-    ):
+    # Resources come from the context: which Kafka resources exist depends on the tables, so
+    # they cannot be parameters. Direct invocation (tests) passes them as keywords too.
+    def catch_up_sensor(context: SensorEvaluationContext, **_resources: object):
         seen: dict[str, dict[str, int]] = json.loads(context.cursor) if context.cursor else {}
+        kafka = {key: getattr(context.resources, key) for key in kafka_keys}
+        lake: DeltaLake = context.resources.lake
         try:
-            positions = {t.name: input_positions(t, stream_source, lake) for t in catalog}
+            positions = {t.name: input_positions(t, kafka, lake) for t in catalog}
         except Exception as exc:
             return SkipReason(f"could not read input positions: {exc}")
         busy = busy_tables(context.instance, catalog)
