@@ -62,6 +62,7 @@ from stream_assets.monitoring.listener import (
 )
 from stream_assets.sinks import is_connect, is_delta_table
 from stream_assets.tables.catalog import TABLES
+from stream_assets.tables.checkpoint_guard import Cleanup
 from stream_assets.tables.declaration import StreamingTable, WithDeadLetters
 from stream_assets.tables.runner import StreamContext, exclusive, query_error, start
 
@@ -301,10 +302,12 @@ class Supervisor:
 
     def _start(self, stream: Stream) -> None:
         table = stream.table
+        cleanup = Cleanup()
         try:
             query = start(
                 table, replace(self.ctx, spark=self.session_for(table.name)),
                 available_now=False, trigger_interval=self.config.trigger_for(table),
+                cleanup=cleanup,
             )
         except (CheckpointMismatch, TableBusy) as exc:
             self.fatal = exc
@@ -322,6 +325,8 @@ class Supervisor:
         stream.ever_started = True
         stream.inactive_since = None
         stream.tracker.on_started(self.clock())
+        for key, text in cleanup.metadata().items():
+            self.log.warning(f"{table.name}: {key}: {text}")
         self.log.info(f"{table.name}: query started "
                       f"(trigger every {self.config.trigger_for(table)})")
 

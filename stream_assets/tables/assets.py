@@ -135,6 +135,9 @@ def build_asset(table: StreamingTable):
         result: CatchUpResult = catch_up(table, ctx, refresh=config.full_refresh)
         shared = query_metadata(result.progress, result.initial_offsets)
         shared["query_seconds"] = round(time.monotonic() - started, 3)
+        shared.update(result.cleanup.metadata())
+        for key, text in result.cleanup.metadata().items():
+            context.log.warning(f"{table.name}: {key}: {text}")
         context.log.info(
             f"{table.name}: read {shared['rows_read']} rows in {shared['batches']} batch(es) "
             f"in {shared['query_seconds']:.1f} s"
