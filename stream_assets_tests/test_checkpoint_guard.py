@@ -99,6 +99,8 @@ def test_files_that_are_not_leftovers_are_kept(tmp_path):
     clean_interrupted_writes(str(root), cleanup)
     assert cleanup.removed == [f"offsets/.0.{UUID}.tmp"] and not cleanup.started_over
     assert listing(root) == set(files) - {f"offsets/.0.{UUID}.tmp"}
+    assert cleanup.unrecognized == ["commits/stray", "state/0/0/1.zip"]
+    assert "commits/stray" in cleanup.metadata()["checkpoint_unrecognized"]
 
 
 def test_a_kill_inside_the_marker_write_leaves_a_checkpoint_that_starts(tmp_path):

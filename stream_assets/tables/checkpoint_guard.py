@@ -70,6 +70,8 @@ class Cleanup:
 
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    # Files of a checkpoint that never planned a batch that no crash leaves there.
+    unrecognized: list[str] = field(default_factory=list)
     started_over: bool = False
 
     def metadata(self) -> dict[str, str]:
@@ -85,6 +87,11 @@ class Cleanup:
             meta["checkpoint_leftovers"] = (
                 "temporary files of an interrupted write, kept because the checkpoint holds "
                 f"committed batches (Spark never reads them): {', '.join(self.kept)}"
+            )
+        if self.unrecognized:
+            meta["checkpoint_unrecognized"] = (
+                "files no interrupted run leaves before its first batch, left alone (the "
+                f"query does not start as new): {', '.join(self.unrecognized)}"
             )
         return meta
 
@@ -159,7 +166,9 @@ def clean_interrupted_writes(checkpoint: str, cleanup: Cleanup) -> None:
     removable = list(temps)
     if not has_offsets(checkpoint):
         early = [f for f in files if f not in temps and _BEFORE_FIRST_BATCH.fullmatch(f)]
-        if early and len(temps) + len(early) == len(files):
+        others = [f for f in files if f not in temps and f not in early]
+        cleanup.unrecognized.extend(others)
+        if early and not others:
             removable += early
             cleanup.started_over = True
     if removable:
