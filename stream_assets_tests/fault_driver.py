@@ -33,7 +33,7 @@ import sys
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -453,33 +453,6 @@ def protocol_file(root: Path, path: Path) -> str | None:
     if relative.startswith("checkpoints/") or "/_delta_log/" in relative:
         return _MARKER_TEMP.sub(r"\1*\2", _UUID.sub("*", relative))
     return None
-
-
-def kill_at_new_file(driver: Driver, watch: NewFiles, root: Path, ordinal: int,
-                     timeout_s: float = 300,
-                     wanted: Callable[[str], bool] = lambda point: True) -> str | None:
-    """SIGKILL the driver as soon as the `ordinal`-th distinct kill point (1-based) appears.
-
-    Returns that point, or None if the run ended before reaching it. Only points for which
-    `wanted` is true count. The kill is issued before anything else is done with the event:
-    the later it lands, the further Spark may have got.
-    """
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        running = driver.alive()
-        for path in watch.poll(0.2 if running else 0):
-            point = protocol_file(root, path)
-            if point is None or point in seen or not wanted(point):
-                continue
-            seen.append(point)
-            if len(seen) == ordinal:
-                driver.kill()
-                return point
-        if not running:
-            return None
-    driver.kill()
-    raise AssertionError(f"timed out after {timeout_s:g} s; kill points seen: {seen}")
 
 
 def checkpoint_batches(checkpoint: Path) -> tuple[set[int], set[int]]:
