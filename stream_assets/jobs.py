@@ -68,6 +68,7 @@ from stream_assets.monitoring.listener import (
 )
 from stream_assets.sinks import is_connect, is_delta_table
 from stream_assets.tables.assets import resource_keys
+from stream_assets.tables.checkpoint_guard import Cleanup
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.expectations import stopped_by
 from stream_assets.tables.runner import StreamContext, exclusive, query_error, start
@@ -283,10 +284,12 @@ class Supervisor:
 
     def _start(self, stream: Stream) -> None:
         table = stream.table
+        cleanup = Cleanup()
         try:
             query = start(
                 table, replace(self.ctx, spark=self.session_for(table.name)),
                 available_now=False, trigger_interval=self.config.trigger_for(table),
+                cleanup=cleanup,
             )
         except (CheckpointMismatch, TableBusy) as exc:
             self.fatal = exc
@@ -304,6 +307,10 @@ class Supervisor:
         stream.ever_started = True
         stream.inactive_since = None
         stream.tracker.on_started(self.clock())
+        for key, text in cleanup.metadata().items():
+            # Leftovers kept in a committed checkpoint stay there: say so quietly, every run.
+            log = self.log.info if key == "checkpoint_leftovers" else self.log.warning
+            log(f"{table.name}: {key}: {text}")
         self.log.info(f"{table.name}: query started "
                       f"(trigger every {self.config.trigger_for(table)})")
 

@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import logging
 import os
+import re
+import select
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -87,6 +91,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--conf", action="append", default=[], help="extra Spark conf k=v")
     parser.add_argument("--source-option", action="append", default=[],
                         help="extra Spark Kafka source option k=v (extra_options)")
+    parser.add_argument("--table", default="raw_events",
+                        help="the catalog query to materialize (its upstream tables must exist)")
+    parser.add_argument("--continuous", default=None, metavar="TRIGGER",
+                        help="run the continuous job on --table with this processing-time "
+                        "trigger until killed, instead of one materialization")
     return parser.parse_args(argv)
 
 
@@ -131,18 +140,24 @@ def main(argv: list[str] | None = None) -> int:
 
     from stream_assets.errors import StreamAssetsError
     from stream_assets.tables.assets import build_asset
-    from stream_assets.tables.catalog import raw_events
+    from stream_assets.tables.catalog import TABLES
 
+    table = next(t for t in TABLES if t.name == args.table)
     if args.dagster_home:
         os.environ["DAGSTER_HOME"] = args.dagster_home
         instance = DagsterInstance.get()
     else:
         instance = DagsterInstance.ephemeral()
     try:
-        result = materialize([build_asset(raw_events)], resources=_resources(args),
-                             instance=instance)
-        outcome = {"status": "ok", "run_id": result.run_id}
-        code = 0
+        if args.continuous:
+            result = _run_continuous(table, args, instance)
+        else:
+            result = materialize([build_asset(table)], resources=_resources(args),
+                                 instance=instance)
+        outcome = {"status": "ok" if result.success else "failed", "run_id": result.run_id}
+        if not args.continuous:
+            outcome["metadata"] = _materialized_metadata(result)
+        code = 0 if result.success else 4
     except StreamAssetsError as exc:
         outcome = {"status": "error", "error": type(exc).__name__, "message": str(exc)}
         code = 3
@@ -152,6 +167,30 @@ def main(argv: list[str] | None = None) -> int:
         code = 4
     print(RESULT_PREFIX + json.dumps(outcome), flush=True)
     return code
+
+
+def _run_continuous(table, args: argparse.Namespace, instance):
+    """The continuous job on one query, as the UI launches it; it runs until killed."""
+    from stream_assets.jobs import build_continuous_job
+
+    job = build_continuous_job([table], name="continuous_fault_driver")
+    config = {"trigger_interval": args.continuous, "event_interval_s": 1.0,
+              "poll_interval_s": 0.2, "restart_on_failure": False}
+    return job.execute_in_process(run_config={"ops": {"run_streams": {"config": config}}},
+                                  instance=instance, resources=_resources(args),
+                                  raise_on_error=False)
+
+
+def _materialized_metadata(result) -> dict:
+    """Each materialization's metadata as plain text, for the test to read."""
+    found = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        found[materialization.asset_key.to_user_string()] = {
+            key: str(getattr(value, "value", value))
+            for key, value in materialization.metadata.items()
+        }
+    return found
 
 
 # -- the test side ------------------------------------------------------------------------------
@@ -315,6 +354,105 @@ def session_conf_kept(spark):
                     spark.conf.set(key, saved[key])
                 else:
                     spark.conf.unset(key)
+
+
+# -- watching Spark's and Delta's files appear ------------------------------------------------
+
+_IN_MOVED_TO, _IN_CREATE, _IN_Q_OVERFLOW, _IN_ISDIR = 0x80, 0x100, 0x4000, 0x40000000
+_EVENT = struct.Struct("iIII")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# checkpoint_guard._write_marker's temporary file: tempfile.mkstemp's random part.
+_MARKER_TEMP = re.compile(r"(\.stream_assets\.json\.)[a-z0-9_]+(\.tmp)$")
+
+
+class NewFiles:
+    """Files as they appear below a folder (created, or renamed into place), from inotify.
+
+    inotify rather than polling: a temporary file of Spark's lives for well under a
+    millisecond before its rename, which a poll of the folder would almost always miss.
+    New folders are watched as they appear, and listed once watched, so a file created
+    between the folder's creation and its watch is reported too.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self._fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self._dirs: dict[int, Path] = {}
+        self._reported: set[Path] = set()
+        self._pending: list[Path] = []
+        self._watch_tree(root)
+        self._pending.clear()  # what exists before the run is not new
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> NewFiles:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _watch_tree(self, folder: Path) -> None:
+        wd = self._libc.inotify_add_watch(self._fd, os.fsencode(folder),
+                                          _IN_CREATE | _IN_MOVED_TO)
+        if wd < 0:
+            return  # deleted again before we got to it
+        self._dirs[wd] = folder
+        with contextlib.suppress(FileNotFoundError):
+            for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+                path = Path(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    self._watch_tree(path)
+                else:
+                    self._report(path)
+
+    def _report(self, path: Path) -> None:
+        if path not in self._reported:
+            self._reported.add(path)
+            self._pending.append(path)
+
+    def poll(self, timeout_s: float) -> list[Path]:
+        """The files that appeared since the last call, in order; waits up to `timeout_s`."""
+        if not self._pending:
+            select.select([self._fd], [], [], timeout_s)
+        try:
+            data = os.read(self._fd, 1 << 16)
+        except BlockingIOError:
+            data = b""
+        offset = 0
+        while offset < len(data):
+            wd, mask, _, length = _EVENT.unpack_from(data, offset)
+            name = data[offset + _EVENT.size: offset + _EVENT.size + length].rstrip(b"\0")
+            offset += _EVENT.size + length
+            if mask & _IN_Q_OVERFLOW:
+                raise AssertionError("inotify queue overflow: file events were lost")
+            folder = self._dirs.get(wd)
+            if folder is None or not name:
+                continue
+            path = folder / os.fsdecode(name)
+            if mask & _IN_ISDIR:
+                self._watch_tree(path)
+            else:
+                self._report(path)
+        found, self._pending = self._pending, []
+        return found
+
+
+def protocol_file(root: Path, path: Path) -> str | None:
+    """The kill point a new file stands for, or None if it is no file of the commit protocols.
+
+    Kill points are the files of a query's checkpoint (our marker included) and of a Delta
+    table's `_delta_log`, named relative to `root` with random ids as `*`, so the same step
+    has the same name in every run. Parquet data files are left out: Delta ignores those of
+    an uncommitted write, so a kill beside them is a kill before the log's commit.
+    """
+    relative = path.relative_to(root).as_posix()
+    if relative.startswith("checkpoints/") or "/_delta_log/" in relative:
+        return _MARKER_TEMP.sub(r"\1*\2", _UUID.sub("*", relative))
+    return None
 
 
 def checkpoint_batches(checkpoint: Path) -> tuple[set[int], set[int]]:

@@ -263,3 +263,50 @@ def test_cli_reset_deletes_checkpoint_and_tables_together_then_rebuild_is_exact(
     assert copy.materialize().success
     rebuilt = actual_tables(spark, home / "tables")
     assert rebuilt.events == expected.events and rebuilt.dead == expected.dead
+
+
+def _killed_while_writing_offsets_0(lake: Lake, root: Path) -> Lake:
+    """The issue's checkpoint: a first run killed while Spark wrote offsets/0, no table yet.
+
+    The marker, query id and Kafka start offsets are copied from a real run; offsets/ holds
+    only the zero-byte temporary file (and its checksum), commits/ is empty.
+    """
+    copy = dataclasses.replace(lake, root=root)
+    checkpoint = copy.checkpoint
+    (checkpoint / "sources" / "0").mkdir(parents=True)
+    for name in ("stream_assets.json", "metadata", ".metadata.crc", "sources/0/0",
+                 "sources/0/.0.crc"):
+        shutil.copy(lake.checkpoint / name, checkpoint / name)
+    (checkpoint / "offsets").mkdir()
+    (checkpoint / "commits").mkdir()
+    temp = f".0.{uuid.uuid4()}.tmp"
+    (checkpoint / "offsets" / temp).write_bytes(b"")
+    (checkpoint / "offsets" / f".{temp}.crc").write_bytes(b"")
+    return copy
+
+
+def test_a_kill_while_the_first_offsets_were_written_starts_again_exactly(written, tmp_path,
+                                                                           spark):
+    lake, expected = written
+    copy = _killed_while_writing_offsets_0(lake, tmp_path / "killed")
+    result = copy.materialize()
+    assert result.success
+    rebuilt = actual_tables(spark, copy.root / "tables")
+    assert rebuilt.events == expected.events and rebuilt.dead == expected.dead
+    cleaned = result.asset_materializations_for_node("raw_events")[0].metadata
+    text = cleaned["checkpoint_cleaned"].value
+    assert "offsets/.0." in text and "starts as new" in text, text
+
+
+def test_a_checkpoint_spark_refuses_at_start_gets_the_reset_hint(written, tmp_path):
+    # Not a leftover the guard recognizes (a file of unknown name in commits/), so it is kept;
+    # Spark then refuses to start batch 0 in a non-empty folder (SPARK-53103), and the user
+    # gets the table and both ways to reset instead of Spark's bare error.
+    lake, _ = written
+    copy = _killed_while_writing_offsets_0(lake, tmp_path / "stray")
+    (copy.checkpoint / "commits" / "stray").write_text("?")
+    with pytest.raises(CheckpointMismatch,
+                       match="STATE_STORE_CHECKPOINT_LOCATION_NOT_EMPTY") as raised:
+        copy.materialize()
+    assert_refused_with_reset_hint(raised.value)
+    assert (copy.checkpoint / "commits" / "stray").exists()

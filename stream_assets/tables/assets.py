@@ -156,6 +156,11 @@ def build_asset(table: StreamingTable):
             raise
         shared = query_metadata(result.progress, result.initial_offsets)
         shared["query_seconds"] = round(time.monotonic() - started, 3)
+        shared.update(result.cleanup.metadata())
+        for key, text in result.cleanup.metadata().items():
+            # Leftovers kept in a committed checkpoint stay there: say so quietly, every run.
+            log = context.log.info if key == "checkpoint_leftovers" else context.log.warning
+            log(f"{table.name}: {key}: {text}")
         context.log.info(
             f"{table.name}: read {shared['rows_read']} rows in {shared['batches']} batch(es) "
             f"in {shared['query_seconds']:.1f} s"

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from stream_assets.errors import CheckpointMismatch
@@ -24,6 +25,19 @@ if TYPE_CHECKING:
     from stream_assets.tables.runner import StreamContext
 
 MARKER = "stream_assets.json"
+
+# Spark writes every checkpoint file (offsets, commits, sources, metadata, state) as
+# `.<name>.<uuid>[.TID<task>].tmp` and renames it into place; Hadoop's local file system puts
+# a `.<file>.crc` beside each file, temporary ones included. A kill between the two leaves
+# the temporary file behind, which Spark never reads again.
+_SPARK_TEMP = re.compile(
+    r"\..+\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(\.TID\d+)?\.tmp(\.crc)?"
+)
+# _write_marker's own temporary file (tempfile.mkstemp's random part).
+_MARKER_TEMP = re.compile(re.escape(f".{MARKER}.") + r"[a-z0-9_]+\.tmp")
+# What Spark writes before it plans the first batch: the query id and the Kafka source's
+# start offsets (`sources/<source>/0`), each with its checksum file.
+_BEFORE_FIRST_BATCH = re.compile(r"(\.?metadata(\.crc)?|sources/\d+/\.?\d+(\.crc)?)")
 
 
 def reset_hint(table: str) -> str:
@@ -49,6 +63,118 @@ def _fingerprint(table: StreamingTable, ctx: StreamContext) -> dict:
         "topics": [kafka.topic_name(t) for kafka, topics in ctx.kafka_topics(table)
                    for t in topics],
     }
+
+
+@dataclass
+class Cleanup:
+    """What the guard removed from a checkpoint, and the leftovers it kept (relative paths)."""
+
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    # Files of a checkpoint that never planned a batch that no crash leaves there.
+    unrecognized: list[str] = field(default_factory=list)
+    started_over: bool = False
+
+    def metadata(self) -> dict[str, str]:
+        """For a run's metadata: only what happened, nothing when the checkpoint was clean."""
+        meta = {}
+        if self.removed:
+            why = ("no batch was ever planned, so the query starts as new"
+                   if self.started_over else "no batch was committed")
+            meta["checkpoint_cleaned"] = (
+                f"removed what an interrupted run left ({why}): {', '.join(self.removed)}"
+            )
+        if self.kept:
+            meta["checkpoint_leftovers"] = (
+                "temporary files of an interrupted write, kept because the checkpoint holds "
+                f"committed batches (Spark never reads them): {', '.join(self.kept)}"
+            )
+        if self.unrecognized:
+            meta["checkpoint_unrecognized"] = (
+                "files no interrupted run leaves before its first batch, left alone (the "
+                f"query does not start as new): {', '.join(self.unrecognized)}"
+            )
+        return meta
+
+
+def _files(checkpoint: str) -> list[str]:
+    """Every file below a checkpoint, relative to it, sorted."""
+    found = []
+    for folder, _, names in os.walk(checkpoint):
+        for name in names:
+            found.append(os.path.relpath(os.path.join(folder, name), checkpoint))
+    return sorted(found)
+
+
+def _remove(checkpoint: str, relative: list[str]) -> None:
+    for path in relative:
+        os.unlink(os.path.join(checkpoint, path))
+    # Spark refuses to start batch 0 in a non-empty offsets/, commits/ or state/ folder
+    # (MicroBatchExecution.verifyNewCheckpointDirectory); an empty folder is fine, but a
+    # folder emptied here is removed so the checkpoint looks like Spark's own new one.
+    for folder, _, _ in sorted(os.walk(checkpoint), key=lambda w: -len(w[0])):
+        if folder != checkpoint and not os.listdir(folder):
+            os.rmdir(folder)
+
+
+def _is_committed(checkpoint: str) -> bool:
+    return bool(batch_files(os.path.join(checkpoint, "commits")))
+
+
+def _remove_marker_temps(checkpoint: str, cleanup: Cleanup) -> None:
+    """Our marker's temporary file, left by a kill inside _write_marker.
+
+    Removed before the marker is checked: on a first run it is the checkpoint's only file,
+    and would make the checkpoint look like one not written by stream_assets.
+    """
+    if not os.path.isdir(checkpoint):
+        return
+    temps = [n for n in sorted(os.listdir(checkpoint)) if _MARKER_TEMP.fullmatch(n)]
+    if not temps:
+        return
+    if _is_committed(checkpoint):
+        cleanup.kept.extend(temps)
+        return
+    _remove(checkpoint, temps)
+    cleanup.removed.extend(temps)
+
+
+def clean_interrupted_writes(checkpoint: str, cleanup: Cleanup) -> None:
+    """Remove what a killed run left in a checkpoint of ours that never committed a batch.
+
+    Called under the writer lock (runner.exclusive), so no query of ours is writing it.
+
+    * A committed batch: nothing is removed. Spark ignores temporary files once batch 0 is
+      committed, and a checkpoint that holds committed batches is the only record of what its
+      tables hold; the leftovers are only reported.
+    * Planned (a complete offsets/N) but never committed: Spark wrote offsets/N before any
+      write of batch N, so the tables may hold part of it. The query must resume and replay
+      it (the sinks' transaction ids make the replay exact): only temporary files go.
+    * Nothing planned: nothing was written anywhere, and the query starts as new. Temporary
+      files, the query id (`metadata`) and the Kafka start offsets (`sources/`) go; Spark's
+      check that a new query's offsets/ is empty (SPARK-53103) counts temporary files too.
+
+    Anything else (a final file where none can be yet, a file of unknown name) is kept and
+    reported; Spark's own checks then decide, and runner.query_error says how to reset.
+    """
+    if not os.path.isdir(checkpoint):
+        return
+    files = [f for f in _files(checkpoint) if f != MARKER and not _MARKER_TEMP.fullmatch(f)]
+    temps = [f for f in files if _SPARK_TEMP.fullmatch(os.path.basename(f))]
+    if _is_committed(checkpoint):
+        cleanup.kept.extend(temps)
+        return
+    removable = list(temps)
+    if not has_offsets(checkpoint):
+        early = [f for f in files if f not in temps and _BEFORE_FIRST_BATCH.fullmatch(f)]
+        others = [f for f in files if f not in temps and f not in early]
+        cleanup.unrecognized.extend(others)
+        if early and not others:
+            removable += early
+            cleanup.started_over = True
+    if removable:
+        _remove(checkpoint, removable)
+        cleanup.removed.extend(sorted(removable))
 
 
 def batch_files(folder: str) -> list[str]:
@@ -178,18 +304,26 @@ def _write_marker(checkpoint: str, fingerprint: dict, recorded: dict | None) -> 
         raise
 
 
-def guard_checkpoint(table: StreamingTable, ctx: StreamContext) -> None:
+def guard_checkpoint(
+    table: StreamingTable, ctx: StreamContext, cleanup: Cleanup | None = None
+) -> Cleanup:
     """Refuse to start a query whose checkpoint does not belong to its tables.
 
     A missing checkpoint beside an existing table would re-read the whole input and write it
     twice; a checkpoint of another query (or topic) would resume from offsets that mean nothing
     here; a damaged one fails inside Spark with a parser error; and tables deleted under a
-    checkpoint would be resumed as if they held everything it committed.
+    checkpoint would be resumed as if they held everything it committed. What a killed run
+    left in a checkpoint of ours that never committed a batch is removed first
+    (clean_interrupted_writes); the returned Cleanup (`cleanup`, if given) says what.
     """
+    cleanup = Cleanup() if cleanup is None else cleanup
     checkpoint = local_path(ctx.lake.checkpoint_path(table.name))
     if checkpoint is None:
-        return  # remote checkpoints are guarded by Spark's own metadata checks only
+        return cleanup  # remote checkpoints are guarded by Spark's own metadata checks only
+    _remove_marker_temps(checkpoint, cleanup)
     recorded = _check_marker(table, ctx, checkpoint)
+    if recorded is not None:
+        clean_interrupted_writes(checkpoint, cleanup)
     damaged = _damaged_checkpoint_file(checkpoint)
     if damaged:
         raise CheckpointMismatch(
@@ -218,3 +352,4 @@ def guard_checkpoint(table: StreamingTable, ctx: StreamContext) -> None:
                     f"missing from {name}; restore the table, or {reset_hint(table.name)}"
                 )
     _write_marker(checkpoint, _fingerprint(table, ctx), recorded)
+    return cleanup

@@ -34,7 +34,12 @@ from stream_assets.errors import (
 from stream_assets.resources.kafka import KafkaCompatibleSource
 from stream_assets.resources.lake import DeltaLake
 from stream_assets.sinks import delta_version, is_connect
-from stream_assets.tables.checkpoint_guard import guard_checkpoint, has_offsets, reset_hint
+from stream_assets.tables.checkpoint_guard import (
+    Cleanup,
+    guard_checkpoint,
+    has_offsets,
+    reset_hint,
+)
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE, ReadContext
 
@@ -140,11 +145,15 @@ def start(
     available_now: bool,
     trigger_interval: str | None = None,
     source_checked: bool = False,
+    cleanup: Cleanup | None = None,
 ) -> StreamingQuery:
-    """Start the table's query: `available_now` to catch up and stop, else keep running."""
+    """Start the table's query: `available_now` to catch up and stop, else keep running.
+
+    `cleanup`, if given, receives what the checkpoint guard removed or found left over.
+    """
     if not source_checked:
         ctx.check_reachable(table)
-    guard_checkpoint(table, ctx)
+    guard_checkpoint(table, ctx, cleanup)
     stream = table.build_stream(read_sources(table, ctx))
     writer = table.writer(stream, ctx.table_paths(table))
     writer = writer.queryName(table.name).option(
@@ -172,6 +181,22 @@ _UNREADABLE_CHECKPOINT = (
 )
 # A checkpoint of a newer Spark is readable by that Spark: Spark's own message says so.
 _NEWER_LOG_VERSION = ("INVALID_LOG_VERSION", "UnsupportedLogVersion")
+# Spark's error classes for a checkpoint it will not resume from as it stands: leftovers in a
+# new query's folders (SPARK-53103), missing or unreadable state, state or operators that no
+# longer match the query. Each fails again on every start until the checkpoint is reset. Not
+# here: failures to write state (CANNOT_WRITE_STATE_STORE) and memory or thread errors while
+# loading it, which a retry can fix.
+_UNUSABLE_CHECKPOINT = re.compile(r"\b(" + "|".join((
+    "STATE_STORE_CHECKPOINT_LOCATION_NOT_EMPTY",
+    r"STATE_STORE_\w*(SCHEMA|CONFIG|VARIABLE_TYPE)\w*",
+    r"STATE_STORE_\w*ROW_FORMAT_VALIDATION_FAILURE",
+    "STATE_STORE_ROW_CHECKSUM_VERIFICATION_FAILED",
+    "STATE_STORE_BASE_CHECKPOINT_ID_MISMATCH",
+    "CHECKPOINT_FILE_CHECKSUM_VERIFICATION_FAILED",
+    r"STREAMING_CHECKPOINT_\w+",
+    r"STREAMING_STATEFUL_OPERATOR_\w+",
+    r"CANNOT_LOAD_STATE_STORE(?!\.\w*(OUT_OF_MEMORY|UNRELEASED_THREAD))",
+)) + r")\b")
 _DATA_LOSS = "data may have been lost"
 
 
@@ -194,6 +219,14 @@ def query_error(
         # what failed and what to do; Spark's wrapping adds nothing.
         own = summary.split(f"{ExpectationFailed.__name__}: ", 1)[-1]
         return ExpectationFailed(own if own.startswith(table.name) else summary)
+    unusable = _UNUSABLE_CHECKPOINT.search(details)
+    if unusable:
+        return CheckpointMismatch(
+            f"{table.name} {doing}: Spark will not resume from the checkpoint of {table.name} "
+            f"at {ctx.lake.checkpoint_path(table.name)} as it stands ({unusable.group(1)}), "
+            f"and it would fail the same way on every run; {reset_hint(table.name)}. "
+            f"Spark said: {summary}"
+        )
     if _DATA_LOSS in summary.lower():
         return KafkaDataLoss(
             f"{table.name} {doing}: data may have been lost: Kafka no longer holds records the "
@@ -238,6 +271,8 @@ class CatchUpResult:
     versions_after: dict[str, int | None] = field(default_factory=dict)
     # Broker-side earliest offsets when the checkpoint was new (Spark does not report them).
     initial_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
+    # What an interrupted run had left in the checkpoint (checkpoint_guard.Cleanup).
+    cleanup: Cleanup = field(default_factory=Cleanup)
 
 
 def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False) -> CatchUpResult:
@@ -255,7 +290,8 @@ def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False
                 for kafka, topics in ctx.kafka_topics(table)
                 for t in topics
             }
-        query = start(table, ctx, available_now=True, source_checked=True)
+        cleanup = Cleanup()
+        query = start(table, ctx, available_now=True, source_checked=True, cleanup=cleanup)
         try:
             query.awaitTermination()
         except PySparkException as exc:
@@ -265,7 +301,7 @@ def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False
                 query.stop()
         after = {t: delta_version(ctx.spark, p) for t, p in ctx.table_paths(table).items()}
         progress = [progress_dict(p) for p in query.recentProgress]
-        return CatchUpResult(progress, before, after, initial)
+        return CatchUpResult(progress, before, after, initial, cleanup)
 
 
 def progress_dict(progress) -> dict:
