@@ -63,6 +63,19 @@ def kafka_start(port: int | None, partitions: int) -> None:
                f"{', '.join(schemas.TOPICS)}")
 
 
+@kafka.command("create-topics")
+@click.argument("topics", nargs=-1, required=True)
+@click.option("--port", type=int, default=None, help="Listener port (default 9092).")
+@click.option("--partitions", type=int, default=3, show_default=True)
+def kafka_create_topics(topics: tuple[str, ...], port: int | None, partitions: int) -> None:
+    """Create your own project's TOPICS on the local broker (existing ones are kept)."""
+    try:
+        _broker(port).create_topics(topics, partitions=partitions)
+    except StreamAssetsError as exc:
+        _fail(exc)
+    click.echo(f"topics ready: {', '.join(topics)}")
+
+
 @kafka.command("stop")
 @click.option("--port", type=int, default=None)
 def kafka_stop(port: int | None) -> None:

@@ -51,6 +51,13 @@ def test_kafka_start_status_reuse_produce_stop(cli_env):
     again = run(["produce", "--events", "500", "--if-empty"], cli_env).stdout
     assert "already holds 500 records" in again
 
+    # A project's own topics, for tables of its own.
+    assert "topics ready: orders" in run(["kafka", "create-topics", "orders"], cli_env).stdout
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": cli_env["STREAM_ASSETS_KAFKA_BOOTSTRAP"]})
+    assert len(admin.list_topics(timeout=10).topics["orders"].partitions) == 3
+
     assert "stopped" in run(["kafka", "stop"], cli_env).stdout
     assert run(["kafka", "status"], cli_env, check=False).returncode == 1
     run(["kafka", "stop"], cli_env)  # stopping a stopped broker is fine
@@ -74,3 +81,15 @@ def test_missing_jars_name_the_setup_command(tmp_path, cli_env):
     assert "stream-assets setup" in result.stderr
     assert MissingJars.__name__ in result.stderr
     assert jars.GROUPS == ("spark", "kafka")
+
+
+def test_reset_finds_a_projects_tables_by_module_and_refuses_what_is_not_one(cli_env):
+    missing = run(["reset", "orders", "--yes", "--tables", "no_such_module:TABLES"], cli_env,
+                  check=False)
+    assert missing.returncode != 0 and "cannot load tables from 'no_such_module:TABLES'" in (
+        missing.stderr)
+    wrong = run(["reset", "orders", "--yes", "--tables", "stream_assets.schemas:TOPICS"],
+                cli_env, check=False)
+    assert wrong.returncode != 0 and "is not a sequence of StreamingTable" in wrong.stderr
+    unknown = run(["reset", "orders", "--yes"], cli_env, check=False)
+    assert unknown.returncode != 0 and "unknown table" in unknown.stderr
