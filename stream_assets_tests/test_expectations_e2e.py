@@ -4,6 +4,7 @@ Python, drops in the dead letters, and a failing rule that writes nothing until 
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 import time
@@ -210,3 +211,24 @@ def test_continuous_runs_report_expectation_checks_while_they_go(pipeline, spark
         assert not thread.is_alive()
     refused = pipeline.rows(spark, "payments_refused")
     assert len(refused) == len(sent) - len(has_id)
+
+
+@pytest.mark.slow
+def test_a_failing_rule_ends_a_continuous_run_with_its_check_failed_and_nothing_written(
+    pipeline,
+):
+    pipeline.send(generate(20, seed=5, over_limit=1))
+    job = build_continuous_job([payments(FAIL)], name="continuous_fail")
+    with instance_for_test() as instance:
+        result = job.execute_in_process(run_config=CONTINUOUS, instance=instance,
+                                        resources=pipeline.resources, raise_on_error=False)
+        assert not result.success
+        failure = next(e for e in result.all_events if e.is_failure)
+        assert "expectation 'below_limit'" in str(failure.event_specific_data.error)
+        key = AssetCheckKey(AssetKey("payments"), "below_limit")
+        record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [key])[key]
+        evaluation = record.event.dagster_event.event_specific_data
+        assert not evaluation.passed and evaluation.severity.value == "ERROR"
+    # The batch was written nowhere: no table yet, no committed batch.
+    assert not os.path.exists(pipeline.lake.table_path("payments"))
