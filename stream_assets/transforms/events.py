@@ -96,9 +96,10 @@ def parse_events(kafka: DataFrame) -> DataFrame:
     """
     # The JSON text is read twice, once by each of Spark's JSON parsers, because each is
     # cheap at one thing the other does dearly. The VARIANT parser is strict (duplicate keys,
-    # trailing text, single quotes, NaN are invalid JSON) and keeps each value's JSON type,
-    # so it gives every verdict; but turning a VARIANT into a string costs a Cast expression
-    # built per value (VariantGet.cast), about as much as a parse. from_json gives the
+    # single quotes, NaN, a byte-order mark are invalid JSON) and keeps each value's JSON
+    # type, so it gives every verdict; but turning a VARIANT into a string builds a Cast
+    # expression per value (VariantGet.cast): four fields cost about what the parse does
+    # (bench/parse_cost.py, docs/benchmarks.md). from_json gives the
     # strings directly but turns anything into a string ("7", "[1]"), so it only supplies the
     # values, for fields the VARIANT has already shown to be strings.
     #
