@@ -148,3 +148,61 @@ def test_unicode_survives_parsing(spark):
                                                          .encode()]))).collect()
     assert [r.event_id for r in rows] == [event["event_id"]] * 2
     assert rows[0].properties == event["properties"]
+
+
+# The parser reads values with from_json, which is lenient, and judges them on the VARIANT,
+# which is strict: what the strict parser rejects must stay rejected.
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"event_id": "a", "event_id": "b", "timestamp": "2026-01-01T00:00:00Z"}',
+        b"{'event_id': 'a', 'timestamp': '2026-01-01T00:00:00Z'}",
+        b'{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z", "n": NaN}',
+        b'\xef\xbb\xbf{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z"}',
+        b'{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z", '
+        b'"properties": {"k": "1", "k": "2"}}',
+    ],
+)
+def test_json_that_only_a_lenient_parser_accepts_is_invalid(spark, value):
+    rows = dead_letters(parse_events(kafka_frame(spark, [value]))).collect()
+    assert [r.error for r in rows] == ["invalid JSON"]
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        {"a`: STRING, `b": 1},  # a key that spells out a string type in the schema text
+        {"x: STRING": "ok", "y": 2},
+        {"a": None},
+        {"a": {"b": "c"}},
+        {"a": ["b"]},
+        {"a": True},
+        {"": 1.5},
+    ],
+)
+def test_properties_with_any_value_that_is_not_a_string_are_rejected(spark, properties):
+    value = json.dumps({"event_id": "a", "timestamp": "2026-01-01T00:00:00Z",
+                        "properties": properties}).encode()
+    rows = dead_letters(parse_events(kafka_frame(spark, [value]))).collect()
+    assert [r.error for r in rows] == ["wrong type: properties must be an object of strings"]
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [{}, {"a`: STRING, `b": "1"}, {"x: STRING": "ok", "`": "", "": "z", "ü é": "\u2028"},
+     {"12": "n", "a b": "c", "k": "\\"}],
+)
+def test_properties_of_strings_keep_every_key(spark, properties):
+    value = json.dumps({"event_id": "a", "timestamp": "2026-01-01T00:00:00Z",
+                        "properties": properties}).encode()
+    rows = valid_events(parse_events(kafka_frame(spark, [value]))).collect()
+    assert [r.properties for r in rows] == [properties]
+
+
+def test_fields_that_are_not_strings_keep_their_json_text_in_the_parsed_columns(spark):
+    # Dead letters carry only the raw record, but parse_events' own columns for a bad record
+    # are as before: the field's JSON text, not null.
+    value = b'{"event_id": 7, "user_id": [1], "timestamp": "2026-01-01T00:00:00Z"}'
+    row = parse_events(kafka_frame(spark, [value])).collect()[0]
+    assert (row.event_id, row.user_id, row.error) == (
+        "7", "[1]", "wrong type: event_id must be a string")

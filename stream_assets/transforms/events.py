@@ -38,13 +38,24 @@ _EARLIEST = "0001-01-01 00:00:00"
 _STRINGS = (*REQUIRED_STRINGS, *OPTIONAL_STRINGS)
 _FIELDS = (*_STRINGS, "properties")
 _DOC = "__doc"
-_IS_OBJECT = "__is_object"
-_PROPS_MAP = "__properties_map"
+_INVALID = "__invalid_json"
+_PARTS = "__fields"
+_VALUES = "__values"
+_PROPS_OK = "__properties_ok"
 _TIMESTAMP = "__timestamp"
-
-
-def _part(name: str) -> str:
-    return f"__field_{name}"
+# The event's fields as they come, each kept as a VARIANT so its JSON type can be checked.
+_PARTS_TYPE = "struct<" + ", ".join(f"{name} variant" for name in _FIELDS) + ">"
+# The same fields as Spark's JSON reader gives them: the values of the event, cheaply.
+_VALUES_TYPE = (
+    "struct<" + ", ".join(f"{name} string" for name in _STRINGS)
+    + ", properties map<string,string>>"
+)
+# schema_of_variant of an object whose values are all strings: OBJECT<k: STRING, ...>, each
+# key bare when it is a plain identifier and otherwise in backticks, a backtick in it doubled.
+# A key cannot hide a type: a bare key holds no ':' and a quoted one ends at its only single
+# backtick, so the text matches exactly when every value is a JSON string (null is VOID).
+_KEY = r"(\w+|`([^`]|``)*`)"
+_OBJECT_OF_STRINGS = rf"^OBJECT<({_KEY}: STRING(, {_KEY}: STRING)*)?>$"
 
 
 def _kind(name: str) -> str:
@@ -69,12 +80,12 @@ def _json_type(variant: Column) -> Column:
     return F.schema_of_variant(variant)
 
 
-def _field(doc: Column, name: str) -> Column:
-    return F.try_variant_get(doc, f"$.{name}", "variant")
-
-
 def _present(value: Column) -> Column:
     return value.isNotNull() & ~F.is_variant_null(value)
+
+
+def _part(name: str) -> Column:
+    return F.col(_PARTS)[name]
 
 
 def parse_events(kafka: DataFrame) -> DataFrame:
@@ -83,47 +94,72 @@ def parse_events(kafka: DataFrame) -> DataFrame:
     Strict on types: a field that must be a string and holds a number is an error rather than
     silently becoming "123", because a producer sending numbers is a bug someone should see.
     """
-    # Three projections, each naming what the next one reads several times: Spark does not
-    # merge a projection into the next when that would evaluate an expression twice, so the
-    # JSON is parsed, and each field extracted and typed, once per record rather than once
-    # per check that looks at it.
-    doc = kafka.select("*", F.try_parse_json(F.col("value").cast("string")).alias(_DOC))
-    fields = doc.select(
-        "*",
-        *[_field(F.col(_DOC), name).alias(_part(name)) for name in _FIELDS],
-        # A cast to an empty struct succeeds for any object and fails for anything else.
-        F.try_variant_get(F.col(_DOC), "$", "struct<>").isNotNull().alias(_IS_OBJECT),
+    # The JSON text is read twice, once by each of Spark's JSON parsers, because each is
+    # cheap at one thing the other does dearly. The VARIANT parser is strict (duplicate keys,
+    # single quotes, NaN, a byte-order mark are invalid JSON) and keeps each value's JSON
+    # type, so it gives every verdict; but turning a VARIANT into a string builds a Cast
+    # expression per value (VariantGet.cast): four fields cost about what the parse does
+    # (bench/parse_cost.py, docs/benchmarks.md). from_json gives the
+    # strings directly but turns anything into a string ("7", "[1]"), so it only supplies the
+    # values, for fields the VARIANT has already shown to be strings.
+    #
+    # Projections, each naming what the next one reads several times: Spark does not merge a
+    # projection into the next when that would evaluate an expression twice. from_json has no
+    # generated code (CodegenFallback), so the projection holding it cannot join a
+    # whole-stage-codegen stage and copies every row it outputs; both parses share that one
+    # projection, and everything after it runs as one generated stage.
+    text = F.col("value").cast("string")
+    parsed = kafka.select(
+        "*", F.try_parse_json(text).alias(_DOC), F.from_json(text, _VALUES_TYPE).alias(_VALUES)
     )
-    typed = fields.select(
+    # One pass over the object's fields; the cast to a struct also fails for anything but an
+    # object, so a null here (of a parsed document) means "not an object".
+    parts = parsed.select(
         "*",
-        *[_json_type(F.col(_part(name))).alias(_kind(name)) for name in _STRINGS],
-        *[F.try_variant_get(F.col(_part(name)), "$", "string").alias(_text(name))
-          for name in _STRINGS],
-        F.try_variant_get(F.col(_part("properties")), "$", "map<string,variant>")
-        .alias(_PROPS_MAP),
+        F.col(_DOC).isNull().alias(_INVALID),
+        F.try_variant_get(F.col(_DOC), "$", _PARTS_TYPE).alias(_PARTS),
+    ).drop(_DOC)
+    typed = parts.select(
+        "*", *[_json_type(_part(name)).alias(_kind(name)) for name in _STRINGS]
+    )
+
+    def is_string(name: str) -> Column:
+        return F.col(_kind(name)) == F.lit("STRING")
+
+    def string_value(name: str) -> Column:
+        # from_json and the VARIANT read the same valid JSON, so a string field has the same
+        # text in both; the VARIANT's own (dear) string stands in wherever from_json has none,
+        # and gives the same value as before for fields that are not strings.
+        fast = F.col(_VALUES)[name]
+        return F.when(is_string(name) & fast.isNotNull(), fast).otherwise(
+            F.try_variant_get(_part(name), "$", "string"))
+
+    props = _part("properties")
+    stringly = typed.select(
+        "*",
+        *[string_value(name).alias(_text(name)) for name in _STRINGS],
+        F.when(_present(props), _json_type(props).rlike(_OBJECT_OF_STRINGS))
+        .alias(_PROPS_OK),
     )
     # Naive timestamps are read in the session time zone, which the Spark resource pins to UTC.
     # Spark also casts a bare time ("12:00") to *today* at that time, which would make a replay
     # produce another value, so an ISO-8601 date must come first.
     ts_text = F.col(_text("timestamp"))
-    stamped = typed.select(
+    stamped = stringly.select(
         "*",
         F.when(ts_text.rlike(r"^[+-]?\d{4,}-\d{2}-\d{2}"), ts_text.try_cast("timestamp"))
         .alias(_TIMESTAMP),
     )
 
     def present(name: str) -> Column:
-        return _present(F.col(_part(name)))
-
-    def is_string(name: str) -> Column:
-        return F.col(_kind(name)) == F.lit("STRING")
+        return _present(_part(name))
 
     checks: list[tuple[Column, str]] = [
         (F.col("value").isNull(), NULL_VALUE),
         (F.length(F.col("value")) == 0, EMPTY_VALUE),
         (~F.is_valid_utf8(F.col("value")), NOT_UTF8),
-        (F.col(_DOC).isNull(), INVALID_JSON),
-        (~F.col(_IS_OBJECT), NOT_OBJECT),
+        (F.col(_INVALID), INVALID_JSON),
+        (F.col(_PARTS).isNull(), NOT_OBJECT),
     ]
     for name in REQUIRED_STRINGS:
         checks.append((~present(name), missing(name)))
@@ -140,15 +176,8 @@ def parse_events(kafka: DataFrame) -> DataFrame:
         )
     )
     checks.append(
-        (
-            present("properties")
-            & (
-                F.col(_PROPS_MAP).isNull()
-                | ~F.forall(F.map_values(F.col(_PROPS_MAP)),
-                            lambda v: _json_type(v) == F.lit("STRING"))
-            ),
-            wrong_type("properties", "an object of strings"),
-        )
+        (present("properties") & ~F.col(_PROPS_OK),
+         wrong_type("properties", "an object of strings"))
     )
     timestamp = F.col(_TIMESTAMP)
     checks.append((timestamp.isNull(), BAD_TIMESTAMP))
@@ -164,12 +193,14 @@ def parse_events(kafka: DataFrame) -> DataFrame:
     for condition, message in reversed(checks):
         error = F.when(condition, F.lit(message)).otherwise(error)
 
+    fast_props = F.col(_VALUES)["properties"]
     return stamped.select(
         F.col(_text("event_id")).alias("event_id"),
         F.col(_text("event_type")).alias("event_type"),
         F.col(_text("user_id")).alias("user_id"),
         timestamp.alias("timestamp"),
-        F.try_variant_get(F.col(_part("properties")), "$", "map<string,string>")
+        F.when(F.col(_PROPS_OK) & fast_props.isNotNull(), fast_props)
+        .otherwise(F.try_variant_get(props, "$", "map<string,string>"))
         .alias("properties"),
         "topic",
         "partition",

@@ -1,0 +1,141 @@
+"""Where parse_events spends its time: expressions timed one by one on a cached batch.
+
+Generated records (the ingest benchmark's mix) are cached as Kafka-shaped rows in the driver's
+SparkSession, so each figure is the cost of one projection alone, with no Kafka read and no
+Delta write. Each projection runs through Spark's `noop` sink, which evaluates every column
+and writes nothing. The projections run interleaved, round after round; the median wall time
+and the median CPU time of the Spark JVM are printed. On a shared machine the CPU time is the
+figure to compare: wall time also measures whoever else runs.
+
+    .venv/bin/python bench/parse_cost.py [--events 400000] [--rounds 5] [--only NAME ...]
+        [--reference FILE]   # another events.py, e.g. from `git show main:<its path>`
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import JvmCpu, Timer, spark_resource
+
+
+def load(spark, events: int, bad_ratio: float):
+    """A cached DataFrame of Kafka-shaped rows holding `events` generated records."""
+    from stream_assets.dev.generator import generate_events
+    from stream_assets_tests.test_parse_events import KAFKA
+
+    rows = [(r.key, r.value, "events", i % 4, i)
+            for i, r in enumerate(generate_events(events, bad_ratio=bad_ratio, seed=1))]
+    # createDataFrame from a list puts everything in one partition; spread it over the cores.
+    frame = spark.createDataFrame(rows, KAFKA).repartition(os.cpu_count() or 2).cache()
+    frame.count()
+    return frame
+
+
+def seed_parse(kafka):
+    """The seed's parse: a plain from_json with the event schema, then the columns."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import MapType, StringType, StructField, StructType, TimestampType
+
+    schema = StructType([
+        StructField("event_id", StringType()),
+        StructField("event_type", StringType()),
+        StructField("user_id", StringType()),
+        StructField("timestamp", TimestampType()),
+        StructField("properties", MapType(StringType(), StringType())),
+    ])
+    return kafka.select(F.from_json(F.col("value").cast("string"), schema).alias("data"),
+                        "topic", "partition", "offset").select("data.*", "topic", "partition",
+                                                               "offset")
+
+
+def reference_parser(path: str | None) -> Callable | None:
+    """parse_events from another version of events.py, e.g. `git show main:<path> > file`."""
+    if not path:
+        return None
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reference_events", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.parse_events
+
+
+def projections(reference: Callable | None = None) -> dict[str, Callable]:
+    """Name -> (kafka DataFrame -> DataFrame): each a piece of the parser, or all of it."""
+    from pyspark.sql import functions as F
+
+    from stream_assets.transforms import events as ev
+
+    text = F.col("value").cast("string")
+    doc = F.try_parse_json(text)
+    built = {
+        "read only (length of value)": lambda k: k.select(F.length("value")),
+        "is_valid_utf8": lambda k: k.select(F.is_valid_utf8(text)),
+        "try_parse_json": lambda k: k.select(doc),
+        "parse + fields as VARIANT struct": lambda k: k.select(
+            F.try_variant_get(doc, "$", ev._PARTS_TYPE)),
+        # What the previous parser paid per field: VariantGet builds a Cast for each value.
+        "parse + 4 fields as string": lambda k: k.select(
+            *[F.try_variant_get(doc, f"$.{name}", "string") for name in ev._STRINGS]),
+        "from_json, all strings": lambda k: k.select(F.from_json(text, ev._VALUES_TYPE)),
+        "seed: from_json (typed)": seed_parse,
+        "parse_events": lambda k: ev.parse_events(k).drop("raw_bytes", "key"),
+    }
+    if reference:
+        built["reference parse_events"] = lambda k: reference(k).drop("raw_bytes", "key")
+    return built
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=400_000)
+    parser.add_argument("--bad-ratio", type=float, default=0.01)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", nargs="*", help="names (substrings) of projections to run")
+    parser.add_argument("--reference", help="a file with another parse_events to compare")
+    parser.add_argument("--explain", help="print the codegen plan of this projection and stop")
+    args = parser.parse_args()
+
+    spark = spark_resource().spark_session
+    kafka = load(spark, args.events, args.bad_ratio)
+    chosen = {name: build for name, build in projections(reference_parser(args.reference)).items()
+              if not args.only or any(o in name for o in args.only)}
+    if args.explain:
+        name = next(n for n in chosen if args.explain in n)
+        chosen[name](kafka).explain("codegen")
+        return
+
+    cpu = JvmCpu(spark)
+
+    def run(build) -> tuple[float, float]:
+        with Timer() as timer, cpu:
+            build(kafka).write.format("noop").mode("overwrite").save()
+        return timer.seconds, cpu.seconds
+
+    for build in chosen.values():  # warm-up: JIT and codegen, not counted
+        run(build)
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in chosen}
+    for round_ in range(args.rounds):
+        names = list(chosen) if round_ % 2 == 0 else list(reversed(chosen))
+        for name in names:
+            times[name].append(run(chosen[name]))
+    load_avg = os.getloadavg()
+    print(f"{args.events:,} cached records, median of {args.rounds} rounds, "
+          f"load {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}")
+    print(f"  {'projection':34s} {'wall s':>7s} {'JVM CPU s':>9s} {'records/CPU s':>13s}")
+    for name, measured in times.items():
+        wall = statistics.median(t for t, _ in measured)
+        busy = statistics.median(c for _, c in measured)
+        print(f"  {name:34s} {wall:7.2f} {busy:9.2f} {args.events / busy:13,.0f}")
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
