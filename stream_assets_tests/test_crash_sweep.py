@@ -451,6 +451,7 @@ def _landed(spark, root: Path) -> int:
     total = 0
     for table in ("raw_events", "dead_letter_queue"):
         path = root / "tables" / table / "_delta_log"
-        if path.is_dir():
+        # The log folder appears before its first commit: a table exists once a commit does.
+        if path.is_dir() and any(path.glob("*.json")):
             total += spark.read.format("delta").load(str(path.parent)).count()
     return total
