@@ -62,7 +62,6 @@ from stream_assets.resources.alerting import AlertSink
 from stream_assets.resources.kafka import KafkaCompatibleSource
 from stream_assets.resources.lake import DeltaLake
 from stream_assets.tables.declaration import StreamingTable
-from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE
 
 INTERVAL_ENV = "STREAM_ASSETS_SENSOR_INTERVAL_S"
 CATCH_UP_TAG = "stream_assets/catch_up"
@@ -323,9 +322,9 @@ def input_positions(
     if any(delta_log_version(lake.table_path(t)) is None for t in table.static):
         return None
     positions: dict[str, int] = {}
-    for source in table.sources.values():
-        for topic in source.kafka_topics:
-            offsets = kafka[source.resource or DEFAULT_KAFKA_RESOURCE].offsets(topic)
+    for key, topics in table.kafka_topics_by_resource.items():
+        for topic in topics:
+            offsets = kafka[key].offsets(topic)
             positions[f"kafka:{topic}"] = sum(high for _, high in offsets.values())
     for upstream in table.upstream_tables:
         version = delta_log_version(lake.table_path(upstream))
@@ -377,8 +376,7 @@ def build_catch_up_sensor(
     catalog = tuple(catalog)
     keys = [AssetKey(t) for decl in catalog for t in decl.tables]
     # The Kafka resources the tables read through, by the key each source names.
-    kafka_keys = sorted({s.resource or DEFAULT_KAFKA_RESOURCE for t in catalog
-                         for s in t.sources.values() if s.kafka_topics})
+    kafka_keys = sorted({key for t in catalog for key in t.kafka_topics_by_resource})
 
     @sensor(
         name=name,

@@ -25,7 +25,7 @@ from stream_assets.errors import DeclarationError
 from stream_assets.tables import dead_letters
 from stream_assets.tables import expectations as quality
 from stream_assets.tables.expectations import DataExpectation
-from stream_assets.tables.sources import Source
+from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE, Source
 from stream_assets.tables.writes import DeltaAppend, Sink, WriteTarget, split_writer
 
 # The checks derived for every table (stream_assets/monitoring/checks.py, sensors.py): an
@@ -206,6 +206,16 @@ class StreamingTable:
     @property
     def kafka_topics(self) -> tuple[str, ...]:
         return tuple(t for s in self.sources.values() for t in s.kafka_topics)
+
+    @property
+    def kafka_topics_by_resource(self) -> dict[str, tuple[str, ...]]:
+        """The Kafka topics, grouped by the key of the resource each is read through."""
+        groups: dict[str, tuple[str, ...]] = {}
+        for source in self.sources.values():
+            if source.kafka_topics:
+                key = source.resource or DEFAULT_KAFKA_RESOURCE
+                groups[key] = (*groups.get(key, ()), *source.kafka_topics)
+        return groups
 
     @property
     def upstream_tables(self) -> tuple[str, ...]:

@@ -62,12 +62,8 @@ class StreamContext:
                      ) -> list[tuple[KafkaCompatibleSource, tuple[str, ...]]]:
         """The table's Kafka topics grouped by the resource each is read through."""
         reading = self.read_context(table)
-        groups: dict[str, list[str]] = {}
-        for source in table.sources.values():
-            if source.kafka_topics:
-                groups.setdefault(source.resource or DEFAULT_KAFKA_RESOURCE, []).extend(
-                    source.kafka_topics)
-        return [(reading.kafka(key), tuple(topics)) for key, topics in groups.items()]
+        return [(reading.kafka(key), topics)
+                for key, topics in table.kafka_topics_by_resource.items()]
 
     def check_reachable(self, table: StreamingTable) -> None:
         for kafka, topics in self.kafka_topics(table):
