@@ -418,7 +418,7 @@ class Supervisor:
             report, totals = tracker.take(now, lag_total(lags), dead, waiting,
                                           failing_text(outcomes))
             events.extend(stream_events(stream.table.name, stream.table.tables, report,
-                                        totals, written, lags, backlog))
+                                        totals, written, lags, backlog, self._states(stream)))
             events.extend(expectation_evaluations(stream.table.name, outcomes))
             events.extend(stream.extra.pop("failed_checks", []))
         return events
@@ -431,6 +431,17 @@ class Supervisor:
         except Exception as exc:  # a report without row counts beats a stopped stream
             self._warn_once(stream, "delta", f"{stream.table.name}: could not read the Delta "
                             f"history for rows written: {short_error(str(exc))}")
+            return {}
+
+    def _states(self, stream: Stream) -> dict[str, dict[str, Any]]:
+        if stream.writes is None:
+            return {}
+        try:
+            return {name: stream.writes.state(name, stream.table.descriptions_of(name))
+                    for name in stream.table.tables}
+        except Exception as exc:  # like the rows written: a report without them still goes
+            self._warn_once(stream, "state", f"{stream.table.name}: could not read the tables' "
+                            f"version and row count: {short_error(str(exc))}")
             return {}
 
     def _warn_once(self, stream: Stream, what: str, message: str) -> None:

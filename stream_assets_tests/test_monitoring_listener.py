@@ -15,6 +15,7 @@ from stream_assets.monitoring.listener import (
     measure_backlog,
     stream_events,
 )
+from stream_assets.monitoring.metadata import table_state
 
 
 def progress(batch_id: int, rows: int, *, input_rate: float = 100.0, processed_rate: float = 200.0,
@@ -131,6 +132,24 @@ def test_events_materialize_tables_that_changed_with_plottable_metadata():
     assert meta["kafka_lag_by_partition"].value == {"events": {"0": 5, "1": 0}}
     assert meta["dead_letter_ratio"].value == 0.1
     assert meta["watermark"].value == 1767226200.0
+
+
+def test_materializations_carry_each_tables_standard_metadata_and_observations_do_not():
+    states = {"raw_events": table_state("/lake/raw_events", 7, 1234, 1767226200.0)}
+    report = StreamReport("raw_events", "running", 10.0, batches=1, input_rows=5)
+    totals = BatchTotals()
+    totals.add(progress(7, 5))
+    [event] = stream_events("raw_events", ("raw_events",), report, totals, {"raw_events": 5},
+                            None, None, states)
+    assert isinstance(event, AssetMaterialization)
+    assert event.metadata["dagster/row_count"].value == 1234
+    assert event.metadata["delta_version"].value == 7
+    assert event.metadata["dagster/uri"].value == "file:///lake/raw_events"
+    idle = StreamReport("raw_events", "idle", 20.0, kafka_lag=0)
+    [heartbeat] = stream_events("raw_events", ("raw_events",), idle, BatchTotals(),
+                                {"raw_events": 0}, None, None, states)
+    # an observation says nothing changed: it carries no count the Plots would mistake for one
+    assert isinstance(heartbeat, AssetObservation) and "dagster/row_count" not in heartbeat.metadata
 
 
 def test_a_report_without_rows_is_an_observation_of_the_main_table_only():

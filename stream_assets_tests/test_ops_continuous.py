@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from dagster import AssetKey, DagsterRunStatus, instance_for_test
+from deltalake import DeltaTable
 
 from stream_assets.dev.generator import GOOD, Record, generate_events
 from stream_assets.dev.producer import produce
@@ -90,6 +91,25 @@ class ContinuousRun:
             self.terminate()
 
 
+def assert_standard_metadata(instance, run_id: str, lake: DeltaLake, sent: list[Record]) -> None:
+    """The run's last materialization of each table carries the keys a catch-up run's does
+    (issue 13, item 7), with the counts of what was sent and the version delta-rs reads."""
+    expected = {"raw_events": sum(1 for r in sent if r.kind == GOOD),
+                "dead_letter_queue": sum(1 for r in sent if r.kind != GOOD)}
+    for name, rows in expected.items():
+        records = [r for r in instance.fetch_materializations(AssetKey(name), limit=1000).records
+                   if r.run_id == run_id]
+        meta = max(records, key=lambda r: r.storage_id).asset_event.metadata
+        path = lake.table_path(name)
+        assert meta["dagster/row_count"].value == rows, name
+        assert meta["delta_version"].value == DeltaTable(path).version(), name
+        assert meta["dagster/uri"].value == f"file://{path}"
+        assert meta["path"].value == path
+        assert "delta_commit_time" in meta and meta["mode"].value == "continuous"
+        assert {c.name for c in meta["dagster/column_schema"].value.columns} \
+            == set(DeltaTable(path).schema().to_arrow().names)
+
+
 def test_continuous_job_reports_every_batch_stops_on_terminate_and_resumes_exactly_once(
     kafka_broker, topic_factory, spark_resource, spark, workdir
 ):
@@ -122,12 +142,15 @@ def test_continuous_job_reports_every_batch_stops_on_terminate_and_resumes_exact
         dead = [r for r in reports if r.dead_letter_rows]
         assert sum(r.dead_letter_rows for r in dead) == sum(1 for r in sent if r.kind != GOOD)
         assert reports[-1].kafka_lag == 0  # everything read: nothing waits in the topic
+        assert_standard_metadata(instance, run.run_id, lake, sent)
 
         # A second run resumes from the checkpoint: it reads only what is new.
         sent += send(list(generate_events(200, bad_ratio=0.1, seed=7, id_prefix="c")))
         with ContinuousRun(instance, resources) as second:
             wait_until(lambda: second.rows_read() == 200, 180, "the next 200 records")
             assert second.terminate() == DagsterRunStatus.CANCELED
+        # counted once when the run starts, then carried forward from the commits' metrics
+        assert_standard_metadata(instance, second.run_id, lake, sent)
 
     events = spark.read.format("delta").load(lake.table_path("raw_events"))
     dead_letters = spark.read.format("delta").load(lake.table_path("dead_letter_queue"))

@@ -45,7 +45,12 @@ from stream_assets.monitoring.lag import (
     total_lag,
     versions_waiting,
 )
-from stream_assets.monitoring.metadata import rows_written
+from stream_assets.monitoring.metadata import (
+    row_count_after,
+    rows_written,
+    table_schema,
+    table_state,
+)
 from stream_assets.paths import local_path
 from stream_assets.sinks import delta_version, history_frame, is_delta_table
 from stream_assets.tables import expectations as quality
@@ -320,9 +325,12 @@ def stream_events(
     written: Mapping[str, int],
     lags: list[TopicLag] | None,
     backlog: Mapping[str, int] | None = None,
+    states: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[AssetMaterialization | AssetObservation]:
     """Dagster events for one report: a materialization per table that changed, else an
-    observation of the main table (a heartbeat, a failure, a stop)."""
+    observation of the main table (a heartbeat, a failure, a stop). `states` holds each
+    table's standard metadata after the report's commits (DeltaWrites.state)."""
+    states = states or {}
     shared = {**report.to_metadata(), **batch_metadata(totals, lags, backlog)}
     if report.dead_letter_rows is not None and report.input_rows:
         shared["dead_letter_ratio"] = round(report.dead_letter_rows / report.input_rows, 6)
@@ -340,6 +348,7 @@ def stream_events(
         changed = rows > 0 or (name == main_table and report.input_rows > 0)
         meta = {**shared, "rows_written": rows, "mode": "continuous"}
         if changed:
+            meta.update(states.get(name, {}))
             events.append(AssetMaterialization(
                 AssetKey(name), description=f"{description}; {rows} rows written to {name}",
                 metadata=meta))
@@ -479,14 +488,32 @@ def measure_lag(source, topics: Iterable[str], processed: Offsets) -> list[Topic
 
 
 class DeltaWrites:
-    """Rows the new commits of each table wrote since the previous call."""
+    """What the new commits of each table did since the previous call: the rows they wrote,
+    and the table's version, row count and commit time after them (the standard metadata of
+    a materialization, as a catch-up run reports it: monitoring/metadata.py `table_state`).
 
-    def __init__(self, spark, paths: Mapping[str, str]) -> None:
+    The row count is taken once, when a table is first seen, and then carried forward from
+    each commit's metrics (`row_count_after`); a commit whose metrics cannot say how the count
+    changed (an OPTIMIZE, a manual DELETE) makes it count the table again.
+    """
+
+    def __init__(self, spark, paths: Mapping[str, str], history_limit: int = 100) -> None:
         self.spark = spark
         self.paths = dict(paths)
+        self.history_limit = history_limit
         self.versions: dict[str, int] = {}
+        self.counts: dict[str, int | None] = {}
+        self.commit_times: dict[str, float] = {}
+        self.schemas: dict[str, Any] = {}
         for name in self.paths:
-            self.versions[name] = self._history(name, 1)[0] if self._exists(name) else -1
+            if self._exists(name):
+                latest, commits = self._history(name, 1)
+                self.versions[name] = latest
+                self.commit_times[name] = _commit_time(commits[0])
+                self.counts[name] = self._count(name)
+            else:
+                self.versions[name] = -1
+                self.counts[name] = 0
 
     def _exists(self, name: str) -> bool:
         return is_delta_table(self.spark, self.paths[name])
@@ -494,22 +521,52 @@ class DeltaWrites:
     def _history(self, name: str, limit: int) -> tuple[int, list[dict[str, Any]]]:
         rows = (
             history_frame(self.spark, self.paths[name], limit)
-            .select("version", "operationMetrics").collect()
+            .select("version", "timestamp", "operation", "operationParameters",
+                    "operationMetrics").collect()
         )
         commits = [r.asDict(recursive=True) for r in rows]
         return max((c["version"] for c in commits), default=-1), commits
 
-    def take(self, limit: int = 100) -> dict[str, int]:
+    def _count(self, name: str) -> int:
+        # Delta answers a bare count from the log's file statistics, without a scan.
+        return self.spark.read.format("delta").load(self.paths[name]).count()
+
+    def take(self) -> dict[str, int]:
         written: dict[str, int] = {}
         for name in self.paths:
             if not self._exists(name):
                 written[name] = 0
                 continue
-            latest, commits = self._history(name, limit)
+            latest, commits = self._history(name, self.history_limit)
             seen = self.versions.get(name, -1)
-            written[name] = rows_written(c for c in commits if c["version"] > seen)
-            self.versions[name] = max(seen, latest)
+            new = [c for c in commits if c["version"] > seen]
+            written[name] = rows_written(new)
+            if latest > seen:
+                known = self.counts.get(name)
+                count = row_count_after(new, None if seen < 0 else seen, latest,
+                                        None if known is None else (seen, known))
+                self.counts[name] = self._count(name) if count is None else count
+                self.commit_times[name] = _commit_time(commits[0])
+                self.versions[name] = latest
         return written
+
+    def state(self, name: str, descriptions: Mapping[str, str] | None = None
+              ) -> dict[str, Any]:
+        """The table's standard metadata after the commits seen so far ({} before its first)."""
+        version = self.versions.get(name, -1)
+        count = self.counts.get(name)
+        if version < 0 or count is None:
+            return {}
+        meta = table_state(self.paths[name], version, count, self.commit_times[name])
+        if name not in self.schemas:
+            # Read once per run: a streaming write keeps the schema the query started with.
+            self.schemas[name] = self.spark.read.format("delta").load(self.paths[name]).schema
+        meta["dagster/column_schema"] = table_schema(self.schemas[name], descriptions)
+        return meta
+
+
+def _commit_time(commit: Mapping[str, Any]) -> float:
+    return commit["timestamp"].timestamp()
 
 
 def lag_total(lags: list[TopicLag] | None) -> int | None:

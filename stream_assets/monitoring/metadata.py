@@ -146,6 +146,23 @@ def row_count_after(
     return base
 
 
+def table_uri(path: str) -> Any:
+    """A table's location as the UI links it: a file URL for a local path, else the URI."""
+    return MetadataValue.url(f"file://{path}") if "://" not in path else path
+
+
+def table_state(path: str, version: int, row_count: int, commit_time: float) -> dict[str, Any]:
+    """The standard keys of a table after a commit, the same for catch-up and continuous runs,
+    so the asset's Overview and its Plots do not depend on the mode that wrote it."""
+    return {
+        "path": MetadataValue.path(path),
+        "delta_version": version,
+        "delta_commit_time": MetadataValue.timestamp(commit_time),
+        "dagster/row_count": row_count,
+        "dagster/uri": table_uri(path),
+    }
+
+
 def table_schema(schema: StructType, descriptions: Mapping[str, str] | None = None
                  ) -> TableSchema:
     descriptions = descriptions or {}

@@ -28,6 +28,7 @@ from stream_assets.monitoring.metadata import (
     row_count_after,
     rows_written,
     table_schema,
+    table_state,
 )
 from stream_assets.sinks import delta_history
 from stream_assets.tables import expectations as quality
@@ -71,13 +72,10 @@ def table_metadata(
     count = row_count_after(new_commits, before, after, known)
     frame = spark.read.format("delta").load(path)
     return {
-        "path": MetadataValue.path(path),
-        "delta_version": after,
-        "delta_commit_time": MetadataValue.timestamp(history[0]["timestamp"].timestamp()),
+        **table_state(path, after, frame.count() if count is None else count,
+                      history[0]["timestamp"].timestamp()),
         "rows_written": rows_written(new_commits),
-        "dagster/row_count": frame.count() if count is None else count,
         "dagster/column_schema": table_schema(frame.schema, descriptions),
-        "dagster/uri": MetadataValue.url(f"file://{path}") if "://" not in path else path,
     }
 
 
