@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from dagster import FreshnessPolicy
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
@@ -18,6 +21,7 @@ from stream_assets import (
 )
 from stream_assets.tables import dead_letters
 from stream_assets.tables.catalog import TABLES, impression_clicks, raw_events
+from stream_assets.tables.declaration import DEFAULT_FRESHNESS
 from stream_assets_tests.test_parse_events import kafka_frame as kafka_bytes_frame
 
 SCHEMA = StructType([StructField("id", StringType()), StructField("n", LongType())])
@@ -67,6 +71,7 @@ def table(**fields) -> StreamingTable:
         ({"keys": ("id",), "nullable_keys": ("n",)}, "nullable_keys", "n not among the keys"),
         ({"sink": DeltaMerge()}, "keys", "declare them"),
         ({"dead_letters": "dl"}, "dead_letters", "no source has a parser"),
+        ({"freshness": "1 hour"}, "freshness", "not a FreshnessPolicy"),
     ],
 )
 def test_a_wrong_declaration_is_refused_naming_the_table_and_the_field(fields, field, says):
@@ -92,6 +97,19 @@ def test_tables_that_do_not_fit_together_are_refused_when_definitions_are_built(
                       transform=None)
     with pytest.raises(DeclarationError, match="resource 'other'"):
         build_definitions([elsewhere])
+
+
+def test_each_table_carries_its_freshness_policy_and_its_dead_letters_none():
+    hourly = FreshnessPolicy.cron(deadline_cron="0 * * * *", lower_bound_delta=timedelta(hours=1))
+    tables = [raw_events, table(name="hourly", freshness=hourly), table(name="never",
+                                                                          freshness=None)]
+    graph = build_definitions(tables).resolve_asset_graph()
+    policy = {key.to_user_string(): graph.get(key).freshness_policy
+              for key in graph.get_all_asset_keys()}
+    assert policy["raw_events"] == DEFAULT_FRESHNESS
+    assert DEFAULT_FRESHNESS.fail_window.to_timedelta() == timedelta(hours=1)
+    assert policy["dead_letter_queue"] is None
+    assert policy["hourly"] == hourly and policy["never"] is None
 
 
 def test_the_demo_declares_each_fact_once():

@@ -122,6 +122,8 @@ def build_asset(table: StreamingTable):
             tags=dict(table.tags),
             owners=list(table.owners),
             metadata=spec_metadata(table, name),
+            # The dead letters change only when records are refused: no staleness to judge.
+            freshness_policy=table.freshness if name == table.name else None,
         )
         for name in table.tables
     ]

@@ -13,9 +13,10 @@ import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
-from dagster import AssetKey
+from dagster import AssetKey, FreshnessPolicy
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter
@@ -34,6 +35,11 @@ RESERVED_CHECK_NAMES = frozenset(
     {"freshness", "schema", "keys_not_null", "keys_unique", "dead_letter_ratio", "stream_health"}
 )
 # Table names are folder names and Dagster asset keys.
+# A stream whose table has not changed for half an hour is worth a look, for an hour is stale:
+# the UI shows it (Dagster's freshness daemon evaluates it), whatever mode writes the table.
+DEFAULT_FRESHNESS = FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=1), warn_window=timedelta(minutes=30))
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -52,6 +58,8 @@ class StreamingTable:
     `schema` is the table's declared schema (column names and types), which its `schema` asset
     check compares with the Delta table; `column_descriptions` show in the UI's column table.
     `expectations` are rules about its rows, judged in every micro-batch (expectations.py).
+    `freshness` is the table's Dagster freshness policy (default: warn after 30 minutes
+    without a materialization, stale after an hour; None: no policy).
     """
 
     name: str
@@ -71,6 +79,7 @@ class StreamingTable:
     group: str = "streaming"
     owners: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
+    freshness: FreshnessPolicy | None = DEFAULT_FRESHNESS
 
     def __post_init__(self) -> None:
         for name in ("keys", "nullable_keys", "partition_by", "owners", "expectations"):
@@ -113,6 +122,9 @@ class StreamingTable:
                          "expect_or_drop, or remove dead_letters")
         if self.dead_letter_table is not None and not _NAME.fullmatch(self.dead_letter_table):
             self._refuse("dead_letters", "must be letters, digits and underscores")
+        if self.freshness is not None and not isinstance(self.freshness, FreshnessPolicy):
+            self._refuse("freshness", f"{self.freshness!r} is not a FreshnessPolicy, e.g. "
+                         "FreshnessPolicy.time_window(fail_window=timedelta(hours=2)), or None")
         if self.sink.needs_keys and not self.keys:
             self._refuse("keys", f"{type(self.sink).__name__} upserts on the table's keys; "
                          "declare them")
