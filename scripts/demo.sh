@@ -15,6 +15,7 @@ mkdir -p "$DAGSTER_HOME"
 $BIN/stream-assets kafka start
 # Demo data once: running the demo again reuses what the topics already hold.
 $BIN/stream-assets produce --events "$DEMO_EVENTS" --bad-ratio 0.02 --seed 42 --if-empty
+# user_dimension is seeded by materializing its asset, so the UI shows it materialized.
 $BIN/stream-assets seed-users --if-missing
 
 echo

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from contextlib import suppress
 
 import click
 
@@ -150,25 +152,64 @@ def produce(count: int, bad_ratio: float, rate: float | None, seed: int,
 
 @main.command("seed-users")
 @click.option("--users", type=int, default=50, show_default=True)
-@click.option("--if-missing", is_flag=True, help="Leave an existing user_dimension alone.")
+@click.option("--if-missing", is_flag=True,
+              help="Leave an existing user_dimension alone (it is still recorded in Dagster "
+              "when Dagster has no materialization of it yet).")
 def seed_users(users: int, if_missing: bool) -> None:
-    """Write the demo's user_dimension Delta table (users the event generator uses)."""
-    from delta.tables import DeltaTable
+    """Write the demo's user_dimension Delta table, as a materialization of its asset.
 
-    from stream_assets.dev.users import generate_users, user_frame
+    It runs the asset through Dagster in the instance at DAGSTER_HOME, so the UI shows the
+    table materialized with its metadata from the start, rather than "Never materialized".
+    """
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from stream_assets.dev.users import demo_users
+    from stream_assets.paths import local_path
     from stream_assets.resources import DeltaLake, SparkResource
+    from stream_assets.sinks import is_delta_table
+    from stream_assets.tables.dimensions import build_user_dimension
 
-    path = DeltaLake().table_path("user_dimension")
-    try:
-        spark = SparkResource().spark_session
-    except StreamAssetsError as exc:
-        _fail(exc)
-    if if_missing and DeltaTable.isDeltaTable(spark, path):
+    lake = DeltaLake()
+    path = lake.table_path("user_dimension")
+    if not os.environ.get("DAGSTER_HOME"):
+        click.echo("DAGSTER_HOME is not set: the materialization is recorded nowhere the UI "
+                   "reads (scripts/demo.sh sets it)", err=True)
+    instance = (DagsterInstance.get() if os.environ.get("DAGSTER_HOME")
+                else DagsterInstance.ephemeral())
+    recorded = instance.get_latest_materialization_event(AssetKey("user_dimension"))
+    local = local_path(path)
+    if if_missing and recorded is not None and local and os.path.isdir(f"{local}/_delta_log"):
+        # The common case of `make demo` run again: no JVM started to find out.
         click.echo(f"user_dimension exists at {path}; leaving it")
         return
-    user_frame(spark, generate_users(users)).write.format("delta").mode("overwrite").save(path)
-    click.echo(f"wrote {users} users to {path}")
-    spark.stop()
+    spark = None
+    try:
+        resource = SparkResource()
+        spark = resource.spark_session
+        exists = is_delta_table(spark, path)
+        if if_missing and exists and recorded is not None:
+            click.echo(f"user_dimension exists at {path}; leaving it")
+            return
+        result = materialize(
+            [build_user_dimension(demo_users)],
+            instance=instance,
+            resources={"spark": resource, "lake": lake},
+            run_config={"ops": {"user_dimension": {"config": {
+                "users": users, "overwrite": not (if_missing and exists)}}}},
+            raise_on_error=False,
+        )
+    except StreamAssetsError as exc:
+        _fail(exc)
+    finally:
+        if spark is not None:
+            with suppress(Exception):
+                spark.stop()
+    if not result.success:
+        raise click.ClickException(f"materializing user_dimension failed (run "
+                                   f"{result.run_id}); see its logs in the Dagster UI")
+    [materialization] = result.asset_materializations_for_node("user_dimension")
+    rows = materialization.metadata["dagster/row_count"].value
+    click.echo(f"user_dimension at {path}: {rows} users, recorded by run {result.run_id}")
 
 
 def _declared_tables(spec: str) -> list:

@@ -93,3 +93,31 @@ def test_reset_finds_a_projects_tables_by_module_and_refuses_what_is_not_one(cli
     assert wrong.returncode != 0 and "is not a sequence of StreamingTable" in wrong.stderr
     unknown = run(["reset", "orders", "--yes"], cli_env, check=False)
     assert unknown.returncode != 0 and "unknown table" in unknown.stderr
+
+
+@pytest.mark.integration
+def test_seeded_users_are_a_materialization_the_ui_shows(cli_env, tmp_path):
+    """`make demo` seeds user_dimension through Dagster (issue 13, item 6): the instance at
+    DAGSTER_HOME records it with its metadata, and a second seed leaves it alone."""
+    from dagster import AssetKey, DagsterInstance
+    from deltalake import DeltaTable
+
+    from stream_assets.dev.users import generate_users
+
+    home = tmp_path / "dagster"
+    home.mkdir()
+    env = {**cli_env, "DAGSTER_HOME": str(home)}
+    run(["seed-users", "--users", "7", "--if-missing"], env)
+    again = run(["seed-users", "--users", "7", "--if-missing"], env)
+    assert "leaving it" in again.stdout
+
+    path = Path(env["STREAM_ASSETS_HOME"]) / "tables" / "user_dimension"
+    rows = DeltaTable(str(path)).to_pyarrow_table().to_pylist()
+    assert sorted(r["user_id"] for r in rows) == sorted(u["user_id"] for u in generate_users(7))
+    with DagsterInstance.from_config(str(home)) as instance:
+        records = instance.fetch_materializations(AssetKey("user_dimension"), limit=10).records
+        assert len(records) == 1  # the second seed ran nothing
+        meta = records[0].asset_event.metadata
+        assert meta["dagster/row_count"].value == 7
+        assert meta["delta_version"].value == DeltaTable(str(path)).version()
+        assert [c.name for c in meta["dagster/column_schema"].value.columns] == list(rows[0])
