@@ -13,10 +13,10 @@ as failed until a batch succeeds again (the health sensor turns that into one al
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import pyspark
 from dagster import (
@@ -84,6 +84,13 @@ def resource_keys_of(catalog: Sequence[StreamingTable]) -> set[str]:
 Event = AssetMaterialization | AssetObservation | AssetCheckEvaluation
 
 
+class DerivedChecks(Protocol):
+    """A query's derived checks as the run evaluates them (monitoring/checks.TableChecks;
+    build_definitions supplies them, since this module sits beside monitoring.checks)."""
+
+    def evaluations(self, spark: SparkSession, lake: Any) -> list[AssetCheckEvaluation]: ...
+
+
 class ContinuousConfig(Config):
     tables: list[str] = Field(
         default_factory=list,
@@ -126,6 +133,12 @@ class ContinuousConfig(Config):
         "anyway (a stopped batch is rolled back and replayed on the next start).",
     )
     poll_interval_s: float = Field(default=1.0, description="Supervision loop period.")
+    checks_interval_s: float = Field(
+        default=300.0,
+        description="Run a table's derived checks (freshness, schema, keys, dead-letter "
+        "ratio) at most this often, when its query wrote since they last ran, so the UI's "
+        "check status stays current; 0: never (expectations are judged every report).",
+    )
     max_runtime_s: float | None = Field(
         default=None,
         description="Stop every query gracefully after this many seconds and end the run "
@@ -171,6 +184,8 @@ class Stream:
     ever_started: bool = False
     stopping: bool = False
     inactive_since: float | None = None
+    unchecked: bool = False  # wrote since its derived checks last ran
+    checked_at: float = float("-inf")
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -247,8 +262,10 @@ class Supervisor:
         log: Any,
         clock: Callable[[], float] = time.time,
         session_for: Callable[[str], SparkSession] | None = None,
+        checks: Mapping[str, DerivedChecks] | None = None,
     ) -> None:
         self.ctx = ctx
+        self.checks = dict(checks or {})
         self.config = config
         self.log = log
         self.clock = clock
@@ -421,7 +438,26 @@ class Supervisor:
                                         totals, written, lags, backlog, self._states(stream)))
             events.extend(expectation_evaluations(stream.table.name, outcomes))
             events.extend(stream.extra.pop("failed_checks", []))
+            if any(written.values()):
+                stream.unchecked = True
+            events.extend(self._derived_checks(stream, now, force))
         return events
+
+    def _derived_checks(self, stream: Stream, now: float, force: bool) -> list[Event]:
+        """The table's derived checks, when it wrote since they last ran and they are due."""
+        checks = self.checks.get(stream.table.name)
+        interval = self.config.checks_interval_s
+        if checks is None or not interval or not stream.unchecked:
+            return []
+        if not force and now - stream.checked_at < interval:
+            return []
+        stream.unchecked, stream.checked_at = False, now
+        try:
+            return list(checks.evaluations(self.ctx.spark, self.ctx.lake))
+        except Exception as exc:  # a check that cannot run must not stop the streams
+            self._warn_once(stream, "checks", f"{stream.table.name}: derived checks not run: "
+                            f"{short_error(str(exc))}")
+            return []
 
     def _written(self, stream: Stream) -> dict[str, int]:
         if stream.writes is None:
@@ -545,7 +581,8 @@ def _ignore_further_interrupts() -> None:
 
 
 def run_continuously(
-    context: OpExecutionContext, config: ContinuousConfig, catalog: Sequence[StreamingTable]
+    context: OpExecutionContext, config: ContinuousConfig, catalog: Sequence[StreamingTable],
+    checks: Mapping[str, DerivedChecks] | None = None,
 ) -> Iterator[Event]:
     tables = select_tables(catalog, config.tables)
     check_trigger_names(catalog, config.trigger_intervals)
@@ -558,7 +595,8 @@ def run_continuously(
     )
     listener = QueryEventListener()
     sessions = QuerySessions(ctx.spark, listener, context.log)
-    supervisor = Supervisor(tables, ctx, config, context.log, session_for=sessions.for_query)
+    supervisor = Supervisor(tables, ctx, config, context.log, session_for=sessions.for_query,
+                            checks=checks)
     context.log.info(f"running {', '.join(t.name for t in tables)} until terminated")
     with ExitStack() as locks:
         try:
@@ -598,12 +636,15 @@ def run_continuously(
 
 
 def build_continuous_job(
-    catalog: Sequence[StreamingTable], name: str = JOB_NAME
+    catalog: Sequence[StreamingTable], name: str = JOB_NAME,
+    checks: Mapping[str, DerivedChecks] | None = None,
 ) -> JobDefinition:
     """The continuous job over the given declarations.
 
     A builder rather than a module-level job, so that this module does not pick the project's
     tables: project.build_definitions passes the ones it is given, tests pass their own.
+    `checks` are the queries' derived checks (monitoring/checks.table_checks), which the run
+    evaluates every `checks_interval_s` on the tables it wrote.
     """
 
     @op(
@@ -613,7 +654,7 @@ def build_continuous_job(
         description="Runs the selected streaming queries until the run is terminated.",
     )
     def run_streams(context: OpExecutionContext, config: ContinuousConfig) -> Iterator[Event]:
-        yield from run_continuously(context, config, catalog)
+        yield from run_continuously(context, config, catalog, checks)
 
     @job(
         name=name,

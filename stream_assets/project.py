@@ -21,7 +21,7 @@ from dagster import (
 
 from stream_assets.errors import DeclarationError
 from stream_assets.jobs import build_continuous_job
-from stream_assets.monitoring.checks import ChecksConfig, build_all_checks
+from stream_assets.monitoring.checks import ChecksConfig, build_all_checks, table_checks
 from stream_assets.monitoring.sensors import (
     build_catch_up_sensor,
     build_health_checks,
@@ -128,7 +128,8 @@ def build_definitions(
         assets=[*source_specs(tables), *assets, *(build_asset(t) for t in tables)],
         asset_checks=[*build_all_checks(tables, checks, checks_per_table),
                       build_health_checks(tables)],
-        jobs=[build_continuous_job(tables)],
+        jobs=[build_continuous_job(
+            tables, checks=table_checks(tables, checks, checks_per_table))],
         sensors=[
             build_health_sensor(tables),
             build_run_failure_sensor(),

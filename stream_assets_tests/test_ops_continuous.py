@@ -14,12 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from dagster import AssetKey, DagsterRunStatus, instance_for_test
+from dagster import AssetCheckKey, AssetKey, DagsterRunStatus, instance_for_test
 from deltalake import DeltaTable
 
 from stream_assets.dev.generator import GOOD, Record, generate_events
 from stream_assets.dev.producer import produce
 from stream_assets.jobs import build_continuous_job
+from stream_assets.monitoring.checks import table_checks
 from stream_assets.monitoring.health import StreamReport
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.kafka import KafkaConnection
@@ -30,6 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RUN_CONFIG = {"ops": {"run_streams": {"config": {
     "trigger_interval": "1 second", "event_interval_s": 1.0, "heartbeat_interval_s": 5.0,
     "restart_backoff_s": 1.0, "max_restart_backoff_s": 2.0, "poll_interval_s": 0.5,
+    "checks_interval_s": 1.0,
 }}}}
 
 
@@ -48,7 +50,8 @@ class ContinuousRun:
 
     def __init__(self, instance, resources) -> None:
         self.instance = instance
-        self.job = build_continuous_job([raw_events], name="continuous_test")
+        self.job = build_continuous_job([raw_events], name="continuous_test",
+                                        checks=table_checks([raw_events]))
         self.result: list[Any] = []
         self.thread = threading.Thread(target=self._run, name="continuous-job", daemon=True)
         self.known_runs = {r.run_id for r in instance.get_runs()}
@@ -110,6 +113,27 @@ def assert_standard_metadata(instance, run_id: str, lake: DeltaLake, sent: list[
             == set(DeltaTable(path).schema().to_arrow().names)
 
 
+def assert_derived_checks_ran(instance, run_id: str, sent: list[Record]) -> None:
+    """The run evaluated the tables' derived checks on what it wrote, so their status in the
+    UI follows the stream instead of turning grey (issue 13, item 7)."""
+    bad = sum(1 for r in sent if r.kind != GOOD)
+    expected = {("raw_events", c) for c in ("freshness", "keys_not_null", "keys_unique",
+                                            "dead_letter_ratio")} | {
+        ("dead_letter_queue", "freshness"), ("dead_letter_queue", "schema")}
+    for table, check in expected:
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(AssetKey(table), check), limit=100)
+        ours = [r for r in history if r.run_id == run_id]
+        assert ours, f"{table}.{check} was not evaluated by the continuous run"
+        latest = max(ours, key=lambda r: r.id).event.dagster_event.event_specific_data
+        if check == "dead_letter_ratio":  # 10 % sent bad, against the default 5 % allowed
+            assert latest.metadata["dead_letter_rows"].value == bad
+            assert latest.metadata["records"].value == len(sent)
+            assert latest.passed == (bad / len(sent) <= 0.05)
+        else:
+            assert latest.passed, (table, check, latest.description)
+
+
 def test_continuous_job_reports_every_batch_stops_on_terminate_and_resumes_exactly_once(
     kafka_broker, topic_factory, spark_resource, spark, workdir
 ):
@@ -143,6 +167,7 @@ def test_continuous_job_reports_every_batch_stops_on_terminate_and_resumes_exact
         assert sum(r.dead_letter_rows for r in dead) == sum(1 for r in sent if r.kind != GOOD)
         assert reports[-1].kafka_lag == 0  # everything read: nothing waits in the topic
         assert_standard_metadata(instance, run.run_id, lake, sent)
+        assert_derived_checks_ran(instance, run.run_id, sent)
 
         # A second run resumes from the checkpoint: it reads only what is new.
         sent += send(list(generate_events(200, bad_ratio=0.1, seed=7, id_prefix="c")))

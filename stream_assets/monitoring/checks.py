@@ -19,6 +19,7 @@ from functools import reduce
 from typing import Any, Literal
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckKey,
     AssetCheckResult,
     AssetChecksDefinition,
@@ -287,6 +288,38 @@ def evaluate(
                 if is_delta_table(spark, dead_path) else 0)
         return check_dead_letter_ratio(frame.count(), dead, expectation.max_ratio)
     raise ValueError(f"unknown check {check!r}")
+
+
+@dataclass(frozen=True)
+class TableChecks:
+    """The derived checks of one query, runnable outside their own step: the continuous job
+    evaluates them on its own session, so that a table it keeps materializing does not show
+    its checks as "not executed" (issue 13, item 7)."""
+
+    table: StreamingTable
+    config: ChecksConfig
+
+    def evaluations(self, spark: SparkSession, lake: Any) -> list[AssetCheckEvaluation]:
+        found = []
+        for name, check, expectation, _ in planned_checks(self.table, self.config):
+            outcome = evaluate(spark, lake, self.table, name, check, expectation, self.config)
+            found.append(AssetCheckEvaluation(
+                asset_key=AssetKey(name), check_name=check, passed=outcome.passed,
+                severity=_severity(expectation), description=outcome.description,
+                metadata={**outcome.metadata, "mode": "continuous"},
+            ))
+        return found
+
+
+def table_checks(
+    tables: Iterable[StreamingTable],
+    config: ChecksConfig | None = None,
+    per_table: Mapping[str, ChecksConfig] | None = None,
+) -> dict[str, TableChecks]:
+    """Each query's derived checks, by query name, with the config build_all_checks uses."""
+    per_table = per_table or {}
+    return {t.name: TableChecks(t, per_table.get(t.name, config) or ChecksConfig())
+            for t in tables}
 
 
 def build_checks(
