@@ -23,6 +23,7 @@ from pydantic import Field
 from pyspark.sql import SparkSession
 
 from stream_assets.errors import StreamFailed
+from stream_assets.monitoring.listener import delta_log_version
 from stream_assets.monitoring.metadata import (
     query_metadata,
     row_count_after,
@@ -33,6 +34,7 @@ from stream_assets.monitoring.metadata import (
 from stream_assets.sinks import delta_history
 from stream_assets.tables import expectations as quality
 from stream_assets.tables.declaration import StreamingTable, describe
+from stream_assets.tables.pending import InputCheck, pending_input
 from stream_assets.tables.runner import CatchUpResult, StreamContext, catch_up
 from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE
 
@@ -140,6 +142,12 @@ def build_asset(table: StreamingTable):
     def _catch_up(context: AssetExecutionContext, config: CatchUpConfig
                   ) -> Iterator[MaterializeResult]:
         bound = {key: getattr(context.resources, key) for key in resources}
+        check = None if config.full_refresh else input_check(table, bound)
+        if check is not None and not check.new:
+            skipped = skipped_results(context, table, bound["lake"], check)
+            if skipped is not None:
+                yield from skipped
+                return
         ctx = StreamContext(
             spark=context.resources.spark.spark_session,
             lake=context.resources.lake,
@@ -157,6 +165,8 @@ def build_asset(table: StreamingTable):
         shared = query_metadata(result.progress, result.initial_offsets)
         shared["query_seconds"] = round(time.monotonic() - started, 3)
         shared.update(result.cleanup.metadata())
+        if check is not None:
+            shared.update(check.metadata())
         for key, text in result.cleanup.metadata().items():
             # Leftovers kept in a committed checkpoint stay there: say so quietly, every run.
             log = context.log.info if key == "checkpoint_leftovers" else context.log.warning
@@ -181,6 +191,43 @@ def build_asset(table: StreamingTable):
         yield from expectation_results(table, result.progress)
 
     return _catch_up
+
+
+def input_check(table: StreamingTable, bound: Mapping[str, Any]) -> InputCheck:
+    """Whether the table's query has anything to read, without Spark (tables/pending.py)."""
+    lake = bound["lake"]
+    try:
+        return pending_input(
+            lake.checkpoint_path(table.name),
+            {name: lake.table_path(name) for name in table.tables},
+            [(bound[key], topics) for key, topics in table.kafka_topics_by_resource.items()],
+            {name: lake.table_path(name) for name in table.upstream_tables},
+        )
+    except Exception as exc:  # e.g. an unreachable broker: the query's start says it in full
+        return InputCheck(True, f"the sources' positions could not be read "
+                          f"({type(exc).__name__})")
+
+
+def skipped_results(context: AssetExecutionContext, table: StreamingTable, lake: Any,
+                    check: InputCheck) -> list[MaterializeResult | AssetCheckResult] | None:
+    """A materialization per table saying nothing was new, with the figures of the last one,
+    or None when the last one does not describe the table as it stands (then run the query)."""
+    results: list[MaterializeResult | AssetCheckResult] = []
+    for name in table.tables:
+        path = lake.table_path(name)
+        recorded = recorded_count(context, name)
+        version = delta_log_version(path)
+        if recorded is None or recorded[0] != version:
+            return None
+        results.append(MaterializeResult(asset_key=AssetKey(name), metadata={
+            **table_state(path, recorded[0], recorded[1], recorded[2]),
+            "rows_read": 0, "batches": 0, "rows_written": 0,
+            **check.metadata(), **{k: MetadataValue.json(v) if isinstance(v, dict) else v
+                                   for k, v in check.positions.items()},
+        }))
+    context.log.info(f"{table.name}: {check.reason}; query not started")
+    results.extend(expectation_results(table, []))
+    return results
 
 
 def expectation_check_specs(table: StreamingTable) -> list[AssetCheckSpec]:

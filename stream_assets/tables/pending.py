@@ -1,0 +1,152 @@
+"""Whether a table's query has anything to read, told without starting it (issue 15).
+
+A catch-up run with nothing new used to pay a SparkSession, a query start and a Delta history
+read to find that out. The answer is in three places that need no Spark: the checkpoint's last
+committed batch (the source offsets it ends at), the broker's latest offsets, and each
+upstream Delta table's latest version in its `_delta_log`. Only a sure "nothing new" skips the
+query: anything that cannot be told (a remote checkpoint or table, a batch planned but not
+committed, a table missing under its checkpoint, two Delta sources whose offset lines cannot
+be told apart) starts it, and the query, its checkpoint guard and Spark decide as before.
+
+Skipping is exact for stateful tables too: with no new input Spark would run no batch either
+(an `availableNow` run ends after the no-data batch that follows a watermark move, and a
+restarted query runs none before new data arrives), so no window closes and no state expires.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream_assets.monitoring.lag import (
+    Offsets,
+    parse_delta_offset,
+    parse_offsets,
+    query_lag,
+    total_lag,
+    versions_waiting,
+)
+from stream_assets.monitoring.listener import delta_log_version
+from stream_assets.paths import local_path
+from stream_assets.resources.kafka import KafkaCompatibleSource
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """The verdict and what it compared, for the materialization's metadata."""
+
+    new: bool
+    reason: str
+    positions: dict[str, Any] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"query_started": self.new, "query_started_because" if self.new
+                else "query_skipped_because": self.reason}
+
+
+@dataclass(frozen=True)
+class CommittedBatch:
+    """The source offsets a checkpoint's last committed batch ended at, one line per source."""
+
+    batch_id: int
+    source_lines: tuple[str, ...]
+
+
+def last_committed_batch(checkpoint: str) -> CommittedBatch | str:
+    """The checkpoint's last committed batch, or why there is none to compare with."""
+    local = local_path(checkpoint)
+    if local is None:
+        return "the checkpoint is not on a local disk"
+    try:
+        commits = [int(n) for n in os.listdir(os.path.join(local, "commits")) if n.isdigit()]
+        planned = [int(n) for n in os.listdir(os.path.join(local, "offsets")) if n.isdigit()]
+    except FileNotFoundError:
+        return "no batch committed yet"
+    except OSError as exc:
+        return f"the checkpoint cannot be listed ({exc.strerror})"
+    if not commits:
+        return "no batch committed yet"
+    if max(planned, default=-1) > max(commits):
+        return f"batch {max(planned)} was planned and not committed: the query finishes it"
+    try:
+        with open(os.path.join(local, "offsets", str(max(commits)))) as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return f"offsets/{max(commits)} cannot be read"
+    # "v1", the batch's metadata, then one line per source (Spark's OffsetSeqLog).
+    return CommittedBatch(max(commits), tuple(lines[2:]))
+
+
+def kafka_positions(lines: Iterable[str]) -> Offsets:
+    offsets: Offsets = {}
+    for line in lines:
+        for topic, parts in parse_offsets(line).items():
+            offsets.setdefault(topic, {}).update(parts)
+    return offsets
+
+
+def outside_broker_range(broker: Mapping[str, Mapping[str, tuple[int, int]]],
+                         processed: Offsets) -> str | None:
+    """The first topic-partition whose committed offset the broker no longer spans."""
+    for topic, parts in broker.items():
+        for partition, (earliest, latest) in parts.items():
+            position = processed.get(topic, {}).get(str(partition))
+            if position is not None and not earliest <= position <= latest:
+                return f"{topic}/{partition}"
+    return None
+
+
+def pending_input(
+    checkpoint: str,
+    table_paths: Mapping[str, str],
+    kafka: Sequence[tuple[KafkaCompatibleSource, tuple[str, ...]]],
+    upstream_paths: Mapping[str, str],
+) -> InputCheck:
+    """Whether the query at `checkpoint` would read anything now.
+
+    `table_paths` are the tables the query writes, `kafka` its topics grouped by the resource
+    they are read through, `upstream_paths` the Delta tables it reads as streams.
+    """
+    batch = last_committed_batch(checkpoint)
+    if isinstance(batch, str):
+        return InputCheck(True, batch)
+    missing = [name for name, path in table_paths.items() if delta_log_version(path) is None]
+    if missing:
+        return InputCheck(True, f"{', '.join(missing)} has no local Delta log to compare with")
+    positions: dict[str, Any] = {"checkpoint_batch": batch.batch_id}
+    waiting: list[str] = []
+
+    processed = kafka_positions(batch.source_lines)
+    for source, topics in kafka:
+        broker = {source.topic_name(t): source.offsets(t) for t in topics}
+        moved = outside_broker_range(broker, processed)
+        if moved:
+            # Expired records or a recreated topic: Spark's data-loss check decides, not us.
+            return InputCheck(True, f"the checkpoint's offsets of {moved} are outside what the "
+                              "broker holds")
+        for lag in query_lag(broker, processed):
+            positions.setdefault("kafka_lag", {})[lag.topic] = lag.total
+            if total_lag([lag]):
+                waiting.append(f"{lag.total} records wait in {lag.topic}")
+
+    delta = [p for p in map(parse_delta_offset, batch.source_lines) if p is not None]
+    if upstream_paths:
+        if len(delta) != 1 or len(upstream_paths) != 1:
+            # Offset lines do not name their table: with one Delta source there is no doubt.
+            return InputCheck(True, "more than one Delta source: their positions cannot be "
+                              "told apart in the checkpoint")
+        [(name, path)] = upstream_paths.items()
+        latest = delta_log_version(path)
+        if latest is None:
+            return InputCheck(True, f"{name} has no local Delta log to compare with")
+        behind = versions_waiting(delta[0], latest)
+        positions["upstream_versions_waiting"] = {name: behind}
+        positions["upstream_latest_version"] = {name: latest}
+        if behind:
+            waiting.append(f"{behind} {name} version(s) wait")
+    if waiting:
+        return InputCheck(True, "; ".join(waiting), positions)
+    return InputCheck(False, f"nothing new since batch {batch.batch_id}: every source is "
+                      "at the position the checkpoint committed", positions)
