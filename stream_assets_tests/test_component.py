@@ -126,7 +126,8 @@ def test_a_dg_project_with_the_component_loads_and_materializes_a_table(
     listed = dg_cli(project, "list", "defs", "--json", env=env)
     assert listed.returncode == 0, listed.stdout + listed.stderr
     listing = json.loads(listed.stdout)
-    assert {a["asset_key"] for a in listing["assets"]} == {"clicks", "clicks_refused", "kafka/clicks"}
+    assert {a["asset_key"] for a in listing["assets"]} == {
+        "clicks", "clicks_refused", "kafka/clicks"}
     assert {"catch_up_sensor", "stream_health_sensor"} <= {s["name"] for s in listing["sensors"]}
     assert event_hubs_connection_string not in listed.stdout + listed.stderr
 
