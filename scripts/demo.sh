@@ -21,4 +21,7 @@ $BIN/stream-assets seed-users --if-missing
 echo
 echo "Dagster UI: http://$HOST:$PORT  (Ctrl-C stops the UI; 'stream-assets kafka stop' stops Kafka)"
 echo
-exec $BIN/dagster dev -w workspace.yaml -h "$HOST" -p "$PORT"
+# dg reads the project from pyproject.toml ([tool.dg]): the code location stream_assets.definitions
+# in this virtual environment, after checking the defs.yaml files of stream_assets/defs/.
+export VIRTUAL_ENV="$PWD/.venv"
+exec $BIN/dg dev -h "$HOST" -p "$PORT"

@@ -32,6 +32,7 @@ _EXPORTS = {
     "expect_or_drop": "stream_assets.tables.expectations",
     "expect_or_fail": "stream_assets.tables.expectations",
     "build_definitions": "stream_assets.project",
+    "StreamingTablesComponent": "stream_assets.component",
     "default_resources": "stream_assets.project",
     "ChecksConfig": "stream_assets.monitoring.checks",
     "SparkResource": "stream_assets.resources",
@@ -60,6 +61,7 @@ __all__ = [
     "StaticTable",
     "StreamAssetsError",
     "StreamingTable",
+    "StreamingTablesComponent",
     "build_definitions",
     "default_resources",
     "expect",
@@ -71,6 +73,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from stream_assets.component import StreamingTablesComponent
     from stream_assets.errors import DeclarationError, StreamAssetsError
     from stream_assets.monitoring.checks import ChecksConfig
     from stream_assets.project import build_definitions, default_resources

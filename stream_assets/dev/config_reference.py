@@ -109,7 +109,7 @@ def render() -> str:
         "| --- | --- |",
         *(f"| `{name}` | {_cell(text)} |" for name, text in ENVIRONMENT),
         "",
-        "## Resources (`stream_assets/definitions.py`)",
+        "## Resources (`build_definitions(resources=...)` or the component's `defs.yaml`)",
     ]
     for key, model, text in RESOURCES:
         out += ["", f"### `{model.__name__}` (resource key `{key}`)", "", text, "",
