@@ -163,11 +163,10 @@ def seed_users(users: int, if_missing: bool) -> None:
     """
     from dagster import AssetKey, DagsterInstance, materialize
 
-    from stream_assets.dev.users import demo_users
+    from stream_assets.demo_assets import user_dimension
     from stream_assets.paths import local_path
     from stream_assets.resources import DeltaLake, SparkResource
     from stream_assets.sinks import is_delta_table
-    from stream_assets.tables.dimensions import build_user_dimension
 
     lake = DeltaLake()
     path = lake.table_path("user_dimension")
@@ -191,7 +190,7 @@ def seed_users(users: int, if_missing: bool) -> None:
             click.echo(f"user_dimension exists at {path}; leaving it")
             return
         result = materialize(
-            [build_user_dimension(demo_users)],
+            [user_dimension],
             instance=instance,
             resources={"spark": resource, "lake": lake},
             run_config={"ops": {"user_dimension": {"config": {
