@@ -9,10 +9,15 @@ other's batches.
 
 from __future__ import annotations
 
+import os
+import re
+
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+
+from stream_assets.paths import local_path
 
 TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION = "spark.databricks.delta.write.txnVersion"
@@ -130,7 +135,30 @@ def delta_history(spark: SparkSession, path: str, limit: int) -> list[dict]:
     return [row.asDict(recursive=True) for row in history_frame(spark, path, limit).collect()]
 
 
+_VERSION_FILE = re.compile(r"^(\d{20})\.json$")
+
+
+def delta_log_version(path: str) -> int | None:
+    """The latest committed version of a local Delta table, read from its log (no Spark).
+
+    Delta writes each commit file atomically (by rename on a local disk), so the newest
+    `NNN.json` is the newest committed version. None for a remote path or no table.
+    """
+    local = local_path(path)
+    if local is None:
+        return None
+    try:
+        names = os.listdir(os.path.join(local, "_delta_log"))
+    except OSError:
+        return None
+    versions = [int(m.group(1)) for n in names if (m := _VERSION_FILE.match(n))]
+    return max(versions) if versions else None
+
+
 def delta_version(spark: SparkSession, path: str) -> int | None:
+    """The table's latest version: from the local log's listing, else DESCRIBE HISTORY."""
+    if local_path(path) is not None:
+        return delta_log_version(path)
     if not is_delta_table(spark, path):
         return None
     return delta_history(spark, path, 1)[0]["version"]

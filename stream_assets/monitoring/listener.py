@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ from stream_assets.monitoring.metadata import (
     table_state,
 )
 from stream_assets.paths import local_path
-from stream_assets.sinks import delta_version, history_frame, is_delta_table
+from stream_assets.sinks import delta_log_version, delta_version, history_frame, is_delta_table
 from stream_assets.tables import expectations as quality
 from stream_assets.tables.expectations import DataExpectation
 
@@ -432,22 +431,6 @@ def checkpoint_offsets(checkpoint: str) -> Offsets:
         for topic, parts in parse_offsets(line).items():
             offsets.setdefault(topic, {}).update(parts)
     return offsets
-
-
-_VERSION_FILE = re.compile(r"^(\d{20})\.json$")
-
-
-def delta_log_version(path: str) -> int | None:
-    """The latest committed version of a local Delta table, read from its log (no Spark)."""
-    local = local_path(path)
-    if local is None:
-        return None
-    try:
-        names = os.listdir(os.path.join(local, "_delta_log"))
-    except OSError:
-        return None
-    versions = [int(m.group(1)) for n in names if (m := _VERSION_FILE.match(n))]
-    return max(versions) if versions else None
 
 
 def measure_backlog(

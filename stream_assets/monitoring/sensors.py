@@ -57,10 +57,10 @@ from stream_assets.monitoring.health import (
     StreamView,
     problems,
 )
-from stream_assets.monitoring.listener import delta_log_version
 from stream_assets.resources.alerting import AlertSink
 from stream_assets.resources.kafka import KafkaCompatibleSource
 from stream_assets.resources.lake import DeltaLake
+from stream_assets.sinks import delta_log_version
 from stream_assets.tables.declaration import StreamingTable
 
 INTERVAL_ENV = "STREAM_ASSETS_SENSOR_INTERVAL_S"

@@ -23,7 +23,6 @@ from pydantic import Field
 from pyspark.sql import SparkSession
 
 from stream_assets.errors import StreamFailed
-from stream_assets.monitoring.listener import delta_log_version
 from stream_assets.monitoring.metadata import (
     query_metadata,
     row_count_after,
@@ -31,7 +30,7 @@ from stream_assets.monitoring.metadata import (
     table_schema,
     table_state,
 )
-from stream_assets.sinks import delta_history
+from stream_assets.sinks import delta_history, delta_log_version
 from stream_assets.tables import expectations as quality
 from stream_assets.tables.declaration import StreamingTable, describe
 from stream_assets.tables.pending import InputCheck, pending_input

@@ -28,9 +28,9 @@ from stream_assets.monitoring.lag import (
     total_lag,
     versions_waiting,
 )
-from stream_assets.monitoring.listener import delta_log_version
 from stream_assets.paths import local_path
 from stream_assets.resources.kafka import KafkaCompatibleSource
+from stream_assets.sinks import delta_log_version
 
 
 @dataclass(frozen=True)
