@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import UTC, datetime
 
@@ -12,6 +13,7 @@ from dagster import (
     AssetSpec,
     Definitions,
     define_asset_job,
+    instance_for_test,
 )
 from pyspark.sql import functions as F
 
@@ -52,7 +54,7 @@ def write(spark, path, rows, schema):
     spark.createDataFrame(rows, schema).write.format("delta").mode("overwrite").save(path)
 
 
-def run_checks(spark_resource, lake, config: ChecksConfig | None = None):
+def run_checks(spark_resource, lake, config: ChecksConfig | None = None, instance=None):
     checks = build_checks(raw_events, config)
     defs = Definitions(
         assets=[AssetSpec("raw_events"), AssetSpec("dead_letter_queue")],
@@ -60,7 +62,8 @@ def run_checks(spark_resource, lake, config: ChecksConfig | None = None):
         jobs=[define_asset_job("checks", selection=AssetSelection.checks(checks))],
         resources={"spark": spark_resource, "lake": lake},
     )
-    result = defs.resolve_job_def("checks").execute_in_process(raise_on_error=False)
+    result = defs.resolve_job_def("checks").execute_in_process(raise_on_error=False,
+                                                               instance=instance)
     return {(e.asset_key.to_user_string(), e.check_name): e
             for e in result.get_asset_check_evaluations()}
 
@@ -130,3 +133,37 @@ def test_freshness_fails_when_the_last_commit_is_older_than_allowed(spark, workd
     assert check_freshness(spark, path, max_age_minutes=30).passed
     later = check_freshness(spark, path, max_age_minutes=30, now=time.time() + 3600)
     assert not later.passed and later.metadata["age_minutes"] >= 59
+
+
+def test_a_table_that_did_not_change_gets_its_last_verdict_again_without_a_read(
+    spark, spark_resource, workdir
+):
+    """Issue 15: a run over unchanged tables answers from the Delta logs and the previous
+    verdicts; a new commit, or a table deleted and rebuilt to the same version, is read."""
+    lake = DeltaLake(tables_root=str(workdir / "t"), checkpoints_root=str(workdir / "c"))
+    rows = [event_row(i) for i in range(10)] + [event_row(3, event_id="dup")]
+    write(spark, lake.table_path("raw_events"), rows, schemas.RAW_EVENTS)
+    write(spark, lake.table_path("dead_letter_queue"), [dead_row(0)], schemas.DEAD_LETTER_QUEUE)
+    with instance_for_test() as instance:
+        first = run_checks(spark_resource, lake, instance=instance)
+        second = run_checks(spark_resource, lake, instance=instance)
+        assert first.keys() == second.keys()
+        for key, result in second.items():
+            if key[1] == "freshness":  # from the commit file's time: the same as Spark's
+                spark_says = check_freshness(spark, lake.table_path(key[0]), 60)
+                assert result.metadata["delta_version"].value == \
+                    spark_says.metadata["delta_version"]
+                assert abs(result.metadata["age_minutes"].value
+                           - spark_says.metadata["age_minutes"]) < 0.1
+                continue
+            assert result.passed == first[key].passed, key
+            assert "reused_from_run" in result.metadata, key
+            assert "reused_from_run" not in first[key].metadata, key
+        assert not second[("raw_events", "keys_unique")].passed  # the verdict, not a pass
+
+        shutil.rmtree(lake.table_path("raw_events"))  # rebuilt to version 0, without the dup
+        time.sleep(0.01)
+        write(spark, lake.table_path("raw_events"), rows[:10], schemas.RAW_EVENTS)
+        third = run_checks(spark_resource, lake, instance=instance)
+        assert third[("raw_events", "keys_unique")].passed
+        assert "reused_from_run" not in third[("raw_events", "keys_unique")].metadata

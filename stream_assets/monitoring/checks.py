@@ -12,6 +12,7 @@ One multi-asset check per query: one step, one Spark session for all of a query'
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -30,12 +31,17 @@ from dagster import (
     MetadataValue,
     multi_asset_check,
 )
+
+# Dagster does not export the status of a check's execution; the event log storage is the
+# only place that says which past evaluations completed.
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from pydantic import Field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from stream_assets.sinks import history_frame, is_delta_table
+from stream_assets.paths import local_path
+from stream_assets.sinks import delta_log_version, history_frame, is_delta_table
 from stream_assets.tables.declaration import StreamingTable
 
 Severity = Literal["WARN", "ERROR"]
@@ -46,6 +52,10 @@ DEAD_LETTER_RATIO = "dead_letter_ratio"
 SCHEMA = "schema"
 KEYS_NOT_NULL = "keys_not_null"
 KEYS_UNIQUE = "keys_unique"
+# In each evaluation's metadata: the Delta versions it read, so an unchanged table's verdict
+# can be reported again without reading it (`without_spark`).
+VERSIONS_KEY = "delta_versions"
+REUSED = " (table unchanged since this verdict: same Delta commits)"
 
 
 class Expectation(Config):
@@ -185,13 +195,17 @@ def check_freshness(spark: SparkSession, path: str, max_age_minutes: float,
         history_frame(spark, path, 1)
         .select(F.col("timestamp").cast("double").alias("t"), "version").first()
     )
-    age = ((now or time.time()) - last["t"]) / 60
+    return freshness_outcome(last["version"], last["t"], max_age_minutes, now)
+
+
+def freshness_outcome(version: int, committed: float, max_age_minutes: float,
+                      now: float | None = None) -> Outcome:
+    age = ((now or time.time()) - committed) / 60
     return Outcome(
         age <= max_age_minutes,
-        f"last commit (version {last['version']}) {age:.1f} minutes ago; "
-        f"allowed {max_age_minutes:g}",
+        f"last commit (version {version}) {age:.1f} minutes ago; allowed {max_age_minutes:g}",
         {"age_minutes": round(age, 2), "max_age_minutes": max_age_minutes,
-         "last_commit": MetadataValue.timestamp(last["t"]), "delta_version": last["version"]},
+         "last_commit": MetadataValue.timestamp(committed), "delta_version": version},
     )
 
 
@@ -302,7 +316,8 @@ class TableChecks:
     def evaluations(self, spark: SparkSession, lake: Any) -> list[AssetCheckEvaluation]:
         found = []
         for name, check, expectation, _ in planned_checks(self.table, self.config):
-            outcome = evaluate(spark, lake, self.table, name, check, expectation, self.config)
+            outcome = evaluate_recording_versions(spark, lake, self.table, name, check,
+                                                  expectation, self.config)
             found.append(AssetCheckEvaluation(
                 asset_key=AssetKey(name), check_name=check, passed=outcome.passed,
                 severity=_severity(expectation), description=outcome.description,
@@ -320,6 +335,72 @@ def table_checks(
     per_table = per_table or {}
     return {t.name: TableChecks(t, per_table.get(t.name, config) or ChecksConfig())
             for t in tables}
+
+
+def commit_of(path: str) -> tuple[int, float] | None:
+    """(version, commit file time) of a local Delta table's newest commit, without Spark."""
+    version = delta_log_version(path)
+    if version is None:
+        return None
+    return version, os.stat(f"{local_path(path)}/_delta_log/{version:020d}.json").st_mtime
+
+
+def versions_read(lake: Any, table: StreamingTable, name: str, check: str
+                  ) -> dict[str, str | None]:
+    """What a check's verdict depends on: the table's newest commit, and for the dead-letter
+    ratio its dead letters' too, as "version@commit time" (a table deleted and rebuilt to the
+    same version has other commit times); None where it cannot be told without Spark."""
+    names = [name]
+    if check == DEAD_LETTER_RATIO and table.dead_letter_table is not None:
+        names.append(table.dead_letter_table)
+    commits = {n: commit_of(lake.table_path(n)) for n in names}
+    return {n: None if c is None else f"{c[0]}@{c[1]:.6f}" for n, c in commits.items()}
+
+
+def evaluate_recording_versions(
+    spark: SparkSession, lake: Any, table: StreamingTable, name: str, check: str,
+    expectation: Expectation, config: ChecksConfig | None = None,
+) -> Outcome:
+    """`evaluate`, with the versions it read in the metadata (taken first: a commit during
+    the evaluation can only make the recorded versions older than what was read, never
+    newer, so a later run never reuses a verdict for a table it did not see)."""
+    versions = versions_read(lake, table, name, check) if check != FRESHNESS else {}
+    outcome = evaluate(spark, lake, table, name, check, expectation, config)
+    if versions and None not in versions.values():
+        outcome.metadata[VERSIONS_KEY] = MetadataValue.json(versions)
+    return outcome
+
+
+def without_spark(instance: Any, lake: Any, table: StreamingTable, name: str, check: str,
+                  expectation: Expectation) -> Outcome | None:
+    """The check's outcome when it can be told without reading the table, else None.
+
+    Freshness of a local table is the age of its newest commit file. Every other check is a
+    function of the tables' versions: when they are those its last completed evaluation
+    recorded, that evaluation's verdict stands, and is reported again saying so.
+    """
+    if check == FRESHNESS:
+        assert isinstance(expectation, FreshnessExpectation)
+        commit = commit_of(lake.table_path(name))
+        return None if commit is None else freshness_outcome(*commit,
+                                                             expectation.max_age_minutes)
+    versions = versions_read(lake, table, name, check)
+    if None in versions.values():
+        return None
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(AssetKey(name), check), limit=1,
+        status={AssetCheckExecutionRecordStatus.SUCCEEDED,
+                AssetCheckExecutionRecordStatus.FAILED})
+    evaluation = records[0].evaluation if records else None
+    if evaluation is None:
+        return None
+    recorded = evaluation.metadata.get(VERSIONS_KEY)
+    if recorded is None or recorded.value != versions:
+        return None
+    metadata = dict(evaluation.metadata)
+    metadata["reused_from_run"] = metadata.get("reused_from_run") or records[0].run_id
+    description = (evaluation.description or "").removesuffix(REUSED)
+    return Outcome(evaluation.passed, description + REUSED, metadata)
 
 
 def build_checks(
@@ -344,11 +425,14 @@ def build_checks(
         description=f"Checks derived from the {table.name} declaration.",
     )
     def _checks(context) -> Iterator[AssetCheckResult]:  # AssetCheckExecutionContext
-        spark = context.resources.spark.spark_session
         lake = context.resources.lake
         for key in sorted(context.selected_asset_check_keys, key=lambda k: k.to_user_string()):
             name, check, expectation = by_key[key]
-            outcome = evaluate(spark, lake, table, name, check, expectation, config)
+            # The session starts only for a check that must read a table: a run over tables
+            # that did not change answers from the logs and the previous results.
+            outcome = without_spark(context.instance, lake, table, name, check, expectation) \
+                or evaluate_recording_versions(context.resources.spark.spark_session, lake,
+                                               table, name, check, expectation, config)
             yield AssetCheckResult(
                 asset_key=key.asset_key,
                 check_name=check,
