@@ -44,7 +44,7 @@ from dagster import (
     sensor,
 )
 
-from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG, OP_NAME, select_tables
+from stream_assets.continuous_runs import continuous_runs, run_tables
 from stream_assets.monitoring.alerts import HEALTH_CHECK, health_evaluation, send_alert
 from stream_assets.monitoring.health import (
     FIRING,
@@ -103,21 +103,6 @@ def latest_report(instance: DagsterInstance, key: AssetKey) -> LatestReport | No
                 best = LatestReport(report, record.storage_id, record.run_id)
             break
     return best
-
-
-def continuous_runs(instance: DagsterInstance, statuses: Sequence[DagsterRunStatus]
-                    ) -> list[DagsterRun]:
-    return list(instance.get_runs(RunsFilter(tags={MODE_TAG: CONTINUOUS}, statuses=statuses)))
-
-
-def run_tables(run: DagsterRun, catalog: Sequence[StreamingTable]) -> set[str]:
-    """The queries a continuous run runs (from its run config; all when none are named)."""
-    config = ((run.run_config or {}).get("ops", {}).get(OP_NAME, {}) or {}).get("config") or {}
-    names = config.get("tables") or []
-    try:
-        return {t.name for t in select_tables(catalog, names)}
-    except Exception:
-        return {t.name for t in catalog}
 
 
 def stream_views(
