@@ -211,6 +211,9 @@ _UNUSABLE_CHECKPOINT = re.compile(r"\b(" + "|".join((
     r"STREAMING_CHECKPOINT_\w+",
     r"STREAMING_STATEFUL_OPERATOR_\w+",
     r"CANNOT_LOAD_STATE_STORE(?!\.\w*(OUT_OF_MEMORY|UNRELEASED_THREAD))",
+    # Delta's: the upstream table a Delta stream reads was deleted and rebuilt since the
+    # checkpoint (its table id changed); a full refresh of that upstream resets this query too.
+    r"\w*DIFFERENT_DELTA_TABLE_READ_BY_STREAMING_SOURCE",
 )) + r")\b")
 _DATA_LOSS = "data may have been lost"
 
