@@ -23,6 +23,7 @@ from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG
 from stream_assets.dev.generator import GOOD, Record, generate_events
 from stream_assets.dev.producer import produce
 from stream_assets.errors import CheckpointMismatch, StreamAssetsError, TableBusy
+from stream_assets.monitoring.checks import ChecksConfig
 from stream_assets.project import refresh_closure
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.kafka import KafkaConnection
@@ -110,9 +111,13 @@ class Project:
                                   topic_names={"events": self.topic})
         self.resources = {"spark": spark_resource, "lake": self.lake,
                           "stream_source": self.source}
-        self.defs = build_definitions(TABLES, resources=self.resources)
+        # The derived checks are not under test here: off, they cost no Spark jobs per run.
+        off = {"enabled": False}
+        checks = ChecksConfig(freshness=off, dead_letter_ratio=off, schema_matches=off,
+                              keys_not_null=off, keys_unique=off)
+        self.defs = build_definitions(TABLES, resources=self.resources, checks=checks)
         self.instance = instance
-        records = list(generate_events(300, bad_ratio=0.1, seed=13, start=START, users=6,
+        records = list(generate_events(200, bad_ratio=0.1, seed=13, start=START, users=6,
                                        spacing=timedelta(seconds=5), jitter=timedelta(0),
                                        id_prefix="r"))
         self.records = [Record(self.topic, r.key, r.value, r.kind, r.event) for r in records]

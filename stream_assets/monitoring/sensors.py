@@ -65,6 +65,7 @@ from stream_assets.tables.declaration import StreamingTable
 
 INTERVAL_ENV = "STREAM_ASSETS_SENSOR_INTERVAL_S"
 CATCH_UP_TAG = "stream_assets/catch_up"
+TABLE_MISSING = "table_missing"
 _IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -316,6 +317,10 @@ def input_positions(
         if version is None:
             return None
         positions[f"delta:{upstream}"] = version
+    if delta_log_version(lake.table_path(table.name)) is None:
+        # A full refresh (tables/refresh.py) deletes a table whose input stands where it stood
+        # when it was last requested: the marker makes that a move, so the table is rebuilt.
+        positions[TABLE_MISSING] = 1
     return positions
 
 
@@ -335,7 +340,7 @@ def plan_catch_up(
             continue
         before = seen.get(name)
         if before is None:
-            if any(v > 0 for v in positions.values()):
+            if any(v > 0 for k, v in positions.items() if k != TABLE_MISSING):
                 due.append(name)
         elif dict(before) != dict(positions):
             due.append(name)
