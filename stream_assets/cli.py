@@ -201,7 +201,8 @@ def _refuse_if_continuous(tables: list, closure: list) -> None:
     with DagsterInstance.get() as instance:
         busy = continuous_writers(instance, tables, [t.name for t in closure])
     if busy:
-        name, run_id = sorted(busy.items())[0]
+        name = next(t.name for t in closure if t.name in busy)  # the named table first
+        run_id = busy[name]
         _fail(TableBusy(f"continuous run {run_id} writes {name}; nothing was deleted. "
                         "Terminate that run, then reset again"))
 
