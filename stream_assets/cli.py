@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 
 import click
 
-from stream_assets.errors import StreamAssetsError
+from stream_assets.errors import StreamAssetsError, TableBusy
 
 
 def _fail(exc: StreamAssetsError) -> None:
@@ -227,6 +227,25 @@ def _declared_tables(spec: str) -> list:
     return tables
 
 
+def _refuse_if_continuous(tables: list, closure: list) -> None:
+    """With DAGSTER_HOME set, refuse while a continuous run of that instance writes a table."""
+    import os
+
+    if not os.environ.get("DAGSTER_HOME"):
+        return  # no instance to ask; the writer locks still refuse a run on this machine
+    from dagster import DagsterInstance
+
+    from stream_assets.continuous_runs import continuous_writers
+
+    with DagsterInstance.get() as instance:
+        busy = continuous_writers(instance, tables, [t.name for t in closure])
+    if busy:
+        name = next(t.name for t in closure if t.name in busy)  # the named table first
+        run_id = busy[name]
+        _fail(TableBusy(f"continuous run {run_id} writes {name}; nothing was deleted. "
+                        "Terminate that run, then reset again"))
+
+
 @main.command()
 @click.argument("table")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -235,10 +254,13 @@ def _declared_tables(spec: str) -> list:
               help="MODULE:ATTRIBUTE holding your project's tables (the list you pass to "
               "build_definitions).")
 def reset(table: str, yes: bool, tables_spec: str) -> None:
-    """Full refresh: delete TABLE's checkpoint and the tables its query writes.
+    """Full refresh: delete TABLE's checkpoint and the tables its query writes, and those of
+    every query streaming from them (their checkpoints would not resume on a rebuilt table).
 
-    Refused while a materialization writes the table: it holds the same lock.
+    The same code as the asset's run config full_refresh: true. Refused while a
+    materialization or a continuous run writes any of those tables: it takes their locks.
     """
+    from stream_assets.project import refresh_closure
     from stream_assets.resources import DeltaLake, KafkaSource, SparkResource
     from stream_assets.tables import runner
 
@@ -246,20 +268,34 @@ def reset(table: str, yes: bool, tables_spec: str) -> None:
     by_name = {t.name: t for t in tables} | {n: t for t in tables for n in t.tables}
     if table not in by_name:
         raise click.BadParameter(f"unknown table; one of {', '.join(sorted(by_name))}")
-    declared = by_name[table]
-    if not yes:
-        click.confirm(f"delete the checkpoint of {declared.name} and the tables "
-                      f"{', '.join(declared.tables)}?", abort=True)
+    closure = refresh_closure(tables, [table])
+    declared, downstream = closure[0], closure[1:]
+    plan = f"delete the checkpoint of {declared.name} and the tables {', '.join(declared.tables)}"
+    if downstream:
+        plan += (f", and, because their queries stream from {declared.name}, the checkpoints "
+                 f"and tables of {', '.join(t.name for t in downstream)} "
+                 f"({', '.join(n for t in downstream for n in t.tables)})")
+    if yes:
+        click.echo(f"reset: {plan}")
+    else:
+        click.confirm(f"{plan}?", abort=True)
+    _refuse_if_continuous(tables, closure)
     lake = DeltaLake()
     try:
-        # The lock first: a busy table is refused before a SparkSession is started for nothing.
-        with runner.writer_lock(declared, lake):
+        with ExitStack() as locks:
+            # Every lock first: a busy table is refused before a SparkSession is started for
+            # nothing, and before anything is deleted.
+            for query in closure:
+                locks.enter_context(runner.writer_lock(query, lake))
             spark = SparkResource(remote=None).spark_session
             ctx = runner.StreamContext(spark=spark, lake=lake, source=KafkaSource())
-            runner.full_refresh(declared, ctx)
+            deleted = runner.reset(closure, ctx, held=closure)
     except StreamAssetsError as exc:
         _fail(exc)
-    click.echo(f"reset {', '.join(declared.tables)}; the next materialization rebuilds them")
+    for query, gone in deleted.items():
+        click.echo(f"{query}: deleted {', '.join(gone) if gone else 'nothing (none existed)'}")
+    click.echo(f"reset {', '.join(n for t in closure for n in t.tables)}; the next "
+               "materialization of each rebuilds it (upstream first: 'Materialize all')")
 
 
 if __name__ == "__main__":

@@ -8,15 +8,23 @@ tables alone. Both import these names from here, so the sensors do not load the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from dagster import Failure
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, Failure, RunsFilter
 
 from stream_assets.tables.declaration import StreamingTable
 
 OP_NAME = "run_streams"
 MODE_TAG = "stream_assets/mode"
 CONTINUOUS = "continuous"
+# A continuous run in these states writes its tables, or is about to, or still does.
+WRITING = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
 
 
 def select_tables(
@@ -44,3 +52,29 @@ def select_tables(
             ordered.append(t)
             remaining.remove(t)
     return ordered
+
+
+def continuous_runs(instance: DagsterInstance, statuses: Sequence[DagsterRunStatus]
+                    ) -> list[DagsterRun]:
+    return list(instance.get_runs(RunsFilter(tags={MODE_TAG: CONTINUOUS}, statuses=statuses)))
+
+
+def run_tables(run: DagsterRun, catalog: Sequence[StreamingTable]) -> set[str]:
+    """The queries a continuous run runs (from its run config; all when none are named)."""
+    config = ((run.run_config or {}).get("ops", {}).get(OP_NAME, {}) or {}).get("config") or {}
+    names = config.get("tables") or []
+    try:
+        return {t.name for t in select_tables(catalog, names)}
+    except Exception:
+        return {t.name for t in catalog}
+
+
+def continuous_writers(instance: DagsterInstance, catalog: Sequence[StreamingTable],
+                       queries: Iterable[str]) -> dict[str, str]:
+    """Which of `queries` a continuous run writes now (or is about to): query -> run id."""
+    wanted = set(queries)
+    writers: dict[str, str] = {}
+    for run in continuous_runs(instance, WRITING):
+        for name in sorted(run_tables(run, catalog) & wanted):
+            writers.setdefault(name, run.run_id)
+    return writers

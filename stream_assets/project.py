@@ -19,7 +19,8 @@ from dagster import (
     in_process_executor,
 )
 
-from stream_assets.errors import DeclarationError
+from stream_assets.continuous_runs import continuous_writers
+from stream_assets.errors import DeclarationError, StreamAssetsError
 from stream_assets.jobs import build_continuous_job
 from stream_assets.monitoring.checks import ChecksConfig, build_all_checks, table_checks
 from stream_assets.monitoring.sensors import (
@@ -32,6 +33,7 @@ from stream_assets.resources import DeltaLake, KafkaSource, SparkResource
 from stream_assets.resources.alerting import alert_sink_from_env
 from stream_assets.tables.assets import build_asset, source_specs
 from stream_assets.tables.declaration import StreamingTable
+from stream_assets.tables.refresh import Cascade
 
 
 def default_resources() -> dict[str, Any]:
@@ -89,6 +91,55 @@ def _refuse_cycles(tables: Sequence[StreamingTable]) -> None:
         visit(name, ())
 
 
+def refresh_closure(
+    tables: Sequence[StreamingTable], names: Iterable[str]
+) -> list[StreamingTable]:
+    """The queries a full refresh of `names` resets, upstream first: the named ones and every
+    query that reads one of their tables as a Delta stream, transitively.
+
+    A query's checkpoint holds the Delta table id of each upstream it streams from; once that
+    table is deleted and rebuilt the query cannot resume (stream_assets_tests/test_refresh.py
+    quotes Spark's error), so it is reset too. A static join keeps no offsets and is left
+    alone. A name may be a query or any table it writes (a dead-letter table names its query).
+    """
+    tables = list(tables)
+    writer = {name: decl for decl in tables for name in decl.tables}
+    names = list(names)
+    unknown = sorted(set(names) - set(writer))
+    if unknown:
+        raise StreamAssetsError(
+            f"unknown table(s) {', '.join(unknown)}; tables: {', '.join(sorted(writer))}"
+        )
+    chosen = {writer[name].name for name in names}
+    grew = True
+    while grew:
+        grew = False
+        for decl in tables:
+            if decl.name not in chosen and any(
+                writer[u].name in chosen for u in decl.upstream_tables if u in writer
+            ):
+                chosen.add(decl.name)
+                grew = True
+    ordered: list[StreamingTable] = []
+    remaining = [decl for decl in tables if decl.name in chosen]
+    while remaining:
+        done = {decl.name for decl in ordered}
+        ready = next((decl for decl in remaining if all(
+            writer[u].name in done or writer[u].name not in chosen
+            for u in decl.upstream_tables if u in writer
+        )), remaining[0])  # only a cycle, which check_tables refuses, leaves none ready
+        ordered.append(ready)
+        remaining.remove(ready)
+    return ordered
+
+
+def _cascade(tables: Sequence[StreamingTable], table: StreamingTable) -> Cascade:
+    return Cascade(
+        downstream=tuple(refresh_closure(tables, [table.name])[1:]),
+        writers=lambda instance, queries: continuous_writers(instance, tables, queries),
+    )
+
+
 def _check_resources(tables: Sequence[StreamingTable], resources: Mapping[str, Any]) -> None:
     for table in tables:
         for input_name, source in table.sources.items():
@@ -125,7 +176,8 @@ def build_definitions(
     check_tables(tables, other_keys)
     _check_resources(tables, bound)
     return Definitions(
-        assets=[*source_specs(tables), *assets, *(build_asset(t) for t in tables)],
+        assets=[*source_specs(tables), *assets,
+                *(build_asset(t, _cascade(tables, t)) for t in tables)],
         asset_checks=[*build_all_checks(tables, checks, checks_per_table),
                       build_health_checks(tables)],
         jobs=[build_continuous_job(

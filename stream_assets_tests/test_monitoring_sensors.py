@@ -7,6 +7,7 @@ STARTED run tagged continuous); no Spark or broker is needed.
 from __future__ import annotations
 
 import re
+import shutil
 import time
 import uuid
 from typing import Any
@@ -33,10 +34,12 @@ from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG
 from stream_assets.jobs import JOB_NAME
 from stream_assets.monitoring.health import HealthThresholds, Status, StreamReport
 from stream_assets.monitoring.sensors import (
+    TABLE_MISSING,
     build_catch_up_sensor,
     build_health_sensor,
     build_run_failure_sensor,
     delta_log_version,
+    input_positions,
     plan_catch_up,
 )
 from stream_assets.resources import DeltaLake, KafkaSource
@@ -215,6 +218,26 @@ def test_catch_up_plan_requests_tables_whose_input_moved_and_nobody_writes():
     assert plan_catch_up(now, seen, busy=()) == ["event_counts"]
     assert plan_catch_up(now, seen, busy={"event_counts"}) == []
     assert plan_catch_up({"raw_events": {"kafka:events": 0}}, {}, busy=()) == []
+    # Not there yet is no input: an empty topic requests nothing.
+    assert plan_catch_up({"raw_events": {"kafka:events": 0, TABLE_MISSING: 1}}, {},
+                         busy=()) == []
+
+
+def test_catch_up_sensor_rebuilds_a_table_a_full_refresh_deleted(instance, tmp_path):
+    lake = DeltaLake(tables_root=str(tmp_path / "t"), checkpoints_root=str(tmp_path / "c"))
+    counts = next(t for t in TABLES if t.name == "event_counts")
+    log = tmp_path / "t" / "raw_events" / "_delta_log"
+    log.mkdir(parents=True)
+    (log / f"{0:020d}.json").write_text("{}")
+    own = tmp_path / "t" / "event_counts" / "_delta_log"
+    own.mkdir(parents=True)
+    (own / f"{0:020d}.json").write_text("{}")
+    seen = {"event_counts": input_positions(counts, {}, lake)}
+    assert seen == {"event_counts": {"delta:raw_events": 0}}
+    # raw_events refreshed and rebuilt to the same version; event_counts reset with it.
+    shutil.rmtree(own.parent)
+    now = {"event_counts": input_positions(counts, {}, lake)}
+    assert plan_catch_up(now, seen, busy=()) == ["event_counts"]
 
 
 def test_catch_up_sensor_requests_a_materialization_when_offsets_move(instance, tmp_path):

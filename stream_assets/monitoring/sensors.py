@@ -44,7 +44,7 @@ from dagster import (
     sensor,
 )
 
-from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG, OP_NAME, select_tables
+from stream_assets.continuous_runs import continuous_runs, run_tables
 from stream_assets.monitoring.alerts import HEALTH_CHECK, health_evaluation, send_alert
 from stream_assets.monitoring.health import (
     FIRING,
@@ -65,6 +65,7 @@ from stream_assets.tables.declaration import StreamingTable
 
 INTERVAL_ENV = "STREAM_ASSETS_SENSOR_INTERVAL_S"
 CATCH_UP_TAG = "stream_assets/catch_up"
+TABLE_MISSING = "table_missing"
 _IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -103,21 +104,6 @@ def latest_report(instance: DagsterInstance, key: AssetKey) -> LatestReport | No
                 best = LatestReport(report, record.storage_id, record.run_id)
             break
     return best
-
-
-def continuous_runs(instance: DagsterInstance, statuses: Sequence[DagsterRunStatus]
-                    ) -> list[DagsterRun]:
-    return list(instance.get_runs(RunsFilter(tags={MODE_TAG: CONTINUOUS}, statuses=statuses)))
-
-
-def run_tables(run: DagsterRun, catalog: Sequence[StreamingTable]) -> set[str]:
-    """The queries a continuous run runs (from its run config; all when none are named)."""
-    config = ((run.run_config or {}).get("ops", {}).get(OP_NAME, {}) or {}).get("config") or {}
-    names = config.get("tables") or []
-    try:
-        return {t.name for t in select_tables(catalog, names)}
-    except Exception:
-        return {t.name for t in catalog}
 
 
 def stream_views(
@@ -331,6 +317,10 @@ def input_positions(
         if version is None:
             return None
         positions[f"delta:{upstream}"] = version
+    if delta_log_version(lake.table_path(table.name)) is None:
+        # A full refresh (tables/refresh.py) deletes a table whose input stands where it stood
+        # when it was last requested: the marker makes that a move, so the table is rebuilt.
+        positions[TABLE_MISSING] = 1
     return positions
 
 
@@ -350,7 +340,7 @@ def plan_catch_up(
             continue
         before = seen.get(name)
         if before is None:
-            if any(v > 0 for v in positions.values()):
+            if any(v > 0 for k, v in positions.items() if k != TABLE_MISSING):
                 due.append(name)
         elif dict(before) != dict(positions):
             due.append(name)

@@ -19,7 +19,7 @@ from dagster import (
     TableSchema,
     multi_asset,
 )
-from pydantic import Field
+from pydantic import Field, create_model
 from pyspark.sql import SparkSession
 
 from stream_assets.errors import StreamFailed
@@ -32,6 +32,7 @@ from stream_assets.monitoring.metadata import (
 )
 from stream_assets.sinks import delta_history, delta_log_version
 from stream_assets.tables import expectations as quality
+from stream_assets.tables import refresh
 from stream_assets.tables.declaration import StreamingTable, describe
 from stream_assets.tables.pending import InputCheck, pending_input
 from stream_assets.tables.runner import CatchUpResult, StreamContext, catch_up
@@ -41,8 +42,16 @@ from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE
 class CatchUpConfig(Config):
     full_refresh: bool = Field(
         default=False,
-        description="Delete the checkpoint and the tables, then rebuild them from the sources.",
+        description="Delete the checkpoint and the tables, then rebuild them from the sources; "
+        "also reset the queries streaming from them (each asset's field names them).",
     )
+
+
+def catch_up_config(table: StreamingTable, cascade: refresh.Cascade) -> type[CatchUpConfig]:
+    """CatchUpConfig whose `full_refresh` names what this asset's refresh deletes (Launchpad)."""
+    description = refresh.field_description(table, cascade)
+    return create_model(CatchUpConfig.__name__, __base__=CatchUpConfig,
+                        full_refresh=(bool, Field(default=False, description=description)))
 
 
 def table_metadata(
@@ -109,8 +118,13 @@ def resource_keys(table: StreamingTable) -> set[str]:
     return {"spark", "lake", *(s.resource for s in table.sources.values() if s.resource)}
 
 
-def build_asset(table: StreamingTable):
-    """The catch-up asset of a declared table: one materialization per table it writes."""
+def build_asset(table: StreamingTable, cascade: refresh.Cascade | None = None):
+    """The catch-up asset of a declared table: one materialization per table it writes.
+
+    `cascade`: the queries its full refresh resets besides it (build_definitions knows them).
+    """
+    cascade = cascade or refresh.Cascade()
+    config_class = catch_up_config(table, cascade)
     specs = [
         AssetSpec(
             key=AssetKey(name),
@@ -138,7 +152,7 @@ def build_asset(table: StreamingTable):
         can_subset=False,
         description=table.description,
     )
-    def _catch_up(context: AssetExecutionContext, config: CatchUpConfig
+    def _catch_up(context: AssetExecutionContext, config: config_class
                   ) -> Iterator[MaterializeResult]:
         bound = {key: getattr(context.resources, key) for key in resources}
         check = None if config.full_refresh else input_check(table, bound)
@@ -153,9 +167,18 @@ def build_asset(table: StreamingTable):
             source=bound.get(DEFAULT_KAFKA_RESOURCE),
             resources=bound,
         )
+        # Said (and checked against continuous runs) before anything is deleted.
+        in_run = refresh.announce(context, table, cascade) if config.full_refresh else set()
+
+        def deleted(paths: dict[str, list[str]]) -> None:
+            context.log.info(f"{table.name}: full refresh deleted {paths}")
+            for event in refresh.reset_events(table, cascade, paths, in_run):
+                context.log_event(event)
+
         started = time.monotonic()
         try:
-            result: CatchUpResult = catch_up(table, ctx, refresh=config.full_refresh)
+            result: CatchUpResult = catch_up(table, ctx, refresh=config.full_refresh,
+                                             cascade=cascade.downstream, on_reset=deleted)
         except StreamFailed as exc:
             # The batch that broke a fail expectation was not written: say which rule failed
             # on the table's checks before the run fails.
@@ -166,6 +189,9 @@ def build_asset(table: StreamingTable):
         shared.update(result.cleanup.metadata())
         if check is not None:
             shared.update(check.metadata())
+        shared.update(refresh.cascade_metadata(context, table))
+        if config.full_refresh:
+            shared.update(refresh.refreshed_metadata(table, cascade, result.deleted, in_run))
         for key, text in result.cleanup.metadata().items():
             # Leftovers kept in a committed checkpoint stay there: say so quietly, every run.
             log = context.log.info if key == "checkpoint_leftovers" else context.log.warning

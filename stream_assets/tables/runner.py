@@ -12,8 +12,8 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,9 +107,10 @@ def writer_lock(table: StreamingTable, lake: DeltaLake) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def full_refresh(table: StreamingTable, ctx: StreamContext) -> None:
-    """Delete the checkpoint and every table the query writes, together."""
+def full_refresh(table: StreamingTable, ctx: StreamContext) -> list[str]:
+    """Delete the checkpoint and every table the query writes, together; return what existed."""
     targets = [ctx.lake.checkpoint_path(table.name), *ctx.table_paths(table).values()]
+    deleted = []
     for target in targets:
         local = paths.local_path(target)
         if local is None and is_connect(ctx.spark):
@@ -123,9 +124,27 @@ def full_refresh(table: StreamingTable, ctx: StreamContext) -> None:
             jvm = ctx.spark._jvm  # remote stores: Hadoop's FileSystem knows them all
             hadoop_path = jvm.org.apache.hadoop.fs.Path(target)
             filesystem = hadoop_path.getFileSystem(ctx.spark._jsc.hadoopConfiguration())
-            filesystem.delete(hadoop_path, True)
+            if filesystem.delete(hadoop_path, True):
+                deleted.append(target)
         elif os.path.exists(local):
             shutil.rmtree(local)
+            deleted.append(target)
+    return deleted
+
+
+def reset(tables: Sequence[StreamingTable], ctx: StreamContext, *,
+          held: Collection[StreamingTable] = ()) -> dict[str, list[str]]:
+    """Full refresh of several queries at once (a table and those that stream from it).
+
+    Every writer lock is taken before anything is deleted, so a busy query leaves all of them
+    as they were. `held`: queries whose locks the caller holds already (a second flock of the
+    same file from this process would refuse it). Returns the deleted paths by query.
+    """
+    with ExitStack() as locks:
+        for table in tables:
+            if table not in held:
+                locks.enter_context(writer_lock(table, ctx.lake))
+        return {table.name: full_refresh(table, ctx) for table in tables}
 
 
 def read_sources(table: StreamingTable, ctx: StreamContext) -> dict[str, DataFrame]:
@@ -192,6 +211,9 @@ _UNUSABLE_CHECKPOINT = re.compile(r"\b(" + "|".join((
     r"STREAMING_CHECKPOINT_\w+",
     r"STREAMING_STATEFUL_OPERATOR_\w+",
     r"CANNOT_LOAD_STATE_STORE(?!\.\w*(OUT_OF_MEMORY|UNRELEASED_THREAD))",
+    # Delta's: the upstream table a Delta stream reads was deleted and rebuilt since the
+    # checkpoint (its table id changed); a full refresh of that upstream resets this query too.
+    r"\w*DIFFERENT_DELTA_TABLE_READ_BY_STREAMING_SOURCE",
 )) + r")\b")
 _DATA_LOSS = "data may have been lost"
 
@@ -269,13 +291,23 @@ class CatchUpResult:
     initial_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
     # What an interrupted run had left in the checkpoint (checkpoint_guard.Cleanup).
     cleanup: Cleanup = field(default_factory=Cleanup)
+    # What a full refresh deleted before the run, by query (`reset`).
+    deleted: dict[str, list[str]] = field(default_factory=dict)
 
 
-def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False) -> CatchUpResult:
-    """Process everything new since the checkpoint, then stop (trigger availableNow)."""
+def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False,
+             cascade: Sequence[StreamingTable] = (),
+             on_reset: Callable[[dict[str, list[str]]], None] | None = None) -> CatchUpResult:
+    """Process everything new since the checkpoint, then stop (trigger availableNow).
+
+    `refresh` first deletes the query's checkpoint and tables, and those of `cascade` (the
+    queries streaming from them, which a rebuilt upstream would break); `on_reset` hears what
+    went at once, so it is recorded even when the rebuild then fails.
+    """
     with exclusive(table, ctx):
-        if refresh:
-            full_refresh(table, ctx)
+        deleted = reset([table, *cascade], ctx, held=[table]) if refresh else {}
+        if refresh and on_reset is not None:
+            on_reset(deleted)
         before = {t: delta_version(ctx.spark, p) for t, p in ctx.table_paths(table).items()}
         initial = {}
         # Once per run: before the offsets lookup, so a dead broker gets the clear message.
@@ -297,7 +329,7 @@ def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False
                 query.stop()
         after = {t: delta_version(ctx.spark, p) for t, p in ctx.table_paths(table).items()}
         progress = [progress_dict(p) for p in query.recentProgress]
-        return CatchUpResult(progress, before, after, initial, cleanup)
+        return CatchUpResult(progress, before, after, initial, cleanup, deleted)
 
 
 def progress_dict(progress) -> dict:
