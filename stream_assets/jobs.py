@@ -25,6 +25,7 @@ from dagster import (
     AssetObservation,
     Config,
     DagsterExecutionInterruptedError,
+    DagsterRun,
     DagsterRunStatus,
     Failure,
     JobDefinition,
@@ -71,6 +72,7 @@ from stream_assets.tables.assets import resource_keys
 from stream_assets.tables.checkpoint_guard import Cleanup
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.expectations import stopped_by
+from stream_assets.tables.pools import pool_slots
 from stream_assets.tables.runner import StreamContext, exclusive, query_error, start
 from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE
 
@@ -597,6 +599,10 @@ def run_continuously(
             sessions.close()
 
 
+def _continuous(run: DagsterRun) -> bool:
+    return run.tags.get(MODE_TAG) == CONTINUOUS
+
+
 def build_continuous_job(
     catalog: Sequence[StreamingTable], name: str = JOB_NAME
 ) -> JobDefinition:
@@ -613,7 +619,10 @@ def build_continuous_job(
         description="Runs the selected streaming queries until the run is terminated.",
     )
     def run_streams(context: OpExecutionContext, config: ContinuousConfig) -> Iterator[Event]:
-        yield from run_continuously(context, config, catalog)
+        # Every query's pool slot, before the SparkSession starts: a catch-up run of one of
+        # the tables makes this run wait for it, another continuous run refuses it.
+        with pool_slots(context, select_tables(catalog, config.tables), refuse=_continuous):
+            yield from run_continuously(context, config, catalog)
 
     @job(
         name=name,

@@ -33,6 +33,7 @@ from stream_assets.monitoring.metadata import (
 from stream_assets.sinks import delta_history
 from stream_assets.tables import expectations as quality
 from stream_assets.tables.declaration import StreamingTable, describe
+from stream_assets.tables.pools import check_pool_settings
 from stream_assets.tables.runner import CatchUpResult, StreamContext, catch_up
 from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE
 
@@ -136,9 +137,15 @@ def build_asset(table: StreamingTable):
         required_resource_keys=resources,
         can_subset=False,
         description=table.description,
+        # One writer per query across machines: the run waits in the queue while another
+        # run holds the slot (tables/pools.py).
+        pool=table.pool,
     )
     def _catch_up(context: AssetExecutionContext, config: CatchUpConfig
                   ) -> Iterator[MaterializeResult]:
+        warning = check_pool_settings(context.instance, table)
+        if warning:
+            context.log.warning(warning)
         bound = {key: getattr(context.resources, key) for key in resources}
         ctx = StreamContext(
             spark=context.resources.spark.spark_session,
