@@ -121,7 +121,7 @@ def pool_slots(
         try:
             for table in sorted(tables, key=lambda t: t.pool):
                 # The pool page lists a slot by run and step key: name the query in it.
-                step_key = f"{context.step_key}[{table.name}]"
+                step_key = f"{context.op_handle}[{table.name}]"
                 reported = -report_every_s
                 while not slots.claim(table.pool, step_key):
                     others = [r for r in holders(instance, table.pool) if r.run_id != run_id]
