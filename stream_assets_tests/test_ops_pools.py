@@ -309,3 +309,29 @@ def test_a_second_writer_waits_in_the_queue_until_the_pool_slot_is_free(deployme
     last = dep.instance.get_latest_materialization_event(AssetKey("raw_events"))
     assert last.run_id == ordered[1]
 
+
+
+def test_an_existing_demo_home_gets_the_pools_and_keeps_its_own_settings(tmp_path):
+    from stream_assets.dev.instance_settings import update
+
+    old = tmp_path / "dagster.yaml"  # deploy/local/dagster.yaml before the pools
+    old.write_text("telemetry:\n  enabled: false\nrun_coordinator:\n"
+                   "  module: dagster._core.run_coordinator\n  class: QueuedRunCoordinator\n"
+                   "  config:\n    max_concurrent_runs: 7\nnux:\n  enabled: false\n")
+    notes = update(old)
+    assert any("added concurrency.pools" in n for n in notes)
+    merged = yaml.safe_load(old.read_text())
+    assert merged["concurrency"] == {"pools": {"granularity": "op", "default_limit": 1},
+                                     "runs": {"max_concurrent_runs": 7}}
+    assert merged["telemetry"] == {"enabled": False} and merged["nux"] == {"enabled": False}
+    assert (tmp_path / "dagster.yaml.bak").read_text().count("max_concurrent_runs: 7") == 1
+    with instance_for_test(overrides={k: merged[k] for k in (
+            "run_coordinator", "concurrency", "run_monitoring")}) as instance:
+        assert check_pool_settings(instance, raw_events) is None
+    assert update(old) == []  # once is enough
+
+    mine = tmp_path / "mine.yaml"  # a user's own pool choice is reported, not changed
+    mine.write_text("concurrency:\n  pools:\n    default_limit: 3\nrun_monitoring:\n"
+                    "  free_slots_after_run_end_seconds: 5\n")
+    assert any("kept your concurrency.pools.default_limit" in n for n in update(mine))
+    assert yaml.safe_load(mine.read_text())["concurrency"]["pools"] == {"default_limit": 3}
