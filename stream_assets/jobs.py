@@ -7,7 +7,8 @@ lock, and reports each query to Dagster every few seconds (listener.py). Through
 Connect each query starts in a session of its own (QuerySessions). Terminating the run
 stops every query between two batches; the checkpoints make the next start resume exactly
 where this one stopped. A query that fails is restarted with a growing back-off and reported
-as failed until a batch succeeds again (the health sensor turns that into one alert).
+as failed until a batch succeeds again (the health sensor turns that into one alert). The op
+holds each query's concurrency pool slot for as long as it runs (tables/pools.py).
 """
 
 import signal
