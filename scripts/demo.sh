@@ -11,6 +11,8 @@ DEMO_EVENTS="${DEMO_EVENTS:-20000}"
 
 mkdir -p "$DAGSTER_HOME"
 [ -f "$DAGSTER_HOME/dagster.yaml" ] || cp deploy/local/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+# A home from before the concurrency pools gets them (one writer per table), nothing else.
+$BIN/python -m stream_assets.dev.instance_settings "$DAGSTER_HOME/dagster.yaml"
 
 $BIN/stream-assets kafka start
 # Demo data once: running the demo again reuses what the topics already hold.

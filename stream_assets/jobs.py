@@ -7,7 +7,8 @@ lock, and reports each query to Dagster every few seconds (listener.py). Through
 Connect each query starts in a session of its own (QuerySessions). Terminating the run
 stops every query between two batches; the checkpoints make the next start resume exactly
 where this one stopped. A query that fails is restarted with a growing back-off and reported
-as failed until a batch succeeds again (the health sensor turns that into one alert).
+as failed until a batch succeeds again (the health sensor turns that into one alert). The op
+holds each query's concurrency pool slot for as long as it runs (tables/pools.py).
 """
 
 import signal
@@ -25,6 +26,7 @@ from dagster import (
     AssetObservation,
     Config,
     DagsterExecutionInterruptedError,
+    DagsterRun,
     DagsterRunStatus,
     Failure,
     JobDefinition,
@@ -71,6 +73,7 @@ from stream_assets.tables.assets import resource_keys
 from stream_assets.tables.checkpoint_guard import Cleanup
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.expectations import stopped_by
+from stream_assets.tables.pools import pool_slots
 from stream_assets.tables.runner import StreamContext, exclusive, query_error, start
 from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE
 
@@ -635,6 +638,10 @@ def run_continuously(
             sessions.close()
 
 
+def _continuous(run: DagsterRun) -> bool:
+    return run.tags.get(MODE_TAG) == CONTINUOUS
+
+
 def build_continuous_job(
     catalog: Sequence[StreamingTable], name: str = JOB_NAME,
     checks: Mapping[str, DerivedChecks] | None = None,
@@ -654,7 +661,10 @@ def build_continuous_job(
         description="Runs the selected streaming queries until the run is terminated.",
     )
     def run_streams(context: OpExecutionContext, config: ContinuousConfig) -> Iterator[Event]:
-        yield from run_continuously(context, config, catalog, checks)
+        # Every query's pool slot, before the SparkSession starts: a catch-up run of one of
+        # the tables makes this run wait for it, another continuous run refuses it.
+        with pool_slots(context, select_tables(catalog, config.tables), refuse=_continuous):
+            yield from run_continuously(context, config, catalog, checks)
 
     @job(
         name=name,

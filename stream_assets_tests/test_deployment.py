@@ -569,7 +569,12 @@ def test_dagster_yaml_is_a_valid_instance_config(tmp_path, monkeypatch, dagster_
     assert ref.storage_data.class_name == "DagsterPostgresStorage"
     assert ref.run_launcher_data.class_name == "DefaultRunLauncher"
     assert ref.run_coordinator_data.class_name == "QueuedRunCoordinator"
-    assert yaml.safe_load(ref.run_coordinator_data.config_yaml)["max_concurrent_runs"] >= 1
+    # Pools and the run limit both live under `concurrency` (Dagster refuses the run limit in
+    # the coordinator's config beside pools); one slot per query's pool, claimed inside runs.
+    concurrency = ref.settings["concurrency"]
+    assert concurrency["runs"]["max_concurrent_runs"] >= 1
+    assert concurrency["pools"] == {"granularity": "op", "default_limit": 1}
+    assert ref.settings["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
     assert ref.settings["telemetry"] == {"enabled": False}
     # Compute logs land in $DAGSTER_HOME/storage: the shared `dagster_storage` volume.
     compute_logs_dir = yaml.safe_load(ref.compute_logs_data.config_yaml)["base_dir"]

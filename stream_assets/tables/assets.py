@@ -35,6 +35,7 @@ from stream_assets.tables import expectations as quality
 from stream_assets.tables import refresh
 from stream_assets.tables.declaration import StreamingTable, describe
 from stream_assets.tables.pending import InputCheck, pending_input
+from stream_assets.tables.pools import check_pool_settings
 from stream_assets.tables.runner import CatchUpResult, StreamContext, catch_up
 from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE
 
@@ -151,9 +152,15 @@ def build_asset(table: StreamingTable, cascade: refresh.Cascade | None = None):
         required_resource_keys=resources,
         can_subset=False,
         description=table.description,
+        # One writer per query across machines: the run waits in the queue while another
+        # run holds the slot (tables/pools.py).
+        pool=table.pool,
     )
     def _catch_up(context: AssetExecutionContext, config: config_class
                   ) -> Iterator[MaterializeResult]:
+        warning = check_pool_settings(context.instance, table)
+        if warning:
+            context.log.warning(warning)
         bound = {key: getattr(context.resources, key) for key in resources}
         check = None if config.full_refresh else input_check(table, bound)
         if check is not None and not check.new:

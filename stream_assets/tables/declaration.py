@@ -34,6 +34,8 @@ from stream_assets.tables.writes import DeltaAppend, Sink, WriteTarget, split_wr
 RESERVED_CHECK_NAMES = frozenset(
     {"freshness", "schema", "keys_not_null", "keys_unique", "dead_letter_ratio", "stream_health"}
 )
+# A query's concurrency pool is this prefix and its name (StreamingTable.pool).
+POOL_PREFIX = "stream_assets."
 # Table names are folder names and Dagster asset keys.
 # A stream whose table has not changed for half an hour is worth a look, for an hour is stale:
 # the UI shows it (Dagster's freshness daemon evaluates it), whatever mode writes the table.
@@ -214,6 +216,18 @@ class StreamingTable:
         """Every table the query writes: its own, then its dead letters."""
         dead = self.dead_letter_table
         return (self.name, dead) if dead else (self.name,)
+
+    @property
+    def pool(self) -> str:
+        """The Dagster concurrency pool of the query: one writer of its tables at a time.
+
+        Every writer takes a slot of it (the catch-up asset, the continuous job), and the
+        instance's pools have limit 1 (deploy/dagster.yaml), so the storage shared by every
+        machine keeps two runs from writing one checkpoint (docs/guarantees.md). Derived from
+        the name only, so the asset, the job and the docs agree; a table name is letters,
+        digits and underscores, so the pool is one segment of the UI's pool page URL.
+        """
+        return f"{POOL_PREFIX}{self.name}"
 
     @property
     def kafka_topics(self) -> tuple[str, ...]:
