@@ -22,7 +22,7 @@ from stream_assets.sinks import is_delta_table
 from stream_assets.tables.declaration import StreamingTable
 
 if TYPE_CHECKING:
-    from stream_assets.tables.runner import StreamContext
+    from stream_assets.tables.context import StreamContext
 
 MARKER = "stream_assets.json"
 
