@@ -786,7 +786,8 @@ def test_instance_from_deploy_config_stores_runs_in_postgres(local_postgres, tmp
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
         assert isinstance(instance.run_launcher, DefaultRunLauncher)
         assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
-        expected_max = yaml.safe_load(DAGSTER_YAML.read_text())["run_coordinator"]["config"][
+        # The run limit lives beside the pools (Dagster refuses it in both places).
+        expected_max = yaml.safe_load(DAGSTER_YAML.read_text())["concurrency"]["runs"][
             "max_concurrent_runs"]
         assert instance.run_coordinator.get_run_queue_config().max_concurrent_runs == expected_max
         assert not instance.telemetry_enabled
