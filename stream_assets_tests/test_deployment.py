@@ -789,7 +789,10 @@ def test_instance_from_deploy_config_stores_runs_in_postgres(local_postgres, tmp
         # The run limit lives beside the pools (Dagster refuses it in both places).
         expected_max = yaml.safe_load(DAGSTER_YAML.read_text())["concurrency"]["runs"][
             "max_concurrent_runs"]
-        assert instance.run_coordinator.get_run_queue_config().max_concurrent_runs == expected_max
+        # What the queue daemon applies: the instance's concurrency settings merged over the
+        # run coordinator's own.
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue is not None and queue.max_concurrent_runs == expected_max
         assert not instance.telemetry_enabled
         assert instance.run_monitoring_enabled
 
