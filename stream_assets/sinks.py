@@ -155,6 +155,17 @@ def delta_log_version(path: str) -> int | None:
     return max(versions) if versions else None
 
 
+def commit_of(path: str) -> tuple[int, float] | None:
+    """(version, commit file time) of a local Delta table's newest commit, without Spark.
+
+    The time tells a table deleted and rebuilt to the same version from the one before."""
+    version = delta_log_version(path)
+    if version is None:
+        return None
+    return version, os.stat(os.path.join(local_path(path), "_delta_log",
+                                         f"{version:020d}.json")).st_mtime
+
+
 def delta_version(spark: SparkSession, path: str) -> int | None:
     """The table's latest version: from the local log's listing, else DESCRIBE HISTORY."""
     if local_path(path) is not None:

@@ -121,3 +121,18 @@ def test_seeded_users_are_a_materialization_the_ui_shows(cli_env, tmp_path):
         assert meta["dagster/row_count"].value == 7
         assert meta["delta_version"].value == DeltaTable(str(path)).version()
         assert [c.name for c in meta["dagster/column_schema"].value.columns] == list(rows[0])
+
+        # Materialized again with the table as it was: the recorded figures, no Spark read.
+        from dagster import materialize
+
+        from stream_assets.demo_assets import user_dimension
+        from stream_assets.resources import DeltaLake, SparkResource
+
+        home_dir = Path(env["STREAM_ASSETS_HOME"])
+        lake = DeltaLake(tables_root=str(home_dir / "tables"),
+                         checkpoints_root=str(home_dir / "checkpoints"))
+        again = materialize([user_dimension], instance=instance,
+                            resources={"spark": SparkResource(), "lake": lake})
+        [unchanged] = again.asset_materializations_for_node("user_dimension")
+        assert unchanged.metadata["unchanged"].value is True
+        assert unchanged.metadata["dagster/row_count"].value == 7

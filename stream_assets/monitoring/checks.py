@@ -12,7 +12,6 @@ One multi-asset check per query: one step, one Spark session for all of a query'
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,8 +39,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from stream_assets.paths import local_path
-from stream_assets.sinks import delta_log_version, history_frame, is_delta_table
+from stream_assets.sinks import commit_of, history_frame, is_delta_table
 from stream_assets.tables.declaration import StreamingTable
 
 Severity = Literal["WARN", "ERROR"]
@@ -335,14 +333,6 @@ def table_checks(
     per_table = per_table or {}
     return {t.name: TableChecks(t, per_table.get(t.name, config) or ChecksConfig())
             for t in tables}
-
-
-def commit_of(path: str) -> tuple[int, float] | None:
-    """(version, commit file time) of a local Delta table's newest commit, without Spark."""
-    version = delta_log_version(path)
-    if version is None:
-        return None
-    return version, os.stat(f"{local_path(path)}/_delta_log/{version:020d}.json").st_mtime
 
 
 def versions_read(lake: Any, table: StreamingTable, name: str, check: str

@@ -1,6 +1,7 @@
 """Batch tables that streams join to."""
 
 from collections.abc import Callable
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -14,7 +15,10 @@ from pydantic import Field
 from pyspark.sql import DataFrame, SparkSession
 
 from stream_assets.monitoring.metadata import table_schema
-from stream_assets.sinks import delta_version, is_delta_table
+from stream_assets.sinks import commit_of, delta_version, is_delta_table
+
+# The newest commit the metadata describes (version@commit file time), to tell it unchanged.
+COMMIT = "delta_commit"
 
 # Writes `count` users as a frame of user_dimension's columns.
 UserSeed = Callable[[SparkSession, int], DataFrame]
@@ -46,21 +50,47 @@ def build_user_dimension(seed: UserSeed) -> AssetsDefinition:
     )
     def user_dimension(context: AssetExecutionContext, config: UserDimensionConfig
                        ) -> MaterializeResult:
-        spark = context.resources.spark.spark_session
         path = context.resources.lake.table_path("user_dimension")
+        unchanged = None if config.overwrite else unchanged_since_recorded(context, path)
+        if unchanged is not None:
+            # Nothing to seed and nothing changed: no SparkSession for a figure already known.
+            context.log.info("user_dimension unchanged since its last materialization")
+            return MaterializeResult(metadata=unchanged)
+        spark = context.resources.spark.spark_session
         if config.overwrite or not is_delta_table(spark, path):
             seed(spark, config.users).write.format("delta").mode(
                 "overwrite"
             ).option("overwriteSchema", "true").save(path)
             context.log.info(f"wrote {config.users} demo users to {path}")
+        commit = commit_of(path)  # before the count: a later commit makes it differ, not lie
         frame = spark.read.format("delta").load(path)
-        return MaterializeResult(
-            metadata={
-                "path": MetadataValue.path(path),
-                "delta_version": delta_version(spark, path),
-                "dagster/row_count": frame.count(),
-                "dagster/column_schema": table_schema(frame.schema),
-            }
-        )
+        meta = {
+            "path": MetadataValue.path(path),
+            "delta_version": delta_version(spark, path),
+            "dagster/row_count": frame.count(),
+            "dagster/column_schema": table_schema(frame.schema),
+        }
+        if commit is not None:
+            meta[COMMIT] = commit_key(commit)
+        return MaterializeResult(metadata=meta)
 
     return user_dimension
+
+
+def unchanged_since_recorded(context: AssetExecutionContext, path: str
+                             ) -> dict[str, Any] | None:
+    """The last materialization's metadata when the table is still at the version it
+    recorded (told from the local Delta log, without Spark), else None."""
+    commit = commit_of(path)
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    recorded = event.asset_materialization if event is not None else None
+    if commit is None or recorded is None:
+        return None
+    meta = recorded.metadata
+    if COMMIT not in meta or meta[COMMIT].value != commit_key(commit):
+        return None
+    return {**meta, "unchanged": True}
+
+
+def commit_key(commit: tuple[int, float]) -> str:
+    return f"{commit[0]}@{commit[1]:.6f}"
