@@ -255,12 +255,11 @@ def report(rounds: list[dict], args: argparse.Namespace, server_s: float | None)
         print(f"nothing new: {idle:.1f} s = {idle / bare:.2f}x the bare SparkSession "
               f"process ({goal}); the plain script: {median(rounds, 'idle', 'plain'):.1f} s")
     for case in args.cases:
-        steps(case, [r[case]["dagster"].inner for r in rounds])
+        steps(case, rounds[-1][case]["dagster"].inner, rounds[-1][case]["plain"].inner)
 
 
-def steps(case: str, runs: list[dict]) -> None:
-    """Where the Dagster run spent its time (the last round's steps, medians of the rest)."""
-    last = runs[-1]
+def steps(case: str, last: dict, plain: dict) -> None:
+    """Where the last round's runs spent their time: Dagster's event log, the plain timings."""
     checks = sum(s for k, s in last["steps"].items() if "check" in k)
     assets = sum(s for k, s in last["steps"].items() if "check" not in k)
     slowest = sorted(last["steps"].items(), key=lambda kv: -kv[1])[:5]
@@ -268,6 +267,9 @@ def steps(case: str, runs: list[dict]) -> None:
           f"{assets:.1f} s, check steps {checks:.1f} s, end {last['end_s']:.1f} s; "
           f"tables whose query ran {last['queries_started']}")
     print("  slowest steps: " + ", ".join(f"{k} {s:.1f} s" for k, s in slowest))
+    queries = sorted(((k, s) for k, s in plain.items() if k != "session_s"), key=lambda kv: -kv[1])
+    print(f"  plain: session {plain['session_s']:.1f} s, queries "
+          + ", ".join(f"{k} {s:.1f} s" for k, s in queries))
 
 
 def load() -> str:
