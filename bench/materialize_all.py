@@ -143,6 +143,7 @@ def run_steps(dagster_home: Path, spawned: float, exited: float) -> dict:
     first = {}
     steps: dict[str, float] = {}
     queries = []
+    query_s: dict[str, float] = {}
     for entry in logs:
         kind, key = entry.dagster_event.event_type, entry.step_key
         if kind == DagsterEventType.RUN_START:
@@ -157,9 +158,12 @@ def run_steps(dagster_home: Path, spawned: float, exited: float) -> dict:
             metadata = entry.dagster_event.event_specific_data.materialization.metadata
             if "query_started" in metadata:  # a table's catch-up (tables/pending.py)
                 queries.append(metadata["query_started"].value)
+            if "query_seconds" in metadata:  # the query alone, as tables/assets.py times it
+                query_s[key] = metadata["query_seconds"].value
     return {
         "startup_s": first["run_start"] - spawned,  # imports, code location, instance
         "steps": steps,
+        "query_s": query_s,
         "end_s": exited - first["run_end"],  # Spark's stop, the process's exit
         "queries_started": f"{sum(queries)} of {len(queries)}",
     }
@@ -266,7 +270,9 @@ def steps(case: str, last: dict, plain: dict) -> None:
     print(f"\n{case}: start-up {last['startup_s']:.1f} s (imports, code location), asset steps "
           f"{assets:.1f} s, check steps {checks:.1f} s, end {last['end_s']:.1f} s; "
           f"tables whose query ran {last['queries_started']}")
-    print("  slowest steps: " + ", ".join(f"{k} {s:.1f} s" for k, s in slowest))
+    print("  slowest steps: " + ", ".join(
+        f"{k} {s:.1f} s" + (f" (query {last['query_s'][k]:.1f} s)" if k in last["query_s"] else "")
+        for k, s in slowest))
     queries = sorted(((k, s) for k, s in plain.items() if k != "session_s"), key=lambda kv: -kv[1])
     print(f"  plain: session {plain['session_s']:.1f} s, queries "
           + ", ".join(f"{k} {s:.1f} s" for k, s in queries))
