@@ -75,7 +75,8 @@ def test_demo_webserver_binds_to_loopback_by_default():
     demo = (PROJECT_ROOT / "scripts" / "demo.sh").read_text()
     default = re.search(r'HOST="\$\{DAGSTER_HOST:-([^}]*)\}"', demo)
     assert default and default.group(1) == "127.0.0.1", "demo.sh must default to 127.0.0.1"
-    assert re.search(r'dagster dev .*-h "\$HOST"', demo), "dagster dev must get -h $HOST"
+    # make demo runs `dg dev` (docs/components.md); it takes the same -h as `dagster dev`.
+    assert re.search(r'(dg|dagster) dev .*-h "\$HOST"', demo), "dg dev must get -h $HOST"
 
 
 def test_compose_publishes_ports_on_loopback_only():
