@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from stream_assets.resources.kafka import KafkaConnection
 from stream_assets.tables.assets import build_asset
 from stream_assets.tables.catalog import TABLES, raw_events
 from stream_assets.tables.pools import check_pool_settings
+from stream_assets_tests.test_ops_continuous import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCATION = Path(__file__).with_name("pools_location.py")
@@ -118,16 +119,6 @@ def test_settings_that_let_two_writers_in_are_refused_and_no_limit_is_said(tmp_p
 
 
 # -- runs through the queue, in their own processes ------------------------------------------
-
-def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-
 
 class Deployment:
     """The instance, a workspace with the code server, the queue's daemon, GraphQL."""
