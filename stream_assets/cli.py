@@ -164,9 +164,8 @@ def seed_users(users: int, if_missing: bool) -> None:
     from dagster import AssetKey, DagsterInstance, materialize
 
     from stream_assets.demo_assets import user_dimension
-    from stream_assets.paths import local_path
     from stream_assets.resources import DeltaLake, SparkResource
-    from stream_assets.sinks import is_delta_table
+    from stream_assets.sinks import delta_log_version, is_delta_table
 
     lake = DeltaLake()
     path = lake.table_path("user_dimension")
@@ -176,8 +175,8 @@ def seed_users(users: int, if_missing: bool) -> None:
     instance = (DagsterInstance.get() if os.environ.get("DAGSTER_HOME")
                 else DagsterInstance.ephemeral())
     recorded = instance.get_latest_materialization_event(AssetKey("user_dimension"))
-    local = local_path(path)
-    if if_missing and recorded is not None and local and os.path.isdir(f"{local}/_delta_log"):
+    if (if_missing and recorded is not None
+            and delta_log_version(path, lake.files) is not None):
         # The common case of `make demo` run again: no JVM started to find out.
         click.echo(f"user_dimension exists at {path}; leaving it")
         return
@@ -185,6 +184,7 @@ def seed_users(users: int, if_missing: bool) -> None:
     try:
         resource = SparkResource()
         spark = resource.spark_session
+        lake.attach(spark)
         exists = is_delta_table(spark, path)
         if if_missing and exists and recorded is not None:
             click.echo(f"user_dimension exists at {path}; leaving it")
@@ -227,6 +227,29 @@ def _declared_tables(spec: str) -> list:
     return tables
 
 
+def _lake(spec: str | None):
+    """The `lake` resource of the Definitions at MODULE:ATTRIBUTE, its EnvVars resolved; without
+    a spec, DeltaLake() from the environment (STREAM_ASSETS_TABLES_ROOT, AWS_*, ...)."""
+    import importlib
+
+    from dagster import Definitions, build_resources
+
+    from stream_assets.resources import DeltaLake
+
+    if spec is None:
+        return DeltaLake()
+    module_name, _, attribute = spec.partition(":")
+    try:
+        defs = getattr(importlib.import_module(module_name), attribute or "defs")
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"cannot load definitions from {spec!r}: {exc}") from None
+    resource = defs.resources.get("lake") if isinstance(defs, Definitions) else None
+    if not isinstance(resource, DeltaLake):
+        raise click.BadParameter(f"{spec!r} is not a Definitions with a DeltaLake 'lake' resource")
+    with build_resources({"lake": resource}) as built:
+        return built.lake
+
+
 def _refuse_if_continuous(tables: list, closure: list) -> None:
     """With DAGSTER_HOME set, refuse while a continuous run of that instance writes a table."""
     import os
@@ -253,7 +276,11 @@ def _refuse_if_continuous(tables: list, closure: list) -> None:
               show_default=True,
               help="MODULE:ATTRIBUTE holding your project's tables (the list you pass to "
               "build_definitions).")
-def reset(table: str, yes: bool, tables_spec: str) -> None:
+@click.option("--definitions", "definitions_spec", default=None,
+              help="MODULE:ATTRIBUTE of your Definitions, whose 'lake' resource says where the "
+              "tables live (e.g. stream_assets.definitions:defs); default: the environment "
+              "(STREAM_ASSETS_TABLES_ROOT, STREAM_ASSETS_CHECKPOINTS_ROOT, AWS_*).")
+def reset(table: str, yes: bool, tables_spec: str, definitions_spec: str | None) -> None:
     """Full refresh: delete TABLE's checkpoint and the tables its query writes, and those of
     every query streaming from them (their checkpoints would not resume on a rebuilt table).
 
@@ -261,7 +288,7 @@ def reset(table: str, yes: bool, tables_spec: str) -> None:
     materialization or a continuous run writes any of those tables: it takes their locks.
     """
     from stream_assets.project import refresh_closure
-    from stream_assets.resources import DeltaLake, KafkaSource, SparkResource
+    from stream_assets.resources import KafkaSource, SparkResource
     from stream_assets.tables import runner
 
     tables = _declared_tables(tables_spec)
@@ -280,14 +307,18 @@ def reset(table: str, yes: bool, tables_spec: str) -> None:
     else:
         click.confirm(f"{plan}?", abort=True)
     _refuse_if_continuous(tables, closure)
-    lake = DeltaLake()
+    lake = _lake(definitions_spec)
+    targets = [p for q in closure
+               for p in (lake.checkpoint_path(q.name), *map(lake.table_path, q.tables))]
     try:
         with ExitStack() as locks:
-            # Every lock first: a busy table is refused before a SparkSession is started for
-            # nothing, and before anything is deleted.
+            # Every lock first: a busy table is refused before anything is deleted.
             for query in closure:
                 locks.enter_context(runner.writer_lock(query, lake))
-            spark = SparkResource(remote=None).spark_session
+            # The lake's files delete local and object-store paths without a JVM; only
+            # another store (hdfs://) needs Spark's Hadoop file systems.
+            spark = (None if all(lake.files.resolve(t) is not None for t in targets)
+                     else SparkResource(remote=None).spark_session)
             ctx = runner.StreamContext(spark=spark, lake=lake, source=KafkaSource())
             deleted = runner.reset(closure, ctx, held=closure)
     except StreamAssetsError as exc:

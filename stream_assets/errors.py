@@ -43,3 +43,7 @@ class DeclarationError(StreamAssetsError):
 
 class ExpectationFailed(StreamFailed):
     """A row violated a `fail` expectation: the batch was not written."""
+
+
+class LakeUnreachable(StreamAssetsError):
+    """The lake's storage (a local disk or object store) did not answer or refused access."""

@@ -494,7 +494,8 @@ class Supervisor:
             return None
         processed = processed_offsets(stream.tracker.latest_progress)
         if not processed:
-            processed = checkpoint_offsets(self.ctx.lake.checkpoint_path(table.name))
+            processed = checkpoint_offsets(self.ctx.lake.checkpoint_path(table.name),
+                                           self.ctx.lake.files)
         try:
             return [lag for kafka, topics in self.ctx.kafka_topics(table)
                     for lag in measure_lag(kafka, topics, processed)]
@@ -511,7 +512,8 @@ class Supervisor:
         paths = {t: self.ctx.lake.table_path(t) for t in table.upstream_tables}
         try:
             backlog = measure_backlog(self.ctx.spark, paths, stream.tracker.latest_progress,
-                                      self.ctx.lake.checkpoint_path(table.name))
+                                      self.ctx.lake.checkpoint_path(table.name),
+                                      self.ctx.lake.files)
         except Exception as exc:  # like the Kafka lag: never worth stopping the reporting
             self._warn_once(stream, "backlog", f"{table.name}: upstream versions waiting not "
                             f"measured: {short_error(str(exc))}")

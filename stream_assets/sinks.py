@@ -9,7 +9,6 @@ other's batches.
 
 from __future__ import annotations
 
-import os
 import re
 
 from delta.tables import DeltaTable
@@ -17,7 +16,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from stream_assets.paths import local_path
+from stream_assets.lake_files import LakeFiles
 
 TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION = "spark.databricks.delta.write.txnVersion"
@@ -138,38 +137,35 @@ def delta_history(spark: SparkSession, path: str, limit: int) -> list[dict]:
 _VERSION_FILE = re.compile(r"^(\d{20})\.json$")
 
 
-def delta_log_version(path: str) -> int | None:
-    """The latest committed version of a local Delta table, read from its log (no Spark).
+def delta_log_version(path: str, files: LakeFiles) -> int | None:
+    """The latest committed version of a Delta table, read from its log's listing (no Spark).
 
-    Delta writes each commit file atomically (by rename on a local disk), so the newest
-    `NNN.json` is the newest committed version. None for a remote path or no table.
+    Delta writes each commit file whole (a rename on a local disk, one PUT on object
+    storage), so the newest `NNN.json` is the newest committed version. None when there is no
+    table, or for a store `files` cannot read (then ask Spark: `delta_version`).
     """
-    local = local_path(path)
-    if local is None:
+    if files.resolve(path) is None:
         return None
-    try:
-        names = os.listdir(os.path.join(local, "_delta_log"))
-    except OSError:
-        return None
-    versions = [int(m.group(1)) for n in names if (m := _VERSION_FILE.match(n))]
+    names = files.names(f"{path.rstrip('/')}/_delta_log")
+    versions = [int(m.group(1)) for n in names or () if (m := _VERSION_FILE.match(n))]
     return max(versions) if versions else None
 
 
-def commit_of(path: str) -> tuple[int, float] | None:
-    """(version, commit file time) of a local Delta table's newest commit, without Spark.
+def commit_of(path: str, files: LakeFiles) -> tuple[int, float] | None:
+    """(version, commit file time) of a Delta table's newest commit, without Spark.
 
     The time tells a table deleted and rebuilt to the same version from the one before."""
-    version = delta_log_version(path)
+    version = delta_log_version(path, files)
     if version is None:
         return None
-    return version, os.stat(os.path.join(local_path(path), "_delta_log",
-                                         f"{version:020d}.json")).st_mtime
+    mtime = files.mtime(f"{path.rstrip('/')}/_delta_log/{version:020d}.json")
+    return None if mtime is None else (version, mtime)
 
 
-def delta_version(spark: SparkSession, path: str) -> int | None:
-    """The table's latest version: from the local log's listing, else DESCRIBE HISTORY."""
-    if local_path(path) is not None:
-        return delta_log_version(path)
+def delta_version(spark: SparkSession, path: str, files: LakeFiles) -> int | None:
+    """The table's latest version: from its log's listing, else DESCRIBE HISTORY."""
+    if files.resolve(path) is not None:
+        return delta_log_version(path, files)
     if not is_delta_table(spark, path):
         return None
     return delta_history(spark, path, 1)[0]["version"]

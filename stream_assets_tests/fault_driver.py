@@ -361,7 +361,7 @@ def session_conf_kept(spark):
 _IN_MOVED_TO, _IN_CREATE, _IN_Q_OVERFLOW, _IN_ISDIR = 0x80, 0x100, 0x4000, 0x40000000
 _EVENT = struct.Struct("iIII")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-# checkpoint_guard._write_marker's temporary file: tempfile.mkstemp's random part.
+# The checkpoint marker's temporary file (lake_files.LakeFiles.write_text): mkstemp's random part.
 _MARKER_TEMP = re.compile(r"(\.stream_assets\.json\.)[a-z0-9_]+(\.tmp)$")
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from stream_assets.errors import CheckpointMismatch, StreamFailed
+from stream_assets.lake_files import LOCAL_FILES
 from stream_assets.resources import DeltaLake
 from stream_assets.tables import checkpoint_guard
 from stream_assets.tables.catalog import raw_events, user_sessions
-from stream_assets.tables.checkpoint_guard import Cleanup, clean_interrupted_writes
+from stream_assets.tables.checkpoint_guard import Checkpoint, Cleanup, clean_interrupted_writes
 from stream_assets.tables.runner import StreamContext, query_error
 
 UUID = "dcef6bbd-5659-4f18-aead-b762998995f1"
@@ -51,7 +52,7 @@ def test_the_issues_checkpoint_starts_as_new(tmp_path):
                              f"offsets/..0.{UUID}.tmp.crc": ""})
     (root / "commits").mkdir()
     cleanup = Cleanup()
-    clean_interrupted_writes(str(root), cleanup)
+    clean_interrupted_writes(Checkpoint(str(root), LOCAL_FILES), cleanup)
     assert listing(root) == {"stream_assets.json"}
     assert not (root / "offsets").exists() and not (root / "commits").exists()
     assert cleanup.started_over and not cleanup.kept
@@ -68,7 +69,7 @@ def test_a_planned_batch_is_resumed_only_temporary_files_go(tmp_path):
     root = layout(tmp_path, {**BEFORE_FIRST_BATCH, "offsets/0": OFFSETS_0, "offsets/.0.crc": "",
                              "state/0/0/1.zip": "zip", **temps})
     cleanup = Cleanup()
-    clean_interrupted_writes(str(root), cleanup)
+    clean_interrupted_writes(Checkpoint(str(root), LOCAL_FILES), cleanup)
     assert sorted(cleanup.removed) == sorted(temps) and not cleanup.started_over
     assert listing(root) == set(BEFORE_FIRST_BATCH) | {"offsets/0", "offsets/.0.crc",
                                                        "state/0/0/1.zip"}
@@ -81,8 +82,8 @@ def test_nothing_is_removed_from_a_checkpoint_with_a_committed_batch(tmp_path):
              f".{checkpoint_guard.MARKER}.abc123_x.tmp": "{"}
     root = layout(tmp_path, files)
     cleanup = Cleanup()
-    checkpoint_guard._remove_marker_temps(str(root), cleanup)
-    clean_interrupted_writes(str(root), cleanup)
+    checkpoint_guard._remove_marker_temps(Checkpoint(str(root), LOCAL_FILES), cleanup)
+    clean_interrupted_writes(Checkpoint(str(root), LOCAL_FILES), cleanup)
     assert listing(root) == set(files) and not cleanup.removed
     assert f"offsets/.1.{UUID}.tmp" in cleanup.kept
     assert f".{checkpoint_guard.MARKER}.abc123_x.tmp" in cleanup.kept
@@ -96,7 +97,7 @@ def test_files_that_are_not_leftovers_are_kept(tmp_path):
              f"offsets/.0.{UUID}.tmp": ""}
     root = layout(tmp_path, files)
     cleanup = Cleanup()
-    clean_interrupted_writes(str(root), cleanup)
+    clean_interrupted_writes(Checkpoint(str(root), LOCAL_FILES), cleanup)
     assert cleanup.removed == [f"offsets/.0.{UUID}.tmp"] and not cleanup.started_over
     assert listing(root) == set(files) - {f"offsets/.0.{UUID}.tmp"}
     assert cleanup.unrecognized == ["commits/stray", "state/0/0/1.zip"]
@@ -107,7 +108,7 @@ def test_a_kill_inside_the_marker_write_leaves_a_checkpoint_that_starts(tmp_path
     # The first run was killed between the marker's temporary file and its rename.
     root = layout(tmp_path, {f".{checkpoint_guard.MARKER}.k2j4_9zq.tmp": '{"tab'})
     cleanup = Cleanup()
-    checkpoint_guard._remove_marker_temps(str(root), cleanup)
+    checkpoint_guard._remove_marker_temps(Checkpoint(str(root), LOCAL_FILES), cleanup)
     assert listing(root) == set() and cleanup.removed
 
 
@@ -115,7 +116,7 @@ def test_a_clean_checkpoint_reports_nothing(tmp_path):
     root = layout(tmp_path, {**BEFORE_FIRST_BATCH, "offsets/0": OFFSETS_0,
                              "commits/0": 'v1\n{"nextBatchWatermarkMs":0}'})
     cleanup = Cleanup()
-    clean_interrupted_writes(str(root), cleanup)
+    clean_interrupted_writes(Checkpoint(str(root), LOCAL_FILES), cleanup)
     assert cleanup.metadata() == {} and listing(root) == set(BEFORE_FIRST_BATCH) | {
         "offsets/0", "commits/0"}
 

@@ -28,13 +28,14 @@ from stream_assets import (
     expect_or_fail,
     kafka_topic,
 )
+from stream_assets.checkpoint_log import batch_ids
 from stream_assets.dev.generator import Record
 from stream_assets.dev.producer import produce
 from stream_assets.jobs import build_continuous_job
+from stream_assets.lake_files import LOCAL_FILES
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.kafka import KafkaConnection
 from stream_assets.tables.assets import build_asset
-from stream_assets.tables.checkpoint_guard import batch_files
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +155,7 @@ def test_a_failing_rule_writes_nothing_and_the_fixed_rule_processes_the_batch_on
     pipeline.send(good)
     assert pipeline.materialize(payments(FAIL)).success
     checkpoint = pipeline.lake.checkpoint_path("payments")
-    committed = len(batch_files(f"{checkpoint}/commits"))
+    committed = len(batch_ids(LOCAL_FILES, f"{checkpoint}/commits"))
 
     later = generate(30, seed=3, over_limit=2)
     pipeline.send(later)
@@ -164,7 +165,7 @@ def test_a_failing_rule_writes_nothing_and_the_fixed_rule_processes_the_batch_on
     assert not failure.passed and failure.severity.value == "ERROR"
     # Nothing of the failed batch anywhere: the table and the checkpoint are as before.
     assert len(pipeline.rows(spark, "payments")) == len(good)
-    assert len(batch_files(f"{checkpoint}/commits")) == committed
+    assert len(batch_ids(LOCAL_FILES, f"{checkpoint}/commits")) == committed
     # The same batch fails again on a restart, until the rule changes.
     assert not pipeline.materialize(payments(FAIL)).success
     assert len(pipeline.rows(spark, "payments")) == len(good)

@@ -6,6 +6,7 @@ import json
 
 from dagster import AssetMaterialization, AssetObservation
 
+from stream_assets.lake_files import LOCAL_FILES
 from stream_assets.monitoring.health import Status, StreamReport
 from stream_assets.monitoring.lag import TopicLag
 from stream_assets.monitoring.listener import (
@@ -189,12 +190,16 @@ def test_backlog_compares_the_query_position_with_the_upstream_log(tmp_path):
     raw = delta_table(tmp_path / "raw_events", versions=6)  # latest version 5
     paths = {"raw_events": raw}
     checkpoint = str(tmp_path / "checkpoint")
-    assert measure_backlog(None, paths, delta_progress(raw, 6), checkpoint) == {"raw_events": 0}
-    assert measure_backlog(None, paths, delta_progress(raw, 3), checkpoint) == {"raw_events": 3}
+
+    def backlog(paths, progress):
+        return measure_backlog(None, paths, progress, checkpoint, LOCAL_FILES)
+
+    assert backlog(paths, delta_progress(raw, 6)) == {"raw_events": 0}
+    assert backlog(paths, delta_progress(raw, 3)) == {"raw_events": 3}
     # a new query (no checkpoint, no progress) has every version ahead of it
-    assert measure_backlog(None, paths, None, checkpoint) == {"raw_events": 6}
+    assert backlog(paths, None) == {"raw_events": 6}
     # an upstream table that does not exist yet is not judged
-    assert measure_backlog(None, {"raw_events": str(tmp_path / "none")}, None, checkpoint) == {}
+    assert backlog({"raw_events": str(tmp_path / "none")}, None) == {}
 
 
 def test_backlog_of_a_restarted_query_comes_from_its_last_committed_batch(tmp_path):
@@ -208,7 +213,7 @@ def test_backlog_of_a_restarted_query_comes_from_its_last_committed_batch(tmp_pa
                                       "reservoirVersion": version, "index": -1,
                                       "isStartingVersion": False}) + "\n")
     (checkpoint / "commits" / "0").write_text("v1\n{}")  # batch 1 planned, not committed
-    assert measure_backlog(None, {"raw_events": raw}, None, str(checkpoint)) == {
+    assert measure_backlog(None, {"raw_events": raw}, None, str(checkpoint), LOCAL_FILES) == {
         "raw_events": 6}  # versions 4..9
 
 
@@ -221,5 +226,5 @@ def test_checkpoint_offsets_are_those_of_the_last_committed_batch(tmp_path):
             + json.dumps({"events": {"0": offset, "1": offset + 1}}) + "\n")
     (tmp_path / "commits" / "0").write_text("v1\n{}")
     (tmp_path / "commits" / "1").write_text("v1\n{}")  # batch 2 planned, not committed
-    assert checkpoint_offsets(str(tmp_path)) == {"events": {"0": 25, "1": 26}}
-    assert checkpoint_offsets(str(tmp_path / "missing")) == {}
+    assert checkpoint_offsets(str(tmp_path), LOCAL_FILES) == {"events": {"0": 25, "1": 26}}
+    assert checkpoint_offsets(str(tmp_path / "missing"), LOCAL_FILES) == {}

@@ -32,6 +32,7 @@ from dagster._core.events.log import EventLogEntry
 
 from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG
 from stream_assets.jobs import JOB_NAME
+from stream_assets.lake_files import LOCAL_FILES
 from stream_assets.monitoring.health import HealthThresholds, Status, StreamReport
 from stream_assets.monitoring.sensors import (
     TABLE_MISSING,
@@ -264,9 +265,10 @@ def test_catch_up_sensor_requests_a_materialization_when_offsets_move(instance, 
 def test_delta_version_is_read_from_the_log_without_spark(tmp_path):
     log = tmp_path / "t" / "_delta_log"
     log.mkdir(parents=True)
-    assert delta_log_version(str(tmp_path / "t")) is None
+    assert delta_log_version(str(tmp_path / "t"), LOCAL_FILES) is None
     for v in (0, 1, 12):
         (log / f"{v:020d}.json").write_text("{}")
     (log / f"{10:020d}.checkpoint.parquet").write_text("")
-    assert delta_log_version(str(tmp_path / "t")) == 12
-    assert delta_log_version("abfss://c@a.dfs.core.windows.net/t") is None
+    assert delta_log_version(str(tmp_path / "t"), LOCAL_FILES) == 12
+    # A store the lake's files do not know is left to Spark.
+    assert delta_log_version("hdfs://namenode/t", LOCAL_FILES) is None

@@ -4,6 +4,7 @@ table lookups that work with a classic and a Spark Connect session alike."""
 from __future__ import annotations
 
 from stream_assets.dev.generator import GOOD, generate_events
+from stream_assets.lake_files import LOCAL_FILES
 from stream_assets.sinks import (
     append_once,
     delta_history,
@@ -24,13 +25,13 @@ def test_replayed_merge_batch_changes_nothing(spark, workdir):
     merge_once(first, path, "q", "counts", 0, ("k",))
     update = spark.createDataFrame([("a", 10), ("c", 3)], "k string, n int")
     merge_once(update, path, "q", "counts", 1, ("k",))
-    version = delta_version(spark, path)
+    version = delta_version(spark, path, LOCAL_FILES)
 
     # A crash after the commit but before the checkpoint replays batch 1 with other values.
     replay = spark.createDataFrame([("a", 99), ("d", 4)], "k string, n int")
     merge_once(replay, path, "q", "counts", 1, ("k",))
 
-    assert delta_version(spark, path) == version
+    assert delta_version(spark, path, LOCAL_FILES) == version
     rows = sorted(tuple(r) for r in spark.read.format("delta").load(path).collect())
     assert rows == [("a", 10), ("b", 2), ("c", 3)]
 
@@ -38,11 +39,11 @@ def test_replayed_merge_batch_changes_nothing(spark, workdir):
 def test_an_empty_merge_batch_commits_nothing_and_later_batches_still_apply(spark, workdir):
     path = str(workdir / "counts_empty")
     merge_once(spark.createDataFrame([("a", 1)], "k string, n int"), path, "q", "c", 0, ("k",))
-    version = delta_version(spark, path)
+    version = delta_version(spark, path, LOCAL_FILES)
     merge_once(spark.createDataFrame([], "k string, n int"), path, "q", "c", 1, ("k",))
-    assert delta_version(spark, path) == version
+    assert delta_version(spark, path, LOCAL_FILES) == version
     merge_once(spark.createDataFrame([("a", 2)], "k string, n int"), path, "q", "c", 2, ("k",))
-    assert delta_version(spark, path) == version + 1
+    assert delta_version(spark, path, LOCAL_FILES) == version + 1
     assert [tuple(r) for r in spark.read.format("delta").load(path).collect()] == [("a", 2)]
 
 
@@ -57,12 +58,12 @@ def test_replayed_append_batch_changes_nothing(spark, workdir):
 
 def test_history_lists_commits_newest_first_and_a_missing_table_has_no_version(spark, workdir):
     path = str(workdir / "history")
-    assert not is_delta_table(spark, path) and delta_version(spark, path) is None
+    assert not is_delta_table(spark, path) and delta_version(spark, path, LOCAL_FILES) is None
     batch = spark.createDataFrame([("a",), ("b",)], "k string")
     append_once(batch, path, "q", "history", 0)
     append_once(batch, path, "q", "history", 1)
 
-    assert is_delta_table(spark, path) and delta_version(spark, path) == 1
+    assert is_delta_table(spark, path) and delta_version(spark, path, LOCAL_FILES) == 1
     assert [c["version"] for c in delta_history(spark, path, 10)] == [1, 0]
     newest = history_frame(spark, path, 1).select("version", "operationMetrics").collect()
     assert [(r["version"], r["operationMetrics"]["numOutputRows"]) for r in newest] == [(1, "2")]
@@ -88,10 +89,10 @@ def test_split_writer_writes_dead_letters_in_the_first_batch_then_only_if_any(sp
     write(clean, 0)
     # Both tables exist after the first batch, the dead letters empty.
     assert counts() == (20, 0)
-    versions = (delta_version(spark, events), delta_version(spark, dead))
+    versions = (delta_version(spark, events, LOCAL_FILES), delta_version(spark, dead, LOCAL_FILES))
 
     write(clean, 1)  # no bad record: the dead-letter table gets no commit
-    assert (delta_version(spark, events), delta_version(spark, dead)) == (
+    assert (delta_version(spark, events, LOCAL_FILES), delta_version(spark, dead, LOCAL_FILES)) == (
         versions[0] + 1, versions[1])
 
     mixed, records = batch(50, 0.2, 2)
@@ -104,4 +105,4 @@ def test_split_writer_writes_dead_letters_in_the_first_batch_then_only_if_any(sp
     # A new run (a restart) writes both tables in its first batch again, empty or not.
     restarted = split_writer_of_a_new_run()
     restarted(clean, 3)
-    assert delta_version(spark, dead) == versions[1] + 2
+    assert delta_version(spark, dead, LOCAL_FILES) == versions[1] + 2

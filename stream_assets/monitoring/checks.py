@@ -276,6 +276,7 @@ def evaluate(
     expectation: Expectation, config: ChecksConfig | None = None,
 ) -> Outcome:
     """Run one planned check against the Delta tables."""
+    lake.attach(spark)
     path = lake.table_path(name)
     if not is_delta_table(spark, path):
         return _missing(path, table)
@@ -343,7 +344,7 @@ def versions_read(lake: Any, table: StreamingTable, name: str, check: str
     names = [name]
     if check == DEAD_LETTER_RATIO and table.dead_letter_table is not None:
         names.append(table.dead_letter_table)
-    commits = {n: commit_of(lake.table_path(n)) for n in names}
+    commits = {n: commit_of(lake.table_path(n), lake.files) for n in names}
     return {n: None if c is None else f"{c[0]}@{c[1]:.6f}" for n, c in commits.items()}
 
 
@@ -365,13 +366,13 @@ def without_spark(instance: Any, lake: Any, table: StreamingTable, name: str, ch
                   expectation: Expectation) -> Outcome | None:
     """The check's outcome when it can be told without reading the table, else None.
 
-    Freshness of a local table is the age of its newest commit file. Every other check is a
+    Freshness is the age of its newest commit file. Every other check is a
     function of the tables' versions: when they are those its last completed evaluation
     recorded, that evaluation's verdict stands, and is reported again saying so.
     """
     if check == FRESHNESS:
         assert isinstance(expectation, FreshnessExpectation)
-        commit = commit_of(lake.table_path(name))
+        commit = commit_of(lake.table_path(name), lake.files)
         return None if commit is None else freshness_outcome(*commit,
                                                              expectation.max_age_minutes)
     versions = versions_read(lake, table, name, check)

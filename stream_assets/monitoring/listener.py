@@ -13,7 +13,6 @@ sensor reads back (see health.StreamReport).
 from __future__ import annotations
 
 import json
-import os
 import queue
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +30,8 @@ from dagster import (
 )
 from pyspark.sql.streaming.listener import StreamingQueryListener
 
+from stream_assets.checkpoint_log import NO_BATCH, CommittedBatch, last_committed_batch
+from stream_assets.lake_files import LakeFiles
 from stream_assets.monitoring.health import Status, StreamReport
 from stream_assets.monitoring.lag import (
     DeltaPosition,
@@ -50,8 +51,7 @@ from stream_assets.monitoring.metadata import (
     table_schema,
     table_state,
 )
-from stream_assets.paths import local_path
-from stream_assets.sinks import delta_log_version, delta_version, history_frame, is_delta_table
+from stream_assets.sinks import delta_version, history_frame, is_delta_table
 from stream_assets.tables import expectations as quality
 from stream_assets.tables.expectations import DataExpectation
 
@@ -396,56 +396,41 @@ def expectation_evaluations(table: str, outcomes: Sequence[quality.Outcome]
 
 # -- measurements (I/O): input waiting and the rows each Delta commit wrote -----------------
 
-def _committed_source_offsets(checkpoint: str) -> list[str] | None:
-    """Each source's offset line after the last committed batch of a local checkpoint: []
-    when no batch was committed yet, None when that cannot be read (remote, unreadable)."""
-    local = local_path(checkpoint)
-    if local is None:
-        return None
-    if not os.path.isdir(local):
-        return []
-    commits = os.path.join(local, "commits")
-    try:
-        done = [int(n) for n in os.listdir(commits) if n.isdigit()]
-    except FileNotFoundError:
-        return []
-    except OSError:
-        return None
-    if not done:
-        return []
-    try:
-        with open(os.path.join(local, "offsets", str(max(done)))) as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return None
-    return lines[2:]  # "v1", the batch metadata, then one line per source
+def _committed_source_offsets(checkpoint: str, files: LakeFiles) -> list[str] | None:
+    """Each source's offset line after the checkpoint's last committed batch: [] when no
+    batch was committed yet, None when that cannot be read."""
+    batch = last_committed_batch(checkpoint, files)
+    if isinstance(batch, CommittedBatch):
+        return list(batch.source_lines)
+    return [] if batch == NO_BATCH else None
 
 
-def checkpoint_offsets(checkpoint: str) -> Offsets:
-    """Kafka offsets after the last committed batch of a local checkpoint ({} if unknown).
+def checkpoint_offsets(checkpoint: str, files: LakeFiles) -> Offsets:
+    """Kafka offsets after the last committed batch of a checkpoint ({} if unknown).
 
     Until a restarted query completes a batch, this is where it stands.
     """
     offsets: Offsets = {}
-    for line in _committed_source_offsets(checkpoint) or []:
+    for line in _committed_source_offsets(checkpoint, files) or []:
         for topic, parts in parse_offsets(line).items():
             offsets.setdefault(topic, {}).update(parts)
     return offsets
 
 
 def measure_backlog(
-    spark, paths: Mapping[str, str], progress: Mapping[str, Any] | None, checkpoint: str
+    spark, paths: Mapping[str, str], progress: Mapping[str, Any] | None, checkpoint: str,
+    files: LakeFiles,
 ) -> dict[str, int]:
     """Versions of each upstream Delta table ({table: path}) the query has not processed.
 
     The query's position comes from its latest progress report, else (a restarted query
     before its first batch) from its checkpoint's last committed batch; a table whose
     position or latest version cannot be told is left out. Latest versions come from the
-    local log without Spark, or from DESCRIBE HISTORY for remote tables.
+    lake's log listing without Spark, or from DESCRIBE HISTORY for stores only Spark reads.
     """
     positions: dict[str, DeltaPosition | None] = dict(delta_positions(progress, paths))
     if len(positions) < len(paths):
-        lines = _committed_source_offsets(checkpoint)
+        lines = _committed_source_offsets(checkpoint, files)
         committed = [p for p in map(parse_delta_offset, lines or []) if p is not None]
         if lines == []:  # nothing processed yet: everything the tables hold waits
             positions = {table: positions.get(table) for table in paths}
@@ -455,9 +440,7 @@ def measure_backlog(
     backlog: dict[str, int] = {}
     for table, position in positions.items():
         path = paths[table]
-        latest = delta_log_version(path)
-        if latest is None and local_path(path) is None:
-            latest = delta_version(spark, path)
+        latest = delta_version(spark, path, files)
         waiting = versions_waiting(position, latest)
         if waiting is not None:
             backlog[table] = waiting

@@ -305,7 +305,7 @@ def input_positions(
     A joined (static) table's changes apply to the next micro-batches, so they are not input
     that needs a run of their own.
     """
-    if any(delta_log_version(lake.table_path(t)) is None for t in table.static):
+    if any(delta_log_version(lake.table_path(t), lake.files) is None for t in table.static):
         return None
     positions: dict[str, int] = {}
     for key, topics in table.kafka_topics_by_resource.items():
@@ -313,11 +313,11 @@ def input_positions(
             offsets = kafka[key].offsets(topic)
             positions[f"kafka:{topic}"] = sum(high for _, high in offsets.values())
     for upstream in table.upstream_tables:
-        version = delta_log_version(lake.table_path(upstream))
+        version = delta_log_version(lake.table_path(upstream), lake.files)
         if version is None:
             return None
         positions[f"delta:{upstream}"] = version
-    if delta_log_version(lake.table_path(table.name)) is None:
+    if delta_log_version(lake.table_path(table.name), lake.files) is None:
         # A full refresh (tables/refresh.py) deletes a table whose input stands where it stood
         # when it was last requested: the marker makes that a move, so the table is rebuilt.
         positions[TABLE_MISSING] = 1

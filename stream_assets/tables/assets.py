@@ -234,6 +234,7 @@ def input_check(table: StreamingTable, bound: Mapping[str, Any]) -> InputCheck:
             {name: lake.table_path(name) for name in table.tables},
             [(bound[key], topics) for key, topics in table.kafka_topics_by_resource.items()],
             {name: lake.table_path(name) for name in table.upstream_tables},
+            lake.files,
         )
     except Exception as exc:  # e.g. an unreachable broker: the query's start says it in full
         return InputCheck(True, f"the sources' positions could not be read "
@@ -248,7 +249,7 @@ def skipped_results(context: AssetExecutionContext, table: StreamingTable, lake:
     for name in table.tables:
         path = lake.table_path(name)
         recorded = recorded_count(context, name)
-        version = delta_log_version(path)
+        version = delta_log_version(path, lake.files)
         if recorded is None or recorded[0] != version:
             return None
         results.append(MaterializeResult(asset_key=AssetKey(name), metadata={

@@ -4,20 +4,20 @@ A query's offsets mean something only together with the tables they were written
 topics they were read from. Before a query starts, the checkpoint's marker file (written by
 stream_assets beside Spark's own files) and Spark's last log files are checked, so a foreign,
 damaged or orphaned checkpoint fails with the way out instead of silently losing or
-duplicating records. Local checkpoints only: remote ones rely on Spark's own checks.
+duplicating records. The checkpoint is read through the lake's files (lake_files.py), on a
+local disk or object storage alike.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from stream_assets.checkpoint_log import batch_ids
 from stream_assets.errors import CheckpointMismatch
-from stream_assets.paths import local_path
+from stream_assets.lake_files import LakeFiles
 from stream_assets.sinks import is_delta_table
 from stream_assets.tables.declaration import StreamingTable
 
@@ -33,7 +33,7 @@ MARKER = "stream_assets.json"
 _SPARK_TEMP = re.compile(
     r"\..+\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(\.TID\d+)?\.tmp(\.crc)?"
 )
-# _write_marker's own temporary file (tempfile.mkstemp's random part).
+# The marker's temporary file (lake_files.LakeFiles.write_text: tempfile.mkstemp's random part).
 _MARKER_TEMP = re.compile(re.escape(f".{MARKER}.") + r"[a-z0-9_]+\.tmp")
 # What Spark writes before it plans the first batch: the query id and the Kafka source's
 # start offsets (`sources/<source>/0`), each with its checksum file.
@@ -97,49 +97,66 @@ class Cleanup:
         return meta
 
 
-def _files(checkpoint: str) -> list[str]:
-    """Every file below a checkpoint, relative to it, sorted."""
-    found = []
-    for folder, _, names in os.walk(checkpoint):
-        for name in names:
-            found.append(os.path.relpath(os.path.join(folder, name), checkpoint))
-    return sorted(found)
+class Checkpoint:
+    """A query's checkpoint folder, read and cleaned through the lake's files (a local disk
+    or object storage: lake_files.py)."""
+
+    def __init__(self, root: str, files: LakeFiles) -> None:
+        self.root = root.rstrip("/")
+        self.files = files
+
+    def __str__(self) -> str:
+        return self.root
+
+    def path(self, relative: str) -> str:
+        return f"{self.root}/{relative}"
+
+    def all_files(self) -> list[str]:
+        """Every file below the checkpoint, relative to it, sorted."""
+        return self.files.files_below(self.root)
+
+    def names(self) -> list[str]:
+        return self.files.names(self.root) or []
+
+    def batches(self, folder: str) -> list[int]:
+        """The batch ids in offsets/ or commits/, oldest first."""
+        return batch_ids(self.files, self.path(folder))
+
+    def is_committed(self) -> bool:
+        return bool(self.batches("commits"))
+
+    def has_offsets(self) -> bool:
+        return bool(self.batches("offsets"))
+
+    def remove(self, relative: list[str]) -> None:
+        for name in relative:
+            self.files.delete_file(self.path(name))
+        # Spark refuses to start batch 0 in a non-empty offsets/, commits/ or state/ folder
+        # (MicroBatchExecution.verifyNewCheckpointDirectory); an empty folder is fine, but a
+        # folder emptied here is removed so the checkpoint looks like Spark's own new one.
+        self.files.remove_empty_folders(self.root)
+
+    def read(self, relative: str) -> str:
+        return self.files.read_text(self.path(relative))
 
 
-def _remove(checkpoint: str, relative: list[str]) -> None:
-    for path in relative:
-        os.unlink(os.path.join(checkpoint, path))
-    # Spark refuses to start batch 0 in a non-empty offsets/, commits/ or state/ folder
-    # (MicroBatchExecution.verifyNewCheckpointDirectory); an empty folder is fine, but a
-    # folder emptied here is removed so the checkpoint looks like Spark's own new one.
-    for folder, _, _ in sorted(os.walk(checkpoint), key=lambda w: -len(w[0])):
-        if folder != checkpoint and not os.listdir(folder):
-            os.rmdir(folder)
-
-
-def _is_committed(checkpoint: str) -> bool:
-    return bool(batch_files(os.path.join(checkpoint, "commits")))
-
-
-def _remove_marker_temps(checkpoint: str, cleanup: Cleanup) -> None:
+def _remove_marker_temps(checkpoint: Checkpoint, cleanup: Cleanup) -> None:
     """Our marker's temporary file, left by a kill inside _write_marker.
 
     Removed before the marker is checked: on a first run it is the checkpoint's only file,
     and would make the checkpoint look like one not written by stream_assets.
     """
-    if not os.path.isdir(checkpoint):
-        return
-    temps = [n for n in sorted(os.listdir(checkpoint)) if _MARKER_TEMP.fullmatch(n)]
+    temps = [n for n in checkpoint.names() if _MARKER_TEMP.fullmatch(n)]
     if not temps:
         return
-    if _is_committed(checkpoint):
+    if checkpoint.is_committed():
         cleanup.kept.extend(temps)
         return
-    _remove(checkpoint, temps)
+    checkpoint.remove(temps)
     cleanup.removed.extend(temps)
 
 
-def clean_interrupted_writes(checkpoint: str, cleanup: Cleanup) -> None:
+def clean_interrupted_writes(checkpoint: Checkpoint, cleanup: Cleanup) -> None:
     """Remove what a killed run left in a checkpoint of ours that never committed a batch.
 
     Called under the writer lock (runner.exclusive), so no query of ours is writing it.
@@ -157,15 +174,16 @@ def clean_interrupted_writes(checkpoint: str, cleanup: Cleanup) -> None:
     Anything else (a final file where none can be yet, a file of unknown name) is kept and
     reported; Spark's own checks then decide, and runner.query_error says how to reset.
     """
-    if not os.path.isdir(checkpoint):
+    files = [f for f in checkpoint.all_files()
+             if f != MARKER and not _MARKER_TEMP.fullmatch(f)]
+    if not files:
         return
-    files = [f for f in _files(checkpoint) if f != MARKER and not _MARKER_TEMP.fullmatch(f)]
-    temps = [f for f in files if _SPARK_TEMP.fullmatch(os.path.basename(f))]
-    if _is_committed(checkpoint):
+    temps = [f for f in files if _SPARK_TEMP.fullmatch(f.rsplit("/", 1)[-1])]
+    if checkpoint.is_committed():
         cleanup.kept.extend(temps)
         return
     removable = list(temps)
-    if not has_offsets(checkpoint):
+    if not checkpoint.has_offsets():
         early = [f for f in files if f not in temps and _BEFORE_FIRST_BATCH.fullmatch(f)]
         others = [f for f in files if f not in temps and f not in early]
         cleanup.unrecognized.extend(others)
@@ -173,39 +191,24 @@ def clean_interrupted_writes(checkpoint: str, cleanup: Cleanup) -> None:
             removable += early
             cleanup.started_over = True
     if removable:
-        _remove(checkpoint, removable)
+        checkpoint.remove(removable)
         cleanup.removed.extend(sorted(removable))
 
 
-def batch_files(folder: str) -> list[str]:
-    """A Spark log folder's batch files (named by batch id), oldest first."""
-    if not os.path.isdir(folder):
-        return []
-    return [
-        os.path.join(folder, name)
-        for name in sorted((n for n in os.listdir(folder) if n.isdigit()), key=int)
-    ]
-
-
-def has_offsets(checkpoint: str) -> bool:
-    """Whether a checkpoint has planned at least one batch (remote ones are assumed to)."""
-    local = local_path(checkpoint)
-    if local is None:
+def has_offsets(checkpoint: str, files: LakeFiles) -> bool:
+    """Whether a checkpoint has planned at least one batch (those of a store that cannot be
+    read without Spark are assumed to)."""
+    if files.resolve(checkpoint) is None:
         return True
-    return bool(batch_files(os.path.join(local, "offsets")))
+    return Checkpoint(checkpoint, files).has_offsets()
 
 
-def _log_file_problem(path: str, *, offsets: bool) -> str | None:
+def _log_file_problem(text: str, *, offsets: bool) -> str | None:
     """Why Spark could not read a log file (`v1` then JSON lines), or None if it can.
 
     Spark skips a trailing newline. offsets/N holds the batch metadata (which may be empty),
     then one line per source ('-' for a source that has no offset yet); commits/N one line.
     """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError):
-        return "is unreadable"
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
@@ -226,42 +229,46 @@ def _log_file_problem(path: str, *, offsets: bool) -> str | None:
     return None
 
 
-def _damaged_checkpoint_file(checkpoint: str) -> str | None:
-    """The first file of a local checkpoint that Spark would fail to parse, with the reason.
+def _damaged_checkpoint_file(checkpoint: Checkpoint) -> str | None:
+    """The first file of a checkpoint that Spark would fail to parse, with the reason.
 
     A crash on a store without atomic renames leaves log files truncated or empty. Only the
     files a restart reads are checked: the query id, and the newest offsets and commits (the
     restart reads the last two planned batches and the last commit).
     """
-    metadata = os.path.join(checkpoint, "metadata")
-    if os.path.exists(metadata):
+    if "metadata" in checkpoint.names():
         try:
-            with open(metadata, encoding="utf-8") as handle:
-                if "id" not in json.loads(handle.readline() or "null"):
-                    return f"{metadata} has no query id"
+            first = checkpoint.read("metadata").split("\n", 1)[0]
+            if "id" not in json.loads(first or "null"):
+                return f"{checkpoint.path('metadata')} has no query id"
         except (OSError, UnicodeDecodeError, ValueError, TypeError):
-            return f"{metadata} is empty or cut short"
+            return f"{checkpoint.path('metadata')} is empty or cut short"
     for folder in ("offsets", "commits"):
-        for path in batch_files(os.path.join(checkpoint, folder))[-2:]:
-            problem = _log_file_problem(path, offsets=folder == "offsets")
+        for batch in checkpoint.batches(folder)[-2:]:
+            relative = f"{folder}/{batch}"
+            try:
+                problem = _log_file_problem(checkpoint.read(relative),
+                                            offsets=folder == "offsets")
+            except (OSError, UnicodeDecodeError):
+                problem = "is unreadable"
             if problem:
-                return f"{path} {problem}"
+                return f"{checkpoint.path(relative)} {problem}"
     return None
 
 
-def _check_marker(table: StreamingTable, ctx: StreamContext, checkpoint: str) -> dict | None:
+def _check_marker(table: StreamingTable, ctx: StreamContext,
+                  checkpoint: Checkpoint) -> dict | None:
     """The fingerprint recorded in the checkpoint (None if there is none); refuse a foreign one."""
-    marker = os.path.join(checkpoint, MARKER)
-    if not os.path.exists(marker):
-        if os.path.isdir(checkpoint) and os.listdir(checkpoint):
+    names = checkpoint.names()
+    if MARKER not in names:
+        if names:
             raise CheckpointMismatch(
                 f"{checkpoint} holds files but no {MARKER}: it was not written by stream_assets "
                 f"for {table.name}; {reset_hint(table.name)}"
             )
         return None
     try:
-        with open(marker) as handle:
-            recorded = json.load(handle)
+        recorded = json.loads(checkpoint.read(MARKER))
         if not isinstance(recorded, dict):
             raise ValueError(MARKER)
     except (OSError, ValueError):
@@ -286,22 +293,10 @@ def _check_marker(table: StreamingTable, ctx: StreamContext, checkpoint: str) ->
     return recorded
 
 
-def _write_marker(checkpoint: str, fingerprint: dict, recorded: dict | None) -> None:
+def _write_marker(checkpoint: Checkpoint, fingerprint: dict, recorded: dict | None) -> None:
     """Record the fingerprint when it changed, atomically: a torn marker would look foreign."""
-    if recorded == fingerprint:
-        return
-    os.makedirs(checkpoint, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{MARKER}.", suffix=".tmp", dir=checkpoint)
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(fingerprint, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, os.path.join(checkpoint, MARKER))
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    if recorded != fingerprint:
+        checkpoint.files.write_text(checkpoint.path(MARKER), json.dumps(fingerprint))
 
 
 def guard_checkpoint(
@@ -317,9 +312,10 @@ def guard_checkpoint(
     (clean_interrupted_writes); the returned Cleanup (`cleanup`, if given) says what.
     """
     cleanup = Cleanup() if cleanup is None else cleanup
-    checkpoint = local_path(ctx.lake.checkpoint_path(table.name))
-    if checkpoint is None:
-        return cleanup  # remote checkpoints are guarded by Spark's own metadata checks only
+    location = ctx.lake.checkpoint_path(table.name)
+    if ctx.lake.files.resolve(location) is None:
+        return cleanup  # a store only Spark can read: Spark's own metadata checks guard it
+    checkpoint = Checkpoint(location, ctx.lake.files)
     _remove_marker_temps(checkpoint, cleanup)
     recorded = _check_marker(table, ctx, checkpoint)
     if recorded is not None:
@@ -331,7 +327,7 @@ def guard_checkpoint(
             f"while it was written?), so Spark cannot tell what was already read; "
             f"{reset_hint(table.name)}"
         )
-    if not has_offsets(checkpoint):
+    if not checkpoint.has_offsets():
         for name, path in ctx.table_paths(table).items():
             if is_delta_table(ctx.spark, path):
                 raise CheckpointMismatch(
@@ -339,7 +335,7 @@ def guard_checkpoint(
                     f"{checkpoint} is missing or empty, so its input would be read and written "
                     f"a second time; {reset_hint(table.name)}"
                 )
-    elif batch_files(os.path.join(checkpoint, "commits")):
+    elif checkpoint.is_committed():
         # Every sink writes each of its tables in the first batch of a run (an empty append
         # still creates the table), so a committed batch without its table means the table
         # was lost.

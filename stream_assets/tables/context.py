@@ -29,6 +29,10 @@ class StreamContext:
     # cluster); `source` is the default one, bound to stream_source.
     resources: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.spark is not None:  # None in tests of what runs before Spark
+            self.lake.attach(self.spark)
+
     def table_paths(self, table: StreamingTable) -> dict[str, str]:
         return {t: self.lake.table_path(t) for t in table.tables}
 

@@ -14,6 +14,7 @@ from dagster import (
 from pydantic import Field
 from pyspark.sql import DataFrame, SparkSession
 
+from stream_assets.lake_files import LakeFiles
 from stream_assets.monitoring.metadata import table_schema
 from stream_assets.sinks import commit_of, delta_version, is_delta_table
 
@@ -50,23 +51,27 @@ def build_user_dimension(seed: UserSeed) -> AssetsDefinition:
     )
     def user_dimension(context: AssetExecutionContext, config: UserDimensionConfig
                        ) -> MaterializeResult:
-        path = context.resources.lake.table_path("user_dimension")
-        unchanged = None if config.overwrite else unchanged_since_recorded(context, path)
+        lake = context.resources.lake
+        path = lake.table_path("user_dimension")
+        unchanged = None if config.overwrite else unchanged_since_recorded(context, path,
+                                                                           lake.files)
         if unchanged is not None:
             # Nothing to seed and nothing changed: no SparkSession for a figure already known.
             context.log.info("user_dimension unchanged since its last materialization")
             return MaterializeResult(metadata=unchanged)
         spark = context.resources.spark.spark_session
+        lake.attach(spark)
         if config.overwrite or not is_delta_table(spark, path):
             seed(spark, config.users).write.format("delta").mode(
                 "overwrite"
             ).option("overwriteSchema", "true").save(path)
             context.log.info(f"wrote {config.users} demo users to {path}")
-        commit = commit_of(path)  # before the count: a later commit makes it differ, not lie
+        # Before the count: a later commit makes it differ, not lie.
+        commit = commit_of(path, lake.files)
         frame = spark.read.format("delta").load(path)
         meta = {
             "path": MetadataValue.path(path),
-            "delta_version": delta_version(spark, path),
+            "delta_version": delta_version(spark, path, lake.files),
             "dagster/row_count": frame.count(),
             "dagster/column_schema": table_schema(frame.schema),
         }
@@ -77,11 +82,11 @@ def build_user_dimension(seed: UserSeed) -> AssetsDefinition:
     return user_dimension
 
 
-def unchanged_since_recorded(context: AssetExecutionContext, path: str
+def unchanged_since_recorded(context: AssetExecutionContext, path: str, files: LakeFiles
                              ) -> dict[str, Any] | None:
     """The last materialization's metadata when the table is still at the version it
-    recorded (told from the local Delta log, without Spark), else None."""
-    commit = commit_of(path)
+    recorded (told from the Delta log's listing, without Spark), else None."""
+    commit = commit_of(path, files)
     event = context.instance.get_latest_materialization_event(context.asset_key)
     recorded = event.asset_materialization if event is not None else None
     if commit is None or recorded is None:

@@ -4,7 +4,7 @@ A catch-up run with nothing new used to pay a SparkSession, a query start and a 
 read to find that out. The answer is in three places that need no Spark: the checkpoint's last
 committed batch (the source offsets it ends at), the broker's latest offsets, and each
 upstream Delta table's latest version in its `_delta_log`. Only a sure "nothing new" skips the
-query: anything that cannot be told (a remote checkpoint or table, a batch planned but not
+query: anything that cannot be told (a store read only through Spark, a batch planned but not
 committed, a table missing under its checkpoint, two Delta sources whose offset lines cannot
 be told apart) starts it, and the query, its checkpoint guard and Spark decide as before.
 
@@ -15,11 +15,12 @@ restarted query runs none before new data arrives), so no window closes and no s
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream_assets.checkpoint_log import last_committed_batch
+from stream_assets.lake_files import LakeFiles
 from stream_assets.monitoring.lag import (
     Offsets,
     parse_delta_offset,
@@ -28,7 +29,6 @@ from stream_assets.monitoring.lag import (
     total_lag,
     versions_waiting,
 )
-from stream_assets.paths import local_path
 from stream_assets.resources.kafka import KafkaCompatibleSource
 from stream_assets.sinks import delta_log_version
 
@@ -44,39 +44,6 @@ class InputCheck:
     def metadata(self) -> dict[str, Any]:
         return {"query_started": self.new, "query_started_because" if self.new
                 else "query_skipped_because": self.reason}
-
-
-@dataclass(frozen=True)
-class CommittedBatch:
-    """The source offsets a checkpoint's last committed batch ended at, one line per source."""
-
-    batch_id: int
-    source_lines: tuple[str, ...]
-
-
-def last_committed_batch(checkpoint: str) -> CommittedBatch | str:
-    """The checkpoint's last committed batch, or why there is none to compare with."""
-    local = local_path(checkpoint)
-    if local is None:
-        return "the checkpoint is not on a local disk"
-    try:
-        commits = [int(n) for n in os.listdir(os.path.join(local, "commits")) if n.isdigit()]
-        planned = [int(n) for n in os.listdir(os.path.join(local, "offsets")) if n.isdigit()]
-    except FileNotFoundError:
-        return "no batch committed yet"
-    except OSError as exc:
-        return f"the checkpoint cannot be listed ({exc.strerror})"
-    if not commits:
-        return "no batch committed yet"
-    if max(planned, default=-1) > max(commits):
-        return f"batch {max(planned)} was planned and not committed: the query finishes it"
-    try:
-        with open(os.path.join(local, "offsets", str(max(commits)))) as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return f"offsets/{max(commits)} cannot be read"
-    # "v1", the batch's metadata, then one line per source (Spark's OffsetSeqLog).
-    return CommittedBatch(max(commits), tuple(lines[2:]))
 
 
 def kafka_positions(lines: Iterable[str]) -> Offsets:
@@ -103,18 +70,23 @@ def pending_input(
     table_paths: Mapping[str, str],
     kafka: Sequence[tuple[KafkaCompatibleSource, tuple[str, ...]]],
     upstream_paths: Mapping[str, str],
+    files: LakeFiles,
 ) -> InputCheck:
     """Whether the query at `checkpoint` would read anything now.
 
     `table_paths` are the tables the query writes, `kafka` its topics grouped by the resource
     they are read through, `upstream_paths` the Delta tables it reads as streams.
     """
-    batch = last_committed_batch(checkpoint)
+    batch = last_committed_batch(checkpoint, files)
     if isinstance(batch, str):
         return InputCheck(True, batch)
-    missing = [name for name, path in table_paths.items() if delta_log_version(path) is None]
+    if batch.newest_planned > batch.batch_id:
+        return InputCheck(True, f"batch {batch.newest_planned} was planned and not committed: "
+                          "the query finishes it")
+    missing = [name for name, path in table_paths.items()
+               if delta_log_version(path, files) is None]
     if missing:
-        return InputCheck(True, f"{', '.join(missing)} has no local Delta log to compare with")
+        return InputCheck(True, f"{', '.join(missing)} has no Delta log to compare with")
     positions: dict[str, Any] = {"checkpoint_batch": batch.batch_id}
     waiting: list[str] = []
 
@@ -138,9 +110,9 @@ def pending_input(
             return InputCheck(True, "more than one Delta source: their positions cannot be "
                               "told apart in the checkpoint")
         [(name, path)] = upstream_paths.items()
-        latest = delta_log_version(path)
+        latest = delta_log_version(path, files)
         if latest is None:
-            return InputCheck(True, f"{name} has no local Delta log to compare with")
+            return InputCheck(True, f"{name} has no Delta log to compare with")
         behind = versions_waiting(delta[0], latest)
         positions["upstream_versions_waiting"] = {name: behind}
         positions["upstream_latest_version"] = {name: latest}

@@ -9,9 +9,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import re
-import shutil
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -75,26 +73,30 @@ def writer_lock(table: StreamingTable, lake: DeltaLake) -> Iterator[None]:
 
 
 def full_refresh(table: StreamingTable, ctx: StreamContext) -> list[str]:
-    """Delete the checkpoint and every table the query writes, together; return what existed."""
+    """Delete the checkpoint and every table the query writes, together; return what existed.
+
+    The lake's files (lake_files.py) reach a local disk and object storage without a JVM, so
+    this works over Spark Connect too; other stores go through Hadoop's FileSystem.
+    """
     targets = [ctx.lake.checkpoint_path(table.name), *ctx.table_paths(table).values()]
+    files = ctx.lake.files
     deleted = []
     for target in targets:
-        local = paths.local_path(target)
-        if local is None and is_connect(ctx.spark):
+        if files.resolve(target) is not None:
+            if files.delete_tree(target):
+                deleted.append(target)
+            continue
+        if is_connect(ctx.spark):
             # A Spark Connect client has no JVM, and SQL has no 'delete this folder'.
             raise StreamFailed(
                 f"a full refresh of {table.name} over Spark Connect cannot delete {target}; "
                 "delete the checkpoint and tables with your storage's tools (or run the "
                 "refresh with a classic SparkSession), then materialize again"
             )
-        if local is None:
-            jvm = ctx.spark._jvm  # remote stores: Hadoop's FileSystem knows them all
-            hadoop_path = jvm.org.apache.hadoop.fs.Path(target)
-            filesystem = hadoop_path.getFileSystem(ctx.spark._jsc.hadoopConfiguration())
-            if filesystem.delete(hadoop_path, True):
-                deleted.append(target)
-        elif os.path.exists(local):
-            shutil.rmtree(local)
+        jvm = ctx.spark._jvm
+        hadoop_path = jvm.org.apache.hadoop.fs.Path(target)
+        filesystem = hadoop_path.getFileSystem(ctx.spark._jsc.hadoopConfiguration())
+        if filesystem.delete(hadoop_path, True):
             deleted.append(target)
     return deleted
 
@@ -275,11 +277,12 @@ def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False
         deleted = reset([table, *cascade], ctx, held=[table]) if refresh else {}
         if refresh and on_reset is not None:
             on_reset(deleted)
-        before = {t: delta_version(ctx.spark, p) for t, p in ctx.table_paths(table).items()}
+        files = ctx.lake.files
+        before = {t: delta_version(ctx.spark, p, files) for t, p in ctx.table_paths(table).items()}
         initial = {}
         # Once per run: before the offsets lookup, so a dead broker gets the clear message.
         ctx.check_reachable(table)
-        if table.kafka_topics and not has_offsets(ctx.lake.checkpoint_path(table.name)):
+        if table.kafka_topics and not has_offsets(ctx.lake.checkpoint_path(table.name), files):
             initial = {
                 kafka.topic_name(t): {p: low for p, (low, _) in kafka.offsets(t).items()}
                 for kafka, topics in ctx.kafka_topics(table)
@@ -294,7 +297,7 @@ def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False
         finally:
             if query.isActive:
                 query.stop()
-        after = {t: delta_version(ctx.spark, p) for t, p in ctx.table_paths(table).items()}
+        after = {t: delta_version(ctx.spark, p, files) for t, p in ctx.table_paths(table).items()}
         progress = [progress_dict(p) for p in query.recentProgress]
         return CatchUpResult(progress, before, after, initial, cleanup, deleted)
 
