@@ -47,12 +47,23 @@ def key(uri: str) -> str:
     return uri.split("://", 1)[1]
 
 
-def test_streaming_delta_table_and_checkpoint_on_s3(spark, s3_server, s3_workdir):
+@pytest.fixture(autouse=True)
+def s3a_ready(spark, s3_server) -> None:
+    """Say what to fix when the session cannot reach s3a:// at all, not a class-not-found."""
+    from stream_assets import jars
+
+    assert any(j.name.startswith("hadoop-aws-") for j in jars.jars("spark")), (
+        f"no hadoop-aws jar in {jars.group_dir('spark')}: run 'stream-assets setup' again "
+        "(jvm/spark/pom.xml names it)"
+    )
     conf = spark.sparkContext._jsc.hadoopConfiguration()
     assert conf.get("fs.s3a.endpoint") == s3_server.endpoint_url, (
         "the shared SparkSession started without the test S3 server's S3A settings "
         "(conftest.py's spark_resource must carry s3_server.spark_hadoop_config())"
     )
+
+
+def test_streaming_delta_table_and_checkpoint_on_s3(spark, s3_server, s3_workdir):
     source, target = f"{s3_workdir}/source", f"{s3_workdir}/target"
     checkpoint = f"{s3_workdir}/_checkpoints/target"
 
