@@ -11,6 +11,7 @@ import pytest
 
 pytest_plugins = [
     "stream_assets_tests.fixtures_kafka",
+    "stream_assets_tests.fixtures_s3",
     "stream_assets_tests.fixtures_spark_cluster",
 ]
 
@@ -22,13 +23,19 @@ os.environ["STREAM_ASSETS_HOME"] = str(_TEST_HOME)
 
 
 @pytest.fixture(scope="session")
-def spark_resource():
+def spark_resource(s3_server):
     from stream_assets.resources import SparkResource
 
     # Shared by every test: stopping it in a resource teardown would kill it for the next test.
+    # The S3A settings of the test S3 server are here, not in the tests that use s3a:// paths:
+    # Spark applies `spark.hadoop.*` only when the session's SparkContext starts.
     return SparkResource(
         stop_on_teardown=False,
-        spark_config={"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g"},
+        spark_config={
+            "spark.sql.shuffle.partitions": "2",
+            "spark.driver.memory": "2g",
+            **s3_server.spark_hadoop_config(),
+        },
     )
 
 

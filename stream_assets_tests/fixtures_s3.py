@@ -1,0 +1,41 @@
+"""Pytest fixtures: one S3-compatible server (moto behind a relay) for the whole test session.
+
+Registered like fixtures_kafka (conftest's `pytest_plugins`). The server listens on a free
+loopback port; `s3_server.outage()` makes it unreachable (connection refused) without losing
+its objects. The session's SparkResource (conftest.py) carries its S3A settings, because Spark
+reads `spark.hadoop.*` only when the SparkContext starts: a test cannot add them later.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from stream_assets.dev.s3_server import LocalS3Server
+from stream_assets_tests.fixtures_kafka import free_ports
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3Server]:
+    """One server for the session, its bucket `s3_server.bucket` created; see LocalS3Server."""
+    [port] = free_ports(1)
+    server = LocalS3Server(home=tmp_path_factory.mktemp("s3"), port=port)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_workdir(s3_server: LocalS3Server, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A per-test prefix in the bucket, as `s3a://<bucket>/<test>-<random>` (no trailing /).
+
+    Like `workdir` for local paths: tests never share tables or checkpoints. The server is
+    reachable again after the test even if it failed inside an outage.
+    """
+    name = request.node.name.replace("[", "-").replace("]", "").replace("/", "-")[:60]
+    yield s3_server.uri(f"{name}-{uuid.uuid4().hex[:8]}")
+    s3_server.resume()
