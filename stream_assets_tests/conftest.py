@@ -23,19 +23,14 @@ os.environ["STREAM_ASSETS_HOME"] = str(_TEST_HOME)
 
 
 @pytest.fixture(scope="session")
-def spark_resource(s3_server):
+def spark_resource():
     from stream_assets.resources import SparkResource
 
     # Shared by every test: stopping it in a resource teardown would kill it for the next test.
-    # The S3A settings of the test S3 server are here, not in the tests that use s3a:// paths:
-    # Spark applies `spark.hadoop.*` only when the session's SparkContext starts.
+    # A lake on the test S3 server gives the session its S3A settings itself (DeltaLake.attach).
     return SparkResource(
         stop_on_teardown=False,
-        spark_config={
-            "spark.sql.shuffle.partitions": "2",
-            "spark.driver.memory": "2g",
-            **s3_server.spark_hadoop_config(),
-        },
+        spark_config={"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g"},
     )
 
 

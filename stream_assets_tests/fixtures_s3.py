@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from stream_assets.dev.s3_server import LocalS3Server
+from stream_assets.resources import DeltaLake
 from stream_assets_tests.fixtures_kafka import free_ports
 
 
@@ -39,3 +40,29 @@ def s3_workdir(s3_server: LocalS3Server, request: pytest.FixtureRequest) -> Iter
     name = request.node.name.replace("[", "-").replace("]", "").replace("/", "-")[:60]
     yield s3_server.uri(f"{name}-{uuid.uuid4().hex[:8]}")
     s3_server.resume()
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_lake(request: pytest.FixtureRequest, workdir) -> DeltaLake:
+    """The lake on a local folder, then on the test S3 server: a test taking it runs twice and
+    must give the same results on both (issue 14). Only the s3 run starts the server."""
+    if request.param == "local":
+        return DeltaLake(tables_root=str(workdir / "tables"),
+                         checkpoints_root=str(workdir / "checkpoints"))
+    server: LocalS3Server = request.getfixturevalue("s3_server")
+    return server.lake(request.getfixturevalue("s3_workdir"))
+
+
+def delta_rs(lake: DeltaLake, table: str):
+    """delta-rs's view of one of the lake's tables, on a local disk or the S3 server."""
+    from deltalake import DeltaTable
+
+    path = lake.table_path(table)
+    if not path.startswith("s3a://"):
+        return DeltaTable(path)
+    s3 = lake.s3
+    return DeltaTable("s3://" + path.removeprefix("s3a://"), storage_options={
+        "AWS_ENDPOINT_URL": s3.endpoint, "AWS_REGION": s3.region or "us-east-1",
+        "AWS_ACCESS_KEY_ID": s3.access_key_id, "AWS_SECRET_ACCESS_KEY": s3.secret_access_key,
+        "AWS_ALLOW_HTTP": "true", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false",
+    })

@@ -1,6 +1,7 @@
 """A catch-up run with nothing to read starts no query (issue 15, item 1).
 
-Real broker, Spark, Delta and Dagster: raw_events (Kafka) and event_counts (a stateful
+Real broker, Spark, Delta and Dagster, with the lake on a local folder and on the test S3
+server (issue 14): raw_events (Kafka) and event_counts (a stateful
 aggregation reading raw_events as a Delta stream) are materialized, then materialized again
 with nothing new, then again after new records. What is compared and why a query started or
 not is in the metadata; the tables' contents never change without new input.
@@ -10,15 +11,17 @@ from __future__ import annotations
 
 import pytest
 from dagster import DagsterInstance, materialize
-from deltalake import DeltaTable
 from pyspark.sql.streaming import StreamingQueryListener
 
 from stream_assets.dev.generator import GOOD, generate_events
 from stream_assets.dev.producer import produce
-from stream_assets.resources import DeltaLake, KafkaSource
+from stream_assets.monitoring.listener import measure_backlog
+from stream_assets.monitoring.sensors import input_positions
+from stream_assets.resources import KafkaSource
 from stream_assets.resources.kafka import KafkaConnection
 from stream_assets.tables.assets import build_asset
 from stream_assets.tables.catalog import event_counts, raw_events
+from stream_assets_tests.fixtures_s3 import delta_rs
 
 pytestmark = pytest.mark.integration
 
@@ -43,11 +46,10 @@ class Starts(StreamingQueryListener):
 
 
 def test_nothing_new_starts_no_query_and_new_records_start_exactly_the_tables_they_reach(
-    kafka_broker, topic_factory, spark_resource, spark, workdir
+    kafka_broker, topic_factory, spark_resource, spark, any_lake
 ):
     topic = topic_factory("events")
-    lake = DeltaLake(tables_root=str(workdir / "tables"),
-                     checkpoints_root=str(workdir / "checkpoints"))
+    lake = any_lake
     resources = {"spark": spark_resource, "lake": lake,
                  "stream_source": KafkaSource(bootstrap_servers=kafka_broker.bootstrap,
                                               topic_names={"events": topic})}
@@ -73,7 +75,7 @@ def test_nothing_new_starts_no_query_and_new_records_start_exactly_the_tables_th
                 for m in result.asset_materializations_for_node(node)}
 
     def contents(name: str) -> list:
-        return sorted(map(str, DeltaTable(lake.table_path(name)).to_pyarrow_table().to_pylist()))
+        return sorted(map(str, delta_rs(lake, name).to_pyarrow_table().to_pylist()))
 
     sent = send(400, 1)
     first = run()
@@ -91,7 +93,7 @@ def test_nothing_new_starts_no_query_and_new_records_start_exactly_the_tables_th
         assert meta["query_started"].value is False
         assert meta["query_skipped_because"].value.startswith("nothing new since batch")
         assert meta["dagster/row_count"].value == rows
-        assert meta["delta_version"].value == DeltaTable(lake.table_path(name)).version()
+        assert meta["delta_version"].value == delta_rs(lake, name).version()
         assert meta["rows_read"].value == 0
     assert idle["raw_events"]["kafka_lag"].value == {topic: 0}
     assert idle["event_counts"]["query_started"].value is False
@@ -105,4 +107,11 @@ def test_nothing_new_starts_no_query_and_new_records_start_exactly_the_tables_th
     assert third["raw_events"]["rows_read"].value == 50
     assert "raw_events version(s) wait" in third["event_counts"]["query_started_because"].value
     good += sum(1 for r in more if r.kind == GOOD)
-    assert len(DeltaTable(lake.table_path("raw_events")).to_pyarrow_table()) == good
+    assert len(delta_rs(lake, "raw_events").to_pyarrow_table()) == good
+
+    # The catch-up sensor and the health sensor's backlog read the same logs without Spark.
+    assert input_positions(raw_events, resources, lake) == {"kafka:events": len(sent) + 50}
+    assert input_positions(event_counts, resources, lake) == {
+        "delta:raw_events": delta_rs(lake, "raw_events").version()}
+    assert measure_backlog(None, {"raw_events": lake.table_path("raw_events")}, None,
+                           lake.checkpoint_path("event_counts"), lake.files) == {"raw_events": 0}

@@ -102,11 +102,10 @@ def test_the_launchpad_field_of_each_asset_names_what_its_refresh_resets():
 class Project:
     """TABLES on their own topic and lake, through build_definitions, on a real instance."""
 
-    def __init__(self, broker, spark_resource, root: Path, instance) -> None:
+    def __init__(self, broker, spark_resource, lake: DeltaLake, instance) -> None:
         self.topic = f"events-{uuid.uuid4().hex[:10]}"
         broker.create_topics([self.topic], partitions=3)
-        self.lake = DeltaLake(tables_root=str(root / "tables"),
-                              checkpoints_root=str(root / "checkpoints"))
+        self.lake = lake
         self.source = KafkaSource(bootstrap_servers=broker.bootstrap,
                                   topic_names={"events": self.topic})
         self.resources = {"spark": spark_resource, "lake": self.lake,
@@ -132,6 +131,7 @@ class Project:
             asset_selection=[AssetKey(n) for n in names], **kwargs)
 
     def rows(self, spark, table: str, drop=()):
+        self.lake.attach(spark)
         frame = spark.read.format("delta").load(self.lake.table_path(table))
         return [r.asDict() for r in frame.drop(*drop).collect()]
 
@@ -151,8 +151,10 @@ def project(kafka_broker, spark_resource, tmp_path_factory):
     """Every table materialized once. Shared by the tests below, in file order: the refused
     refresh and the CLI (on a copy) leave it as it is; the last test refreshes it."""
     with instance_for_test() as instance:
-        project = Project(kafka_broker, spark_resource, tmp_path_factory.mktemp("lake"),
-                          instance)
+        root = tmp_path_factory.mktemp("lake")
+        lake = DeltaLake(tables_root=str(root / "tables"),
+                         checkpoints_root=str(root / "checkpoints"))
+        project = Project(kafka_broker, spark_resource, lake, instance)
         assert project.materialize(["raw_events", "dead_letter_queue", "event_counts",
                                     "user_sessions"]).success
         yield project

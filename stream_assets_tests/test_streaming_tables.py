@@ -2,7 +2,8 @@
 
 Events are produced in two phases with a materialization in between, so the second phase's
 deliberately late events are older than every watermark and must be dropped by the stateful
-tables (and only by them). A final event a day later closes every window.
+tables (and only by them). A final event a day later closes every window. The lake is a local
+folder, then the test S3 server (issue 14): both must match the same reference.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from dagster import AssetKey, materialize
-from deltalake import DeltaTable
 
 from stream_assets.dev.generator import Record, generate_ad_traffic, generate_events, iso
 from stream_assets.dev.producer import produce
@@ -22,6 +22,7 @@ from stream_assets.tables import catalog
 from stream_assets.tables.assets import build_asset
 from stream_assets.tables.dimensions import build_user_dimension
 from stream_assets_tests import reference
+from stream_assets_tests.fixtures_s3 import delta_rs
 from stream_assets_tests.reference import assert_rows_equal
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,10 +36,9 @@ DERIVED = ("event_counts", "event_duration_stats", "activity_sessions", "enriche
 class Lake:
     """One isolated lake and set of topics, materialized through Dagster."""
 
-    def __init__(self, broker, topic_factory, spark_resource, root):
+    def __init__(self, broker, topic_factory, spark_resource, lake: DeltaLake):
         self.topics = {name: topic_factory(name) for name in ("events", "impressions", "clicks")}
-        self.lake = DeltaLake(tables_root=str(root / "tables"),
-                              checkpoints_root=str(root / "checkpoints"))
+        self.lake = lake
         self.resources = {
             "spark": spark_resource,
             "lake": self.lake,
@@ -59,6 +59,7 @@ class Lake:
         return result
 
     def rows(self, spark, table, drop=()):
+        self.lake.attach(spark)
         frame = spark.read.format("delta").load(self.lake.table_path(table))
         return [r.asDict() for r in frame.drop(*drop).collect()]
 
@@ -88,8 +89,13 @@ def ad_closer(ts: datetime) -> list[Record]:
 
 
 @pytest.fixture
-def lake(kafka_broker, topic_factory, spark_resource, workdir):
-    return Lake(kafka_broker, topic_factory, spark_resource, workdir)
+def lake(kafka_broker, topic_factory, spark_resource, any_lake):
+    """On a local folder, then on the test S3 server: the same reference holds for both."""
+    return Lake(kafka_broker, topic_factory, spark_resource, any_lake)
+
+
+def local_lake(root) -> DeltaLake:
+    return DeltaLake(tables_root=str(root / "tables"), checkpoints_root=str(root / "checkpoints"))
 
 
 def test_derived_tables_equal_the_reference_with_late_events_dropped(lake, spark):
@@ -156,7 +162,7 @@ def test_derived_tables_equal_the_reference_with_late_events_dropped(lake, spark
     # are not UTF-8 included.
     tables = [t for declared in catalog.TABLES for t in declared.tables]
     for table in tables:
-        assert_same_in_delta_rs(spark, lake.lake.table_path(table))
+        assert_same_in_delta_rs(spark, lake.lake, table)
     dead = lake.rows(spark, "dead_letter_queue") + lake.rows(spark,
                                                             "impression_clicks_dead_letters")
     assert {bytes(r["raw_bytes"]) for r in dead if r["raw_bytes"] is not None} >= {
@@ -168,9 +174,10 @@ HOSTILE = [Record(topic, None, b"\xff\xfe{\"id\": \"\xc3\x28\"}", "not_utf8", No
            for topic in ("events", "impressions", "clicks")]
 
 
-def assert_same_in_delta_rs(spark, path: str) -> None:
+def assert_same_in_delta_rs(spark, lake: DeltaLake, table: str) -> None:
     """Row count and a column of values read by delta-rs (Arrow) equal Spark's."""
-    arrow = DeltaTable(path).to_pyarrow_table()
+    path = lake.table_path(table)
+    arrow = delta_rs(lake, table).to_pyarrow_table()
     frame = spark.read.format("delta").load(path)
     assert arrow.num_rows == frame.count(), path
     text = next((f.name for f in frame.schema.fields if f.dataType.simpleString() == "string"),
@@ -191,13 +198,13 @@ def test_materializing_in_steps_equals_one_step(kafka_broker, topic_factory, spa
     # The stateful tables are where steps could matter; the stateless ones are covered above.
     stateful = ("event_counts", "activity_sessions", "user_sessions")
     selection = ["raw_events", "dead_letter_queue", *stateful]
-    stepwise = Lake(kafka_broker, topic_factory, spark_resource, workdir / "steps")
+    stepwise = Lake(kafka_broker, topic_factory, spark_resource, local_lake(workdir / "steps"))
     stepwise.send(first)
     stepwise.materialize(selection)
     stepwise.send(second + tail)
     stepwise.materialize(selection)
 
-    at_once = Lake(kafka_broker, topic_factory, spark_resource, workdir / "once")
+    at_once = Lake(kafka_broker, topic_factory, spark_resource, local_lake(workdir / "once"))
     at_once.send(first + second + tail)
     at_once.materialize(selection)
 

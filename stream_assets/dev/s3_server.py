@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from stream_assets.dev.processes import popen
 from stream_assets.dev.tcp_relay import TcpRelay
 from stream_assets.errors import StreamAssetsError
+from stream_assets.resources.lake import DeltaLake
 
 if TYPE_CHECKING:
     from pyarrow.fs import S3FileSystem
@@ -58,6 +59,11 @@ FAST_FAILING_S3A: dict[str, str] = {
     "fs.s3a.connection.establish.timeout": "15s",
     "fs.s3a.connection.timeout": "30s",
 }
+
+
+# What the lake resource sets for any S3 store (resources/lake.py), for the raw Spark settings
+# below: the optimized copyFromLocalFile fails RocksDB's state uploads against this server.
+MOTO_S3A: dict[str, str] = {"fs.s3a.optimized.copy.from.local.enabled": "false"}
 
 
 class LocalS3Server:
@@ -187,6 +193,7 @@ class LocalS3Server:
             "fs.s3a.access.key": self.access_key_id,
             "fs.s3a.secret.key": self.secret_access_key,
         }
+        conf.update(MOTO_S3A)
         if fail_fast:
             conf.update(FAST_FAILING_S3A)
         return conf
@@ -194,6 +201,20 @@ class LocalS3Server:
     def spark_hadoop_config(self, *, fail_fast: bool = True) -> dict[str, str]:
         """`hadoop_config()` as Spark settings (`spark.hadoop.fs.s3a.*`), for spark_config."""
         return {f"spark.hadoop.{k}": v for k, v in self.hadoop_config(fail_fast=fail_fast).items()}
+
+    def lake(self, root: str, *, fail_fast: bool = True) -> DeltaLake:
+        """The project's lake resource with its tables and checkpoints under `root` (an s3a://
+        URI of this server), reaching it as a user's configuration would."""
+        return DeltaLake(
+            tables_root=f"{root}/tables",
+            checkpoints_root=f"{root}/checkpoints",
+            s3_endpoint=self.endpoint_url,
+            s3_region=self.region,
+            s3_path_style_access=True,
+            s3_access_key_id=self.access_key_id,
+            s3_secret_access_key=self.secret_access_key,
+            hadoop_config=FAST_FAILING_S3A if fail_fast else {},
+        )
 
     def storage_options(self) -> dict[str, str]:
         """delta-rs settings: `DeltaTable(uri("t", scheme="s3"), storage_options=...)`."""

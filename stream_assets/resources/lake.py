@@ -19,12 +19,17 @@ PATH_STYLE_ENV = "STREAM_ASSETS_S3_PATH_STYLE"
 # How long S3A keeps retrying a store that does not answer before the query fails. Hadoop's
 # defaults add up to many minutes per request; a run should fail with the store's error in
 # about a minute and be retried by Dagster or the user (docs/cluster.md).
-_S3A_FAIL_FAST = {
+_S3A_DEFAULTS = {
     "fs.s3a.attempts.maximum": "3",
     "fs.s3a.retry.limit": "3",
     "fs.s3a.retry.interval": "500ms",
-    "fs.s3a.connection.establish.timeout": "5s",
+    "fs.s3a.connection.establish.timeout": "15s",  # S3A's minimum
     "fs.s3a.connection.timeout": "30s",
+    # RocksDB's state-store files go up through copyFromLocalFile, whose optimized path uses the
+    # AWS SDK's async (Netty) client: against the test S3 server it failed every upload
+    # ("S3Exception: Status Code: 100"; the SDK is built for Netty 4.1, pyspark ships 4.2). The
+    # plain path writes through the same S3A output stream as every other file.
+    "fs.s3a.optimized.copy.from.local.enabled": "false",
 }
 
 
@@ -69,6 +74,11 @@ class DeltaLake(ConfigurableResource):
         default=None,
         description="S3 secret access key (EnvVar); default: the standard AWS credential chain.",
     )
+    hadoop_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra Hadoop settings for the lake's storage (fs.s3a.*, fs.azure.*, "
+        "fs.gs.*), set on every session that reaches the lake; they win over the defaults.",
+    )
     _files: LakeFiles | None = PrivateAttr(default=None)
 
     def table_path(self, table: str) -> str:
@@ -107,9 +117,9 @@ class DeltaLake(ConfigurableResource):
         writers and, through each job's Hadoop configuration, the executors.
         """
         if not self.uses_s3():
-            return {}
+            return dict(self.hadoop_config)
         s3 = self.s3
-        options = dict(_S3A_FAIL_FAST)
+        options = dict(_S3A_DEFAULTS)
         if s3.endpoint:
             options["fs.s3a.endpoint"] = s3.endpoint
             options["fs.s3a.connection.ssl.enabled"] = str(
@@ -122,6 +132,7 @@ class DeltaLake(ConfigurableResource):
                 "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider")
             options["fs.s3a.access.key"] = s3.access_key_id
             options["fs.s3a.secret.key"] = s3.secret_access_key
+        options.update(self.hadoop_config)
         return options
 
     def attach(self, spark) -> None:

@@ -24,6 +24,7 @@ from stream_assets.errors import (
     CheckpointMismatch,
     ExpectationFailed,
     KafkaDataLoss,
+    LakeUnreachable,
     StreamAssetsError,
     StreamFailed,
     TableBusy,
@@ -214,6 +215,15 @@ def query_error(
             f"and it would fail the same way on every run; {reset_hint(table.name)}. "
             f"Spark said: {summary}"
         )
+    if (paths.local_path(ctx.lake.checkpoint_path(table.name)) is None
+            and any(sign in details for sign in _STORE_CLIENT)
+            and any(sign in details for sign in _STORE_UNREACHABLE)):
+        return LakeUnreachable(
+            f"{table.name} {doing}: the lake's storage did not answer "
+            f"({ctx.lake.s3.endpoint or ctx.lake.tables_root}). Nothing committed is lost: "
+            "once it answers again, the next run resumes from the last committed batch and "
+            f"writes every record once. Spark said: {summary}"
+        )
     if _DATA_LOSS in summary.lower():
         return KafkaDataLoss(
             f"{table.name} {doing}: data may have been lost: Kafka no longer holds records the "
@@ -224,6 +234,15 @@ def query_error(
             f"now: {reset_hint(table.name)}. Spark said: {summary}"
         )
     return StreamFailed(f"{table.name} {doing}: {summary}")
+
+
+# What the JVM's store clients (S3A, ABFS, GCS) say when the object store does not answer;
+# both a client and a connection sign, so an unreachable broker is not blamed on the lake.
+_STORE_CLIENT = ("org.apache.hadoop.fs.s3a", "software.amazon.awssdk",
+                 "org.apache.hadoop.fs.azurebfs", "com.google.cloud.hadoop")
+_STORE_UNREACHABLE = ("java.net.ConnectException", "Connection refused",
+                      "java.net.UnknownHostException", "Unable to execute HTTP request",
+                      "java.net.SocketTimeoutException")
 
 
 # py4j's wrapper around a Java exception: "Py4JJavaError: An error occurred while calling
