@@ -323,7 +323,7 @@ def test_raw_events_first_batch_crashes_at_every_file_and_restarts_exactly(world
     root = fresh(world, None, "raw-first")
     images = world.root / "raw-first-images"
     crashes, killed = crash_run(world.driver(root, "raw_events", "raw-first"), root, images,
-                                lambda point: "image")
+                                lambda point: None if hadoop_checksum(point) else "image")
     assert not killed
     points = [p for _, p, _ in crashes]
     # The run's whole protocol, in order: marker, query id, Kafka start offsets, offsets/0,
@@ -353,6 +353,16 @@ def test_raw_events_first_batch_crashes_at_every_file_and_restarts_exactly(world
     assert killed, kills
     world.restart_and_check(killed_root, catalog.raw_events, "kill", kills[0][1])
     report("raw_events, first batch (every point)", [(h, p) for h, p, _ in crashes + kills])
+
+
+def hadoop_checksum(point: str) -> bool:
+    """Hadoop's `.<file>.crc`, which its local file system creates and renames in the same
+    call as the file itself: a crash between the two differs only in whether Hadoop could
+    verify the file, and a missing checksum is not verified. Images at these points were
+    restarted in every run until 2026-11-30 and never differed; skipping them keeps the suite
+    within its time. Delta's own version checksums (`00…0.crc`) stay points."""
+    name = point.rsplit("/", 1)[-1]
+    return name.startswith(".") and name.endswith(".crc")
 
 
 def sweep(world: World, root: Path, table: StreamingTable, name: str, kill: str,

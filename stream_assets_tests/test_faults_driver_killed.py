@@ -38,17 +38,13 @@ RECORDS = 360
 # 3 partitions, 90 records per trigger: four batches, so kills land in the middle of the stream.
 MAX_OFFSETS = 90
 
-# (where the batch is stopped, the batch id, what is on disk at that moment)
+# (where the batch is stopped, the batch id, what is on disk at that moment). The kills between
+# the two tables' Delta commits of a batch, and after both but before the checkpoint's commit,
+# were points here too; test_crash_sweep.py kills (and images) at every file of those steps in
+# a later batch, so they were dropped here to keep the suite within its time.
 KILL_POINTS = [
     # Offsets of batch 1 planned, nothing of it written: the replay must write it whole.
     ("before:raw_events:1", "planned, no table written"),
-    # The replayed batch 1 reached raw_events but not dead_letter_queue: between the two Delta
-    # commits of one batch. The replay must skip raw_events (same txn version) and write the
-    # dead letters.
-    ("after:raw_events:1", "raw_events committed, dead_letter_queue not"),
-    # Both tables committed, the checkpoint's commits/2 not yet written: the replay must skip
-    # both writes.
-    ("after:dead_letter_queue:2", "both tables committed, checkpoint commit missing"),
 ]
 
 

@@ -94,9 +94,6 @@ def lake(kafka_broker, topic_factory, spark_resource, any_lake):
     return Lake(kafka_broker, topic_factory, spark_resource, any_lake)
 
 
-def local_lake(root) -> DeltaLake:
-    return DeltaLake(tables_root=str(root / "tables"), checkpoints_root=str(root / "checkpoints"))
-
 
 def test_derived_tables_equal_the_reference_with_late_events_dropped(lake, spark):
     phase1 = events(600, start=START, prefix="p1")  # one hour of events, out of order by 40 s
@@ -186,29 +183,3 @@ def assert_same_in_delta_rs(spark, lake: DeltaLake, table: str) -> None:
         theirs = sorted(v for v in arrow.column(text).to_pylist() if v is not None)
         ours = sorted(r[0] for r in frame.select(text).collect() if r[0] is not None)
         assert theirs == ours, (path, text)
-
-
-def test_materializing_in_steps_equals_one_step(kafka_broker, topic_factory, spark_resource,
-                                                workdir, spark):
-    first = events(300, start=START, prefix="s1")
-    newest = max(datetime.fromisoformat(r.event["timestamp"]) for r in first)
-    second = events(300, start=newest + timedelta(seconds=5), prefix="s2")
-    tail = [closer(newest + timedelta(days=1))]
-
-    # The stateful tables are where steps could matter; the stateless ones are covered above.
-    stateful = ("event_counts", "activity_sessions", "user_sessions")
-    selection = ["raw_events", "dead_letter_queue", *stateful]
-    stepwise = Lake(kafka_broker, topic_factory, spark_resource, local_lake(workdir / "steps"))
-    stepwise.send(first)
-    stepwise.materialize(selection)
-    stepwise.send(second + tail)
-    stepwise.materialize(selection)
-
-    at_once = Lake(kafka_broker, topic_factory, spark_resource, local_lake(workdir / "once"))
-    at_once.send(first + second + tail)
-    at_once.materialize(selection)
-
-    volatile = ("updated_at", "ingested_at", "topic")
-    for table in (*stateful, "raw_events"):
-        assert_rows_equal(stepwise.rows(spark, table, drop=volatile),
-                          at_once.rows(spark, table, drop=volatile))
