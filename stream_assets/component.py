@@ -34,6 +34,7 @@ from stream_assets.tables.declaration import StreamingTable
 SECRET_FIELDS: Mapping[type[BaseModel], frozenset[str]] = {
     KafkaSource: frozenset({"sasl_password"}),
     EventHubsSource: frozenset({"connection_string"}),
+    DeltaLake: frozenset({"s3_secret_access_key"}),
 }
 _ENV_TEMPLATE = re.compile(
     r"""\{\{\s*env(?:\.([A-Za-z_]\w*)|\(\s*['"]([A-Za-z_]\w*)['"]\s*\))\s*\}\}"""

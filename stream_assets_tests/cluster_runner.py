@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 RESULT_PREFIX = "RESULT "
+LAKE_ENV = "STREAM_ASSETS_TEST_LAKE"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -46,12 +47,14 @@ def materialize_elsewhere(
     runs: int = 1,
     keep_session: bool = False,
     timeout_s: float = 900,
+    lake: Mapping[str, object] | None = None,
 ) -> dict:
     """Run this module in a child process and return its report.
 
     `where` is `["--master", URL]` or `["--remote", URL]`. The child inherits the environment
     (STREAM_ASSETS_HOME, STREAM_ASSETS_JARS) and finds this project on PYTHONPATH after
-    whatever the caller's PYTHONPATH names.
+    whatever the caller's PYTHONPATH names. `lake`: more `DeltaLake` fields (the S3 settings),
+    passed through the environment, not the command line, since they hold keys.
     """
     command = [sys.executable, "-m", "stream_assets_tests.cluster_runner", *where,
                "--bootstrap", bootstrap, "--tables-root", str(tables_root),
@@ -64,6 +67,8 @@ def materialize_elsewhere(
         command += ["--topic", f"{logical}={name}"]
     command += list(tables)
     env = dict(os.environ)
+    if lake:
+        env[LAKE_ENV] = json.dumps(dict(lake))
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (env.get("PYTHONPATH", ""), str(PROJECT_ROOT)) if p
     )
@@ -138,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         "spark": SparkResource(master=args.master or "local[*]", remote=args.remote,
                                spark_config=_pairs(args.conf),
                                stop_on_teardown=not args.keep_session),
-        "lake": DeltaLake(tables_root=args.tables_root, checkpoints_root=args.checkpoints_root),
+        "lake": DeltaLake(tables_root=args.tables_root, checkpoints_root=args.checkpoints_root,
+                          **json.loads(os.environ.get(LAKE_ENV) or "{}")),
         "stream_source": KafkaSource(bootstrap_servers=args.bootstrap,
                                      topic_names=_pairs(args.topic)),
     }

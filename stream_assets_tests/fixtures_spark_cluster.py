@@ -59,6 +59,7 @@ def lake_at(root: Path) -> DeltaLake:
 
 def table_rows(spark, lake: DeltaLake, table: str) -> list[dict]:
     """A table's rows as dicts, without the columns stamped at write time."""
+    lake.attach(spark)
     frame = spark.read.format("delta").load(lake.table_path(table))
     return [r.asDict(recursive=True) for r in frame.drop(*VOLATILE.get(table, ())).collect()]
 

@@ -1,11 +1,13 @@
 """The same assets on a Spark standalone cluster: a real master, worker and executor JVMs.
 
 The cluster run happens in a child process (stream_assets_tests.cluster_runner): this process
-already holds the local SparkContext, and pyspark allows one per process.
+already holds the local SparkContext, and pyspark allows one per process. Its lake is on the
+test S3 server, so the executors write to object storage as on a real cluster (issue 14).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 
 import pytest
@@ -14,7 +16,7 @@ from stream_assets.dev.generator import GOOD
 from stream_assets.resources import SparkResource
 from stream_assets_tests import reference
 from stream_assets_tests.cluster_runner import materialize_elsewhere
-from stream_assets_tests.fixtures_spark_cluster import lake_at, table_rows
+from stream_assets_tests.fixtures_spark_cluster import table_rows
 from stream_assets_tests.reference import assert_rows_equal
 
 LOOPBACK = ("spark.driver.host", "spark.driver.bindAddress")
@@ -40,9 +42,14 @@ def test_cluster_masters_leave_the_driver_reachable_and_ship_the_jars(master):
 
 
 @pytest.fixture(scope="module")
-def cluster_run(spark_cluster, cluster_events, tmp_path_factory):
-    """raw_events and event_counts materialized on the cluster, once for this module."""
-    lake = lake_at(tmp_path_factory.mktemp("cluster_run"))
+def cluster_run(spark_cluster, cluster_events, s3_server):
+    """raw_events and event_counts materialized on the cluster, once for this module, with the
+    lake on the test S3 server: the executors write the tables and the state store there, as
+    on a real cluster (issue 14); the tests compare them with the local run's."""
+    lake = s3_server.lake(s3_server.uri(f"cluster-run-{uuid.uuid4().hex[:8]}"))
+    settings = {key: getattr(lake, key) for key in (
+        "s3_endpoint", "s3_region", "s3_path_style_access", "s3_access_key_id",
+        "s3_secret_access_key", "hadoop_config")}
     report = materialize_elsewhere(
         ["--master", spark_cluster.master_url],
         conf={**spark_cluster.client_config(), "spark.sql.shuffle.partitions": "2"},
@@ -51,6 +58,7 @@ def cluster_run(spark_cluster, cluster_events, tmp_path_factory):
         tables_root=lake.tables_root,
         checkpoints_root=lake.checkpoints_root,
         tables=("raw_events", "event_counts"),
+        lake=settings,
     )
     return lake, report
 
@@ -88,5 +96,6 @@ def test_cluster_executors_got_the_jars_and_ran_the_queries(cluster_run, spark_c
     shipped = {p.name for p in (spark_cluster.home / "work").rglob("*.jar")}
     assert any(n.startswith("delta-spark_") for n in shipped)
     assert any(n.startswith("spark-sql-kafka-0-10_") for n in shipped)
+    assert any(n.startswith("hadoop-aws-") for n in shipped)  # S3A, for the lake on S3
     apps = spark_cluster.status()["completedapps"]
     assert apps and all(app["state"] == "FINISHED" for app in apps)

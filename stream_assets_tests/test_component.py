@@ -183,13 +183,18 @@ def test_a_wrong_yaml_is_refused_at_load_saying_what_to_fix(attributes, expected
     assert expected in str(raised.value)
 
 
-def test_a_secret_written_into_the_yaml_is_refused_without_echoing_it():
+@pytest.mark.parametrize("yaml, where", [
+    ("kafka: {stream_source: {sasl_password: hunter2-secret}}",
+     "kafka.stream_source.sasl_password"),
+    ("lake: {tables_root: s3a://b/t, s3_secret_access_key: hunter2-secret}",
+     "lake.s3_secret_access_key"),
+])
+def test_a_secret_written_into_the_yaml_is_refused_without_echoing_it(yaml, where):
     with pytest.raises(Exception) as raised:
         StreamingTablesComponent.resolve_from_yaml(
-            "tables: stream_assets.tables.catalog:TABLES\n"
-            "kafka: {stream_source: {sasl_password: hunter2-secret}}")
+            f"tables: stream_assets.tables.catalog:TABLES\n{yaml}")
     message = str(raised.value)
-    assert "kafka.stream_source.sasl_password" in message
+    assert where in message
     assert "{{ env.VARIABLE_NAME }}" in message
     assert "hunter2-secret" not in message
 

@@ -2,7 +2,8 @@
 
 One run processes what arrives, reports its batches to Dagster (throttled, nothing lost in
 the sums) and stops between batches when its run is marked for termination; a second run
-resumes from the checkpoint. The tables end up holding every record exactly once. (Failures,
+resumes from the checkpoint. The tables end up holding every record exactly once, with the
+lake on a local folder and on the test S3 server (issue 14). (Failures,
 alerts and the UI's terminate button are covered end to end in test_ops_dagster_dev.py.)
 """
 
@@ -15,7 +16,6 @@ from typing import Any
 
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterRunStatus, instance_for_test
-from deltalake import DeltaTable
 
 from stream_assets.dev.generator import GOOD, Record, generate_events
 from stream_assets.dev.producer import produce
@@ -25,6 +25,7 @@ from stream_assets.monitoring.health import StreamReport
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.kafka import KafkaConnection
 from stream_assets.tables.catalog import raw_events
+from stream_assets_tests.fixtures_s3 import delta_rs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -105,13 +106,14 @@ def assert_standard_metadata(instance, run_id: str, lake: DeltaLake, sent: list[
                    if r.run_id == run_id]
         meta = max(records, key=lambda r: r.storage_id).asset_event.metadata
         path = lake.table_path(name)
+        table = delta_rs(lake, name)
         assert meta["dagster/row_count"].value == rows, name
-        assert meta["delta_version"].value == DeltaTable(path).version(), name
-        assert meta["dagster/uri"].value == f"file://{path}"
+        assert meta["delta_version"].value == table.version(), name
+        assert meta["dagster/uri"].value == (path if "://" in path else f"file://{path}")
         assert meta["path"].value == path
         assert "delta_commit_time" in meta and meta["mode"].value == "continuous"
         assert {c.name for c in meta["dagster/column_schema"].value.columns} \
-            == set(DeltaTable(path).schema().to_arrow().names)
+            == set(table.schema().to_arrow().names)
 
 
 def assert_derived_checks_ran(instance, run_id: str, sent: list[Record]) -> None:
@@ -136,11 +138,10 @@ def assert_derived_checks_ran(instance, run_id: str, sent: list[Record]) -> None
 
 
 def test_continuous_job_reports_every_batch_stops_on_terminate_and_resumes_exactly_once(
-    kafka_broker, topic_factory, spark_resource, spark, workdir
+    kafka_broker, topic_factory, spark_resource, spark, any_lake
 ):
     topic = topic_factory("events")
-    lake = DeltaLake(tables_root=str(workdir / "tables"),
-                     checkpoints_root=str(workdir / "checkpoints"))
+    lake = any_lake
     resources = {"spark": spark_resource, "lake": lake,
                  "stream_source": KafkaSource(bootstrap_servers=kafka_broker.bootstrap,
                                               topic_names={"events": topic})}
@@ -178,6 +179,7 @@ def test_continuous_job_reports_every_batch_stops_on_terminate_and_resumes_exact
         # counted once when the run starts, then carried forward from the commits' metrics
         assert_standard_metadata(instance, second.run_id, lake, sent)
 
+    lake.attach(spark)
     events = spark.read.format("delta").load(lake.table_path("raw_events"))
     dead_letters = spark.read.format("delta").load(lake.table_path("dead_letter_queue"))
     positions = events.select("partition", "offset").union(

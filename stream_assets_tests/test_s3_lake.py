@@ -5,6 +5,7 @@ by the `any_lake` runs of test_streaming_tables.py and test_nothing_new.py, whic
 assertions on a local folder and on the server. Here, on one project (raw_events, its dead
 letters and event_counts, through build_definitions on a real instance):
 
+* the derived checks read the tables on S3, and reuse their verdicts while nothing changed;
 * the checkpoint guard refuses a checkpoint whose table was deleted on S3;
 * a full refresh from run config and from `stream-assets reset` (configured by environment
   variables only) delete on S3, and the rebuilt tables equal the plain-Python reference;
@@ -30,6 +31,7 @@ from stream_assets.resources.kafka import KafkaConnection
 from stream_assets.tables import refresh, runner
 from stream_assets.tables.catalog import event_counts
 from stream_assets_tests.fixtures_s3 import delta_rs
+from stream_assets_tests.test_monitoring_checks import run_checks
 from stream_assets_tests.test_refresh import Project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -52,11 +54,23 @@ def event_ids(lake, table: str = "raw_events") -> list[str]:
     return sorted(delta_rs(lake, table).to_pyarrow_table().column("event_id").to_pylist())
 
 
-def test_guard_and_full_refresh_on_s3(project, spark, monkeypatch, s3_server):
+def test_checks_guard_and_full_refresh_on_s3(project, spark, spark_resource, monkeypatch):
     lake = project.lake
     assert project.materialize(TABLES).success
     project.assert_equal_to_reference(spark, tables=("event_counts",))
     assert event_ids(lake) == sorted(e["event_id"] for e in project.good)
+
+    # The derived checks read the tables on S3; a second run with nothing changed reuses their
+    # verdicts from the Delta logs' listing (the raw_events checks; freshness is recomputed).
+    first = run_checks(spark_resource, lake, instance=project.instance)
+    ratio = first[("raw_events", "dead_letter_ratio")]
+    assert ratio.metadata["dead_letter_rows"].value == len(project.records) - len(project.good)
+    assert ratio.metadata["records"].value == len(project.records)
+    assert all(e.passed for k, e in first.items() if k[1] != "dead_letter_ratio"), first
+    again = run_checks(spark_resource, lake, instance=project.instance)
+    assert all("reused_from_run" in e.metadata for k, e in again.items()
+               if k[1] != "freshness"), again
+    assert {k: e.passed for k, e in again.items()} == {k: e.passed for k, e in first.items()}
 
     # The guard reads the checkpoint on S3: event_counts' table deleted under its checkpoint.
     assert lake.files.delete_tree(lake.table_path("event_counts"))
