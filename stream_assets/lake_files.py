@@ -54,7 +54,9 @@ class LakeFiles:
     @cached_property
     def _s3_filesystem(self) -> pafs.FileSystem:
         s3 = self._s3
-        options: dict = {"region": s3.region or "us-east-1"}
+        options: dict = {}
+        if s3.region:
+            options["region"] = s3.region  # else pyarrow's own lookup (AWS_DEFAULT_REGION, ~/.aws)
         if s3.endpoint:
             parsed = urlparse(s3.endpoint)
             options["endpoint_override"] = parsed.netloc or parsed.path
