@@ -46,6 +46,7 @@ class LakeFiles:
 
     def __init__(self, s3: S3Access | None = None) -> None:
         self._s3 = s3 or S3Access()
+        self._others: dict[tuple[str, ...], pafs.FileSystem] = {}
 
     @cached_property
     def _local(self) -> pafs.FileSystem:
@@ -84,11 +85,20 @@ class LakeFiles:
             # abfss://container@account.dfs.core.windows.net/path; credentials from the
             # environment (AZURE_* variables or a managed identity), as the ABFS driver's.
             container, _, host = parsed.netloc.partition("@")
-            return (pafs.AzureFileSystem(account_name=host.split(".")[0]),
+            account = host.split(".")[0]
+            return (self._other(("azure", account),
+                                lambda: pafs.AzureFileSystem(account_name=account)),
                     f"{container}{parsed.path}".rstrip("/"))
         if scheme in _GCS_SCHEMES:
-            return pafs.GcsFileSystem(), f"{parsed.netloc}{parsed.path}".rstrip("/")
+            return (self._other(("gcs",), pafs.GcsFileSystem),
+                    f"{parsed.netloc}{parsed.path}".rstrip("/"))
         return None
+
+    def _other(self, key: tuple[str, ...], build) -> pafs.FileSystem:
+        """One file system per store: building one looks up credentials."""
+        if key not in self._others:
+            self._others[key] = build()
+        return self._others[key]
 
     def _at(self, location: str) -> tuple[pafs.FileSystem, str]:
         found = self.resolve(location)
