@@ -22,8 +22,8 @@ On a machine shared with other work the CPU figures are the steadier ones.
 `--lake s3` puts the tables and checkpoints of `plain`, `plain-noop` and every `dagster*` side
 on the test S3 server (stream_assets/dev/s3_server.py, moto on loopback, started in a temporary
 home), both sides reaching it with the same S3A settings (`DeltaLake.hadoop_options()`). It adds
-`plain-local`, the plain query on a local folder, for the S3 / local ratio, and prints the S3
-server's own CPU seconds beside the JVM's (moto is a separate process).
+`plain-local` and `dagster-local`, the same two on a local folder, for the S3 / local ratios,
+and prints the S3 server's own CPU seconds beside the JVM's (moto is a separate process).
 
     .venv/bin/python bench/ingest.py [--events 1000000] [--bad-ratio 0.01] [--sides ...]
                                      [--lake local|s3]
@@ -56,8 +56,10 @@ from stream_assets.resources import DeltaLake
 
 SIDES = ("read", "seed", "parse", "plain", "plain-noop", "dagster")
 EXTRA_SIDES = ("dagster-bare", "dagster-5x")
-# With --lake s3: the plain query on a local folder, against the same query on the server.
-S3_SIDES = ("plain-local",)
+# With --lake s3: the plain query and the materialization on a local folder, against the same
+# on the server, so that the run also gives the local ratio on the same machine and moment.
+S3_SIDES = ("plain-local", "dagster-local")
+LOCAL_SIDES = {"plain-local": "plain", "dagster-local": "dagster"}
 # Rules of the kind a user declares on events: each reads a column or two of every row.
 FIVE_RULES = (
     ("numeric_duration", "try_cast(properties['duration'] AS DOUBLE) IS NOT NULL"),
@@ -212,7 +214,7 @@ def main() -> None:
         server_cpu = ProcessCpu(s3_server_pid(server)) if server else None
 
         def lake_for(side: str, name: str) -> DeltaLake:
-            if server is None or side == "plain-local":
+            if server is None or side in LOCAL_SIDES:
                 return DeltaLake(tables_root=str(work / name / "tables"),
                                  checkpoints_root=str(work / name / "checkpoints"))
             # The lake's own S3A defaults (resources/lake.py), not the tests' fail-fast ones:
@@ -220,13 +222,14 @@ def main() -> None:
             return server.lake(server.uri("bench", name), fail_fast=False)
 
         def run(side: str, lake: DeltaLake) -> None:
+            side = LOCAL_SIDES.get(side, side)  # the lake says where, the side says what
             if side == "read":
                 read_only(spark, kafka.bootstrap, topic)
             elif side == "seed":
                 seed_only(spark, kafka.bootstrap, topic)
             elif side == "parse":
                 parse_only(spark, kafka.bootstrap, topic)
-            elif side in ("plain", "plain-noop", "plain-local"):
+            elif side in ("plain", "plain-noop"):
                 plain_pyspark(spark, kafka.bootstrap, topic, lake, noop=side == "plain-noop")
             elif side == "dagster-bare":
                 dagster_materialization(spark_res, kafka.bootstrap, topic, lake, rules=())
@@ -270,12 +273,12 @@ def main() -> None:
             if side.startswith("dagster"):
                 files = {name: delta_files(spark, lake.table_path(name))
                          for name in ("raw_events", "dead_letter_queue")}
-            if server is not None and side != "plain-local":
+            if server is not None and side not in LOCAL_SIDES:
                 # moto keeps every object in memory: drop each run's lake once it is checked.
                 lake.files.delete_tree(lake.tables_root.removesuffix("/tables"))
         spark.stop()
 
-    where = "the S3 server (plain-local: a local folder)" if args.lake == "s3" else "local"
+    where = "the S3 server (*-local: a local folder)" if args.lake == "s3" else "local"
     print(f"{args.events:,} events, {args.partitions} partitions, median of "
           f"{2 * args.rounds} runs per side, load average {min(loads):.1f}-{max(loads):.1f}, "
           f"lake: {where}")
@@ -298,7 +301,9 @@ def main() -> None:
     ratio("dagster", "seed")
     ratio("dagster", "plain", ">= 0.95")
     ratio("dagster-bare", "plain")
-    ratio("plain", "plain-local")  # the plain query on S3 against the same on a local folder
+    ratio("dagster-local", "plain-local")  # the ratio above, on a local folder, same run
+    ratio("plain", "plain-local")  # each on S3 against the same on a local folder
+    ratio("dagster", "dagster-local")
     if "dagster-bare" in wall and "dagster-5x" in wall:
         per_rule = (wall["dagster-5x"] - wall["dagster-bare"]) / len(FIVE_RULES)
         per_rule_cpu = (cpu_s["dagster-5x"] - cpu_s["dagster-bare"]) / len(FIVE_RULES)
