@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +48,34 @@ def s3_server_pid(server: LocalS3Server) -> int:
     """The pid of the server's moto process, whose CPU time the benchmark reports apart."""
     # LocalS3Server does not expose it: only a benchmark has a use for it.
     return server._moto.pid
+
+
+class S3Requests:
+    """Requests the test S3 server answered inside the block, by HTTP method.
+
+    Counted from the access log moto's server writes, one line per request (LocalS3Server's
+    log_path).
+    """
+
+    _REQUEST = re.compile(r'"([A-Z]+) /')
+
+    def __init__(self, server: LocalS3Server) -> None:
+        self.log = server.log_path
+
+    def __enter__(self) -> S3Requests:
+        self.start = self.log.stat().st_size
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with open(self.log, "rb") as log:
+            log.seek(self.start)
+            text = log.read().decode(errors="replace")
+        self.by_method = Counter(m.group(1) for m in map(self._REQUEST.search,
+                                                         text.splitlines()) if m)
+        self.total = sum(self.by_method.values())
+
+    def __str__(self) -> str:
+        return f"{self.total} ({', '.join(f'{k} {v}' for k, v in sorted(self.by_method.items()))})"
 
 
 def spark_resource() -> SparkResource:

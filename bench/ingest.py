@@ -23,7 +23,8 @@ On a machine shared with other work the CPU figures are the steadier ones.
 on the test S3 server (stream_assets/dev/s3_server.py, moto on loopback, started in a temporary
 home), both sides reaching it with the same S3A settings (`DeltaLake.hadoop_options()`). It adds
 `plain-local` and `dagster-local`, the same two on a local folder, for the S3 / local ratios,
-and prints the S3 server's own CPU seconds beside the JVM's (moto is a separate process).
+and prints the S3 server's own CPU seconds beside the JVM's (moto is a separate process), and
+how many requests it answered.
 
     .venv/bin/python bench/ingest.py [--events 1000000] [--bad-ratio 0.01] [--sides ...]
                                      [--lake local|s3]
@@ -45,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (
     JvmCpu,
     ProcessCpu,
+    S3Requests,
     Timer,
     broker,
     s3_server,
@@ -212,6 +214,7 @@ def main() -> None:
         cpu = JvmCpu(spark)
         # The S3 server's own work is outside the JVM: measured apart, not hidden in "wall".
         server_cpu = ProcessCpu(s3_server_pid(server)) if server else None
+        requests = S3Requests(server) if server else None
 
         def lake_for(side: str, name: str) -> DeltaLake:
             if server is None or side in LOCAL_SIDES:
@@ -250,20 +253,24 @@ def main() -> None:
         times: dict[str, list[float]] = {side: [] for side in args.sides}
         busy: dict[str, list[float]] = {side: [] for side in args.sides}
         served: dict[str, list[float]] = {side: [] for side in args.sides}
+        asked: dict[str, list[int]] = {side: [] for side in args.sides}
         loads: list[float] = []
         order = [*args.sides, *reversed(args.sides)] * args.rounds
         files: dict[str, tuple[int, int]] = {}
         for index, side in enumerate(order):
             lake = lake_for(side, f"{side}-{index}")
-            with Timer() as timer, cpu, server_cpu or contextlib.nullcontext():
+            with (Timer() as timer, cpu, server_cpu or contextlib.nullcontext(),
+                  requests or contextlib.nullcontext()):
                 run(side, lake)
             times[side].append(timer.seconds)
             busy[side].append(cpu.seconds)
             served[side].append(server_cpu.seconds if server_cpu else 0.0)
+            asked[side].append(requests.total if requests else 0)
             loads.append(os.getloadavg()[0])
             print(f"  {side:10s} run {index}: {timer.seconds:6.1f} s, "
                   f"JVM CPU {cpu.seconds:6.1f} s, "
-                  + (f"S3 server CPU {served[side][-1]:6.1f} s, " if server else "")
+                  + (f"S3 server CPU {served[side][-1]:6.1f} s, requests {requests}, "
+                     if server else "")
                   + f"load {loads[-1]:.1f}", flush=True)
             if side.startswith(("dagster", "plain")) and side != "plain-noop":
                 raw = spark.read.format("delta").load(lake.table_path("raw_events"))
@@ -285,10 +292,12 @@ def main() -> None:
     wall = {side: statistics.median(t) for side, t in times.items()}
     cpu_s = {side: statistics.median(c) for side, c in busy.items()}
     server_s = {side: statistics.median(c) for side, c in served.items()}
+    asked_n = {side: statistics.median(n) for side, n in asked.items()}
     for side in args.sides:
         print(f"  {side:10s} {wall[side]:6.1f} s {args.events / wall[side]:>9,.0f} events/s   "
               f"JVM CPU {cpu_s[side]:6.1f} s {args.events / cpu_s[side]:>9,.0f} events/CPU s"
-              + (f"   S3 server CPU {server_s[side]:6.1f} s" if args.lake == "s3" else ""))
+              + (f"   S3 server CPU {server_s[side]:6.1f} s, {asked_n[side]:5.0f} requests"
+                 if args.lake == "s3" else ""))
 
     def ratio(a: str, b: str, goal: str = "") -> None:
         # A rate ratio: b's time over a's time, i.e. how fast a runs compared with b.
