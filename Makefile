@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOME_DIR := $(or $(STREAM_ASSETS_HOME),$(CURDIR)/.stream_assets)
 export DAGSTER_HOME := $(HOME_DIR)/dagster
 
-.PHONY: setup demo test lint bench bench-materialize clean
+.PHONY: setup demo test lint bench bench-s3 bench-materialize clean
 
 # Re-installs only when pyproject.toml changes; jars re-resolve only when a pom changes.
 $(BIN)/.installed: pyproject.toml
@@ -32,6 +32,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/ingest.py
+
+# The same with the lake on the test S3 server (moto on loopback), against plain PySpark on it.
+bench-s3: setup
+	$(BIN)/python bench/ingest.py --lake s3
 
 # The demo's "Materialize all" in a fresh process, against a plain script (docs/benchmarks.md).
 bench-materialize: setup
