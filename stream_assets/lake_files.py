@@ -7,8 +7,9 @@ pyarrow's file systems, which know a local disk and object storage (S3 and S3-co
 servers, ADLS Gen2, GCS) alike. Spark reaches the same locations through Hadoop's connectors
 (S3A, ABFS, GCS); resources/lake.py gives both the same settings.
 
-Object stores have no atomic rename, but every file read here is written whole by one PUT
-(Delta's commit files, Spark's log files), so a reader sees a complete file or none.
+Object stores have no atomic rename, but an object appears only when its upload completes (a
+PUT, or a multipart upload's last request), and every file read here is one such object
+(Delta's commit files, Spark's log files): a reader sees a complete file or none.
 """
 
 from __future__ import annotations
@@ -180,7 +181,9 @@ class LakeFiles:
         local = local_path(location)
         if local is None:
             filesystem, path = self._at(location)
-            with filesystem.open_output_stream(path) as out:  # one PUT: atomic on S3
+            # The object appears whole when the upload completes (one PUT, or a multipart upload
+            # that S3 publishes at its last request), never torn.
+            with filesystem.open_output_stream(path) as out:
                 out.write(text.encode("utf-8"))
             return
         folder, name = os.path.split(local)
