@@ -229,4 +229,5 @@ class LakeFiles:
                 filesystem.delete_dir(folder)
 
 
+# For paths known to be on a local disk (tests, scripts); a lake's own is `DeltaLake.files`.
 LOCAL_FILES = LakeFiles()
