@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 from stream_assets.errors import LakeUnreachable
 from stream_assets.paths import local_path
 
-_S3_SCHEMES = ("s3a", "s3", "s3n")
+S3_SCHEMES = ("s3a", "s3", "s3n")
 _AZURE_SCHEMES = ("abfss", "abfs")
 _GCS_SCHEMES = ("gs", "gcs")
 
@@ -80,7 +80,7 @@ class LakeFiles:
         scheme = parsed.scheme.lower()
         if scheme in ("", "file"):
             return self._local, local_path(location) or location
-        if scheme in _S3_SCHEMES:
+        if scheme in S3_SCHEMES:
             return self._s3_filesystem, f"{parsed.netloc}{parsed.path}".rstrip("/")
         if scheme in _AZURE_SCHEMES:
             # abfss://container@account.dfs.core.windows.net/path; credentials from the

@@ -13,8 +13,9 @@ open connections) until it comes back on the same port, with every object still 
         ...
     server.stop()
 
-Clients: `spark_hadoop_config()` (S3A, as spark.hadoop.* keys), `storage_options()` (delta-rs),
-`pyarrow_filesystem()` and `client()` (boto3). The credentials are test values: moto accepts any.
+Clients: `lake(root)` (the project's `DeltaLake` resource, whose settings reach Spark's S3A and
+pyarrow alike), `pyarrow_filesystem()` and `client()` (boto3). The credentials are test values:
+moto accepts any.
 """
 
 from __future__ import annotations
@@ -59,11 +60,6 @@ FAST_FAILING_S3A: dict[str, str] = {
     "fs.s3a.connection.establish.timeout": "15s",
     "fs.s3a.connection.timeout": "30s",
 }
-
-
-# What the lake resource sets for any S3 store (resources/lake.py), for the raw Spark settings
-# below: the optimized copyFromLocalFile fails RocksDB's state uploads against this server.
-MOTO_S3A: dict[str, str] = {"fs.s3a.optimized.copy.from.local.enabled": "false"}
 
 
 class LocalS3Server:
@@ -176,32 +172,6 @@ class LocalS3Server:
 
     # -- clients ------------------------------------------------------------------------------
 
-    def hadoop_config(self, *, fail_fast: bool = True) -> dict[str, str]:
-        """Hadoop S3A settings for this server (without the `spark.hadoop.` prefix).
-
-        `fail_fast` adds FAST_FAILING_S3A so that an outage fails a write in seconds.
-        """
-        conf = {
-            "fs.s3a.endpoint": self.endpoint_url,
-            "fs.s3a.endpoint.region": self.region,
-            "fs.s3a.path.style.access": "true",
-            "fs.s3a.connection.ssl.enabled": "false",
-            # Only the static keys: the default chain would also ask the EC2 metadata service,
-            # which does not exist here and costs a timeout.
-            "fs.s3a.aws.credentials.provider":
-                "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
-            "fs.s3a.access.key": self.access_key_id,
-            "fs.s3a.secret.key": self.secret_access_key,
-        }
-        conf.update(MOTO_S3A)
-        if fail_fast:
-            conf.update(FAST_FAILING_S3A)
-        return conf
-
-    def spark_hadoop_config(self, *, fail_fast: bool = True) -> dict[str, str]:
-        """`hadoop_config()` as Spark settings (`spark.hadoop.fs.s3a.*`), for spark_config."""
-        return {f"spark.hadoop.{k}": v for k, v in self.hadoop_config(fail_fast=fail_fast).items()}
-
     def lake(self, root: str, *, fail_fast: bool = True) -> DeltaLake:
         """The project's lake resource with its tables and checkpoints under `root` (an s3a://
         URI of this server), reaching it as a user's configuration would."""
@@ -216,34 +186,11 @@ class LocalS3Server:
             hadoop_config=FAST_FAILING_S3A if fail_fast else {},
         )
 
-    def storage_options(self) -> dict[str, str]:
-        """delta-rs settings: `DeltaTable(uri("t", scheme="s3"), storage_options=...)`."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_REGION": self.region,
-            "AWS_ACCESS_KEY_ID": self.access_key_id,
-            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
-            "AWS_ALLOW_HTTP": "true",
-            "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false",
-            # delta-rs refuses to write to S3 without a locking provider unless told it is safe;
-            # the tests only read with it.
-            "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
-        }
-
     def pyarrow_filesystem(self) -> S3FileSystem:
-        """A pyarrow S3FileSystem on this server; paths are `<bucket>/<key>`."""
-        from pyarrow.fs import S3FileSystem
-
-        return S3FileSystem(
-            access_key=self.access_key_id,
-            secret_key=self.secret_access_key,
-            region=self.region,
-            endpoint_override=self.endpoint_url,
-            scheme="http",
-            force_virtual_addressing=False,
-            connect_timeout=2,
-            request_timeout=10,
-        )
+        """The pyarrow file system the lake's files use on this server (lake_files.py); paths
+        are `<bucket>/<key>`."""
+        filesystem, _ = self.lake(self.uri()).files.resolve(self.uri())
+        return filesystem
 
     def client(self) -> Any:
         """A boto3 S3 client on this server (boto3 comes with moto)."""

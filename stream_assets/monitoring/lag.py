@@ -41,6 +41,15 @@ def parse_offsets(raw: Any) -> Offsets:
     return parsed
 
 
+def fold_offsets(lines: Iterable[str]) -> Offsets:
+    """The Kafka offsets of several source lines of a checkpoint, merged by topic."""
+    offsets: Offsets = {}
+    for line in lines:
+        for topic, parts in parse_offsets(line).items():
+            offsets.setdefault(topic, {}).update(parts)
+    return offsets
+
+
 def processed_offsets(progress: Mapping[str, Any] | None) -> Offsets:
     """Where the query resumes reading: its Kafka sources' end offsets in one progress report."""
     offsets: Offsets = {}

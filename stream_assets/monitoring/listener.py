@@ -38,9 +38,9 @@ from stream_assets.monitoring.lag import (
     Offsets,
     TopicLag,
     delta_positions,
+    fold_offsets,
     lag_by_partition,
     parse_delta_offset,
-    parse_offsets,
     query_lag,
     total_lag,
     versions_waiting,
@@ -410,11 +410,7 @@ def checkpoint_offsets(checkpoint: str, files: LakeFiles) -> Offsets:
 
     Until a restarted query completes a batch, this is where it stands.
     """
-    offsets: Offsets = {}
-    for line in _committed_source_offsets(checkpoint, files) or []:
-        for topic, parts in parse_offsets(line).items():
-            offsets.setdefault(topic, {}).update(parts)
-    return offsets
+    return fold_offsets(_committed_source_offsets(checkpoint, files) or [])
 
 
 def measure_backlog(

@@ -9,7 +9,7 @@ from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
 from stream_assets import paths
-from stream_assets.lake_files import LakeFiles, S3Access
+from stream_assets.lake_files import S3_SCHEMES, LakeFiles, S3Access
 
 # The lake's place without code edits: a deployment sets these (docs/cluster.md).
 TABLES_ROOT_ENV = "STREAM_ASSETS_TABLES_ROOT"
@@ -107,7 +107,7 @@ class DeltaLake(ConfigurableResource):
         return self._files
 
     def uses_s3(self) -> bool:
-        return any(root.split("://")[0].lower() in ("s3a", "s3", "s3n")
+        return any(root.split("://")[0].lower() in S3_SCHEMES
                    for root in (self.tables_root, self.checkpoints_root))
 
     def hadoop_options(self) -> dict[str, str]:

@@ -15,7 +15,7 @@ restarted query runs none before new data arrives), so no window closes and no s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +23,8 @@ from stream_assets.checkpoint_log import last_committed_batch
 from stream_assets.lake_files import LakeFiles
 from stream_assets.monitoring.lag import (
     Offsets,
+    fold_offsets,
     parse_delta_offset,
-    parse_offsets,
     query_lag,
     total_lag,
     versions_waiting,
@@ -44,14 +44,6 @@ class InputCheck:
     def metadata(self) -> dict[str, Any]:
         return {"query_started": self.new, "query_started_because" if self.new
                 else "query_skipped_because": self.reason}
-
-
-def kafka_positions(lines: Iterable[str]) -> Offsets:
-    offsets: Offsets = {}
-    for line in lines:
-        for topic, parts in parse_offsets(line).items():
-            offsets.setdefault(topic, {}).update(parts)
-    return offsets
 
 
 def outside_broker_range(broker: Mapping[str, Mapping[str, tuple[int, int]]],
@@ -90,7 +82,7 @@ def pending_input(
     positions: dict[str, Any] = {"checkpoint_batch": batch.batch_id}
     waiting: list[str] = []
 
-    processed = kafka_positions(batch.source_lines)
+    processed = fold_offsets(batch.source_lines)
     for source, topics in kafka:
         broker = {source.topic_name(t): source.offsets(t) for t in topics}
         moved = outside_broker_range(broker, processed)
