@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from dagster import ConfigurableResource
-from pydantic import Field
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import Field, PrivateAttr
 from pyspark.sql import DataFrame, SparkSession
 
 from stream_assets.errors import KafkaAuthenticationFailed, KafkaUnavailable
@@ -88,7 +90,8 @@ def check_reachable(
 ) -> dict[str, int]:
     """Fail fast with a clear message instead of a Spark query that retries forever.
 
-    Returns the partition count of each topic.
+    Returns the partition count of every topic the broker holds, not only of `topics`, so that
+    one look answers later questions about other topics (BrokerLook).
     """
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
@@ -129,7 +132,7 @@ def check_reachable(
             f"topic(s) {', '.join(missing)} do not exist at {connection.describe()}; create them "
             "(the local broker's 'stream-assets kafka start' does) or fix the topic name"
         )
-    return {t: len(metadata.topics[t].partitions) for t in topics}
+    return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
 
 
 class KafkaCompatibleSource(ConfigurableResource):
@@ -163,6 +166,23 @@ class KafkaCompatibleSource(ConfigurableResource):
         description="Broker-side name per logical topic, e.g. {'events': 'prod.events'}.",
     )
 
+    # What this run asked the broker (BrokerLook). Dagster initializes a copy of the resource
+    # for each run (ConfigurableResource), so the look lives exactly as long as the run.
+    _look: BrokerLook | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._look = BrokerLook(self, keep_consumer=True)
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._look is not None:
+            self._look.close()
+            self._look = None
+
+    def run_look(self) -> BrokerLook:
+        """The broker as this run found it, asked once and shared by the run's steps; outside
+        a Dagster run (a script, the CLI) a look of its own each time."""
+        return self._look if self._look is not None else BrokerLook(self)
+
     def connection(self) -> KafkaConnection:
         raise NotImplementedError
 
@@ -190,24 +210,33 @@ class KafkaCompatibleSource(ConfigurableResource):
 
         Measured from the broker, for Kafka lag and for where a new checkpoint starts.
         """
-        from confluent_kafka import Consumer, TopicPartition
+        consumer = self.offsets_consumer()
+        try:
+            return self.offsets_with(consumer, topic)
+        finally:
+            consumer.close()
 
-        name = self.topic_name(topic)
-        consumer = Consumer(
+    def offsets_consumer(self) -> Any:
+        """A consumer that only reads offsets (it never joins its group nor commits)."""
+        from confluent_kafka import Consumer
+
+        return Consumer(
             {**self.connection().client_config(), "group.id": "stream-assets-offsets",
              "enable.auto.commit": False}
         )
-        try:
-            metadata = consumer.list_topics(name, timeout=self.connect_timeout_s)
-            partitions = metadata.topics[name].partitions if name in metadata.topics else {}
-            return {
-                str(p): consumer.get_watermark_offsets(
-                    TopicPartition(name, p), timeout=self.connect_timeout_s
-                )
-                for p in sorted(partitions)
-            }
-        finally:
-            consumer.close()
+
+    def offsets_with(self, consumer: Any, topic: str) -> dict[str, tuple[int, int]]:
+        from confluent_kafka import TopicPartition
+
+        name = self.topic_name(topic)
+        metadata = consumer.list_topics(name, timeout=self.connect_timeout_s)
+        partitions = metadata.topics[name].partitions if name in metadata.topics else {}
+        return {
+            str(p): consumer.get_watermark_offsets(
+                TopicPartition(name, p), timeout=self.connect_timeout_s
+            )
+            for p in sorted(partitions)
+        }
 
     def spark_options(self, topic: str) -> dict[str, str]:
         options = self.connection().spark_options()
@@ -227,6 +256,59 @@ class KafkaCompatibleSource(ConfigurableResource):
     def read_stream(self, spark: SparkSession, topic: str) -> DataFrame:
         """The raw Kafka DataFrame: key, value, topic, partition, offset, timestamp, headers."""
         return spark.readStream.format("kafka").options(**self.spark_options(topic)).load()
+
+
+class BrokerLook:
+    """What a catch-up run asks a broker, each question asked once: whether it answers and
+    holds the topics, and where each topic's offsets are.
+
+    A run of several tables used to open an admin client and a consumer per table and topic
+    (issue 15). The run's steps share one look instead (KafkaCompatibleSource.run_look): one
+    metadata request answers reachability for every topic, one consumer reads the offsets, and
+    each topic's offsets are read once, so every table of the run compares its checkpoint with
+    the same broker positions. Records that arrive later are the next run's. Live measures
+    (lag in continuous runs, the sensors) ask the source itself, never a look.
+    """
+
+    def __init__(self, source: KafkaCompatibleSource, *, keep_consumer: bool = False) -> None:
+        self.source = source
+        self._keep_consumer = keep_consumer
+        self._consumer: Any = None
+        self._partitions: dict[str, int] = {}
+        self._offsets: dict[str, dict[str, tuple[int, int]]] = {}
+        self._lock = threading.Lock()
+
+    def topic_name(self, topic: str) -> str:
+        return self.source.topic_name(topic)
+
+    def check_reachable(self, topics: tuple[str, ...]) -> None:
+        """Fail fast (KafkaUnavailable) unless the broker answered and holds every topic.
+
+        A topic the first answer did not list is asked again: it may have been created since.
+        """
+        with self._lock:
+            if any(self.topic_name(t) not in self._partitions for t in topics):
+                self._partitions = self.source.check_reachable(topics)
+
+    def offsets(self, topic: str) -> dict[str, tuple[int, int]]:
+        """Per partition, (earliest, latest) offsets, as the broker held them when first asked."""
+        with self._lock:
+            if topic not in self._offsets:
+                consumer = self._consumer or self.source.offsets_consumer()
+                try:
+                    self._offsets[topic] = self.source.offsets_with(consumer, topic)
+                finally:
+                    if self._keep_consumer:
+                        self._consumer = consumer
+                    else:
+                        consumer.close()
+            return self._offsets[topic]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
 
 
 class KafkaSource(KafkaCompatibleSource):

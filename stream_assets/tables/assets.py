@@ -232,7 +232,8 @@ def input_check(table: StreamingTable, bound: Mapping[str, Any]) -> InputCheck:
         return pending_input(
             lake.checkpoint_path(table.name),
             {name: lake.table_path(name) for name in table.tables},
-            [(bound[key], topics) for key, topics in table.kafka_topics_by_resource.items()],
+            [(bound[key].run_look(), topics)
+             for key, topics in table.kafka_topics_by_resource.items()],
             {name: lake.table_path(name) for name in table.upstream_tables},
             lake.files,
         )

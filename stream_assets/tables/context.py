@@ -12,7 +12,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from stream_assets.resources.kafka import KafkaCompatibleSource
+from stream_assets.resources.kafka import BrokerLook, KafkaCompatibleSource
 from stream_assets.resources.lake import DeltaLake
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE, ReadContext
@@ -42,6 +42,11 @@ class StreamContext:
         reading = self.read_context(table)
         return [(reading.kafka(key), topics)
                 for key, topics in table.kafka_topics_by_resource.items()]
+
+    def run_looks(self, table: StreamingTable) -> list[tuple[BrokerLook, tuple[str, ...]]]:
+        """The table's Kafka topics with the run's look at each broker: what a catch-up run
+        asks, asked once for all its tables (BrokerLook). Live measures use kafka_topics."""
+        return [(kafka.run_look(), topics) for kafka, topics in self.kafka_topics(table)]
 
     def check_reachable(self, table: StreamingTable) -> None:
         for kafka, topics in self.kafka_topics(table):

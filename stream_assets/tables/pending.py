@@ -29,7 +29,7 @@ from stream_assets.monitoring.lag import (
     total_lag,
     versions_waiting,
 )
-from stream_assets.resources.kafka import KafkaCompatibleSource
+from stream_assets.resources.kafka import BrokerLook
 from stream_assets.sinks import delta_log_version
 
 
@@ -60,14 +60,15 @@ def outside_broker_range(broker: Mapping[str, Mapping[str, tuple[int, int]]],
 def pending_input(
     checkpoint: str,
     table_paths: Mapping[str, str],
-    kafka: Sequence[tuple[KafkaCompatibleSource, tuple[str, ...]]],
+    kafka: Sequence[tuple[BrokerLook, tuple[str, ...]]],
     upstream_paths: Mapping[str, str],
     files: LakeFiles,
 ) -> InputCheck:
     """Whether the query at `checkpoint` would read anything now.
 
     `table_paths` are the tables the query writes, `kafka` its topics grouped by the resource
-    they are read through, `upstream_paths` the Delta tables it reads as streams.
+    they are read through (the run's look at each broker: the same positions for every table
+    of the run), `upstream_paths` the Delta tables it reads as streams.
     """
     batch = last_committed_batch(checkpoint, files)
     if isinstance(batch, str):

@@ -299,12 +299,15 @@ def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False
         files = ctx.lake.files
         before = {t: delta_version(ctx.spark, p, files) for t, p in ctx.table_paths(table).items()}
         initial = {}
-        # Once per run: before the offsets lookup, so a dead broker gets the clear message.
-        ctx.check_reachable(table)
+        # Before the offsets lookup, so a dead broker gets the clear message; asked once per
+        # run for all its tables (the run's look at each broker).
+        looks = ctx.run_looks(table)
+        for look, topics in looks:
+            look.check_reachable(topics)
         if table.kafka_topics and not has_offsets(ctx.lake.checkpoint_path(table.name), files):
             initial = {
-                kafka.topic_name(t): {p: low for p, (low, _) in kafka.offsets(t).items()}
-                for kafka, topics in ctx.kafka_topics(table)
+                look.topic_name(t): {p: low for p, (low, _) in look.offsets(t).items()}
+                for look, topics in looks
                 for t in topics
             }
         cleanup = Cleanup()
