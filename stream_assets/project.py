@@ -16,7 +16,6 @@ from dagster import (
     AssetSpec,
     Definitions,
     SensorDefinition,
-    in_process_executor,
 )
 
 from stream_assets.continuous_runs import continuous_writers
@@ -29,6 +28,7 @@ from stream_assets.monitoring.sensors import (
     build_health_sensor,
     build_run_failure_sensor,
 )
+from stream_assets.parallel_executor import parallel_in_process_executor
 from stream_assets.resources import DeltaLake, KafkaSource, SparkResource
 from stream_assets.resources.alerting import alert_sink_from_env
 from stream_assets.tables.assets import build_asset, source_specs
@@ -189,7 +189,8 @@ def build_definitions(
             *sensors,
         ],
         resources=bound,
-        # Every step of a run shares one process and so one SparkSession: the default
-        # multiprocess executor would start a JVM per asset and per check.
-        executor=in_process_executor,
+        # Every step of a run shares one process and so one SparkSession (the default
+        # multiprocess executor would start a JVM per asset and per check); steps that do not
+        # depend on each other run at the same time in it (parallel_executor.py).
+        executor=parallel_in_process_executor,
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
+from deltalake import DeltaTable
 
 from stream_assets.dev.generator import BAD_KINDS, GOOD, generate_events
 from stream_assets.dev.producer import produce
@@ -134,3 +136,60 @@ def test_unreachable_broker_fails_fast_with_what_to_do(spark_resource, workdir):
     }
     with pytest.raises(KafkaUnavailable, match="stream-assets kafka start"):
         materialize([build_asset(raw_events)], resources=resources)
+
+
+def test_a_stop_request_ends_a_running_catch_up_and_the_next_lands_every_record_once(
+        kafka_broker, topic_factory, spark, workdir):
+    """What a terminated run's executor does to its steps' queries (parallel_executor.py)."""
+    import threading
+
+    from stream_assets.errors import StreamFailed
+    from stream_assets.tables import runner
+    from stream_assets.tables.context import StreamContext
+
+    topic = topic_factory("stopped_events")
+    # Small batches, so the query is still running when it is asked to stop.
+    source = KafkaSource(bootstrap_servers=kafka_broker.bootstrap, topic_names={"events": topic},
+                         max_offsets_per_trigger=40)
+    lake = DeltaLake(tables_root=str(workdir / "tables"),
+                     checkpoints_root=str(workdir / "checkpoints"))
+    records = [r.__class__(topic, r.key, r.value, r.kind, r.event)
+               for r in generate_events(600, bad_ratio=0.1, seed=11)]
+    produce(records, KafkaConnection(bootstrap_servers=kafka_broker.bootstrap))
+    ctx = StreamContext(spark=spark, lake=lake, source=source)
+    outcome: list[BaseException | None] = []
+
+    def catch_up() -> None:
+        try:
+            runner.catch_up(raw_events, ctx)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=catch_up)
+    runner.clear_stop()
+    worker.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not spark.streams.active and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # a batch or two in
+        runner.request_stop()
+        worker.join(60)
+    finally:
+        runner.clear_stop()
+    assert not worker.is_alive()
+    assert isinstance(outcome[0], StreamFailed), outcome
+    assert "terminated" in str(outcome[0])
+    assert not [q for q in spark.streams.active if q.name == raw_events.name]
+
+    # The rest in one batch: the cap changes only how the offsets are cut into batches.
+    whole = KafkaSource(bootstrap_servers=kafka_broker.bootstrap, topic_names={"events": topic})
+    runner.catch_up(raw_events, StreamContext(spark=spark, lake=lake, source=whole))
+    good, bad = expectation(records)
+    # Read back with delta-rs: every good event once, every bad record once.
+    event_ids = DeltaTable(lake.table_path("raw_events")).to_pyarrow_table(
+        columns=["event_id"]).column("event_id").to_pylist()
+    assert len(event_ids) == len(good) and set(event_ids) == good
+    letters = DeltaTable(lake.table_path("dead_letter_queue")).to_pyarrow_table()
+    assert letters.num_rows == sum(bad.values())

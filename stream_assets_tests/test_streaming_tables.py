@@ -11,11 +11,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from dagster import AssetKey, materialize
+from dagster import AssetKey, Definitions, instance_for_test
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.execution.api import execute_run
 
 from stream_assets.dev.generator import Record, generate_ad_traffic, generate_events, iso
 from stream_assets.dev.producer import produce
 from stream_assets.dev.users import demo_users, generate_users
+from stream_assets.parallel_executor import parallel_in_process_executor
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.kafka import KafkaConnection
 from stream_assets.tables import catalog
@@ -34,9 +37,14 @@ DERIVED = ("event_counts", "event_duration_stats", "activity_sessions", "enriche
 
 
 class Lake:
-    """One isolated lake and set of topics, materialized through Dagster."""
+    """One isolated lake and set of topics, materialized through Dagster.
 
-    def __init__(self, broker, topic_factory, spark_resource, lake: DeltaLake):
+    Runs go through the project's executor (stream_assets/parallel_executor.py), two steps at
+    once, into an instance on disk, as a UI run does: independent tables and checks run at the
+    same time and must still give the reference's rows.
+    """
+
+    def __init__(self, broker, topic_factory, spark_resource, lake: DeltaLake, instance):
         self.topics = {name: topic_factory(name) for name in ("events", "impressions", "clicks")}
         self.lake = lake
         self.resources = {
@@ -48,13 +56,19 @@ class Lake:
         self.connection = KafkaConnection(bootstrap_servers=broker.bootstrap)
         self.assets = [build_user_dimension(demo_users),
                        *(build_asset(t) for t in catalog.TABLES)]
+        self.instance = instance
 
     def send(self, records):
         produce([Record(self.topics[r.topic], r.key, r.value, r.kind, r.event) for r in records],
                 self.connection)
 
-    def materialize(self, selection=None):
-        result = materialize(self.assets, resources=self.resources, selection=selection)
+    def materialize(self):
+        job = Definitions(assets=self.assets, resources=self.resources,
+                          executor=parallel_in_process_executor
+                          ).resolve_implicit_global_asset_job_def()
+        run = self.instance.create_run_for_job(
+            job_def=job, run_config={"execution": {"config": {"max_concurrent": 2}}})
+        result = execute_run(InMemoryJob(job), run, self.instance)
         assert result.success
         return result
 
@@ -89,9 +103,10 @@ def ad_closer(ts: datetime) -> list[Record]:
 
 
 @pytest.fixture
-def lake(kafka_broker, topic_factory, spark_resource, any_lake):
+def lake(kafka_broker, topic_factory, spark_resource, any_lake, tmp_path):
     """On a local folder, then on the test S3 server: the same reference holds for both."""
-    return Lake(kafka_broker, topic_factory, spark_resource, any_lake)
+    with instance_for_test(temp_dir=str(tmp_path)) as instance:
+        yield Lake(kafka_broker, topic_factory, spark_resource, any_lake, instance)
 
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from dagster import InitResourceContext
 from dagster_pyspark import LazyPySparkResource
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 from pyspark.sql import SparkSession
 
 from stream_assets import jars
@@ -108,9 +109,14 @@ class SparkResource(LazyPySparkResource):
             session.sparkContext.setLogLevel(self.log_level)
         return session
 
+    # Steps of one run may ask for the session at the same time (parallel_executor.py): one
+    # builds it, the others wait for it.
+    _session_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
     def _init_session(self) -> None:
-        if self._spark_session is None:
-            self._spark_session = self.build_session()
+        with self._session_lock:
+            if self._spark_session is None:
+                self._spark_session = self.build_session()
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._spark_session is not None and self.stop_on_teardown:

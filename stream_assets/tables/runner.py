@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -268,6 +269,22 @@ def _short(exc: BaseException, limit: int = 1500) -> str:
     return text.strip()[:limit]
 
 
+# A catch-up run in a worker thread (stream_assets/parallel_executor.py) cannot receive
+# Dagster's interrupt, which only the main thread gets: the executor sets this instead, and
+# every catch-up waiting on its query looks at it this often.
+_stop_requested = threading.Event()
+_STOP_POLL_S = 1
+
+
+def request_stop() -> None:
+    """Stop every catch-up query of this process at its next look (a terminated run)."""
+    _stop_requested.set()
+
+
+def clear_stop() -> None:
+    _stop_requested.clear()
+
+
 @dataclass
 class CatchUpResult:
     """What one catch-up run did: Spark's progress reports and the Delta versions around it."""
@@ -313,7 +330,11 @@ def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False
         cleanup = Cleanup()
         query = start(table, ctx, available_now=True, source_checked=True, cleanup=cleanup)
         try:
-            query.awaitTermination()
+            while not query.awaitTermination(_STOP_POLL_S):
+                if _stop_requested.is_set():
+                    query.stop()
+                    raise StreamFailed(f"{table.name}: the run was terminated; its query "
+                                       "stopped, and the next run resumes from its checkpoint")
         except PySparkException as exc:
             raise query_error(table, ctx, exc, "failed") from exc
         finally:
