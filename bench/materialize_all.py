@@ -20,7 +20,7 @@ case both lakes are counted with delta-rs (no Spark) against the records produce
 runs every process through a local Spark Connect server instead of a local SparkSession.
 
     .venv/bin/python bench/materialize_all.py [--events 20000] [--connect] [--repeat 1]
-        [--cases first,idle,new1pct]
+        [--cases first,idle,new1pct] [--max-concurrent N]
 """
 
 from __future__ import annotations
@@ -122,12 +122,17 @@ def child(side: str, home: Path, bootstrap: str, remote: str | None) -> Run:
     return Run(seconds, json.loads(out.strip().splitlines()[-1]))
 
 
-def dagster_side(home: Path, bootstrap: str, remote: str | None) -> Run:
+def dagster_side(home: Path, bootstrap: str, remote: str | None,
+                 max_concurrent: int | None) -> Run:
     command = [sys.executable, "-m", "dagster", "asset", "materialize",
                "-m", "stream_assets.definitions", "--select", "*"]
+    config: dict = {}
     if remote:
-        command += ["--config-json",
-                    json.dumps({"resources": {"spark": {"config": {"remote": remote}}}})]
+        config["resources"] = {"spark": {"config": {"remote": remote}}}
+    if max_concurrent is not None:  # the run's executor (stream_assets/parallel_executor.py)
+        config["execution"] = {"config": {"max_concurrent": max_concurrent}}
+    if config:
+        command += ["--config-json", json.dumps(config)]
     spawned = time.time()
     seconds, _ = run_process(command, home, bootstrap)
     return Run(seconds, run_steps(home / "dagster", spawned, spawned + seconds))
@@ -218,7 +223,8 @@ def one_round(args: argparse.Namespace, work: Path, remote: str | None, flip: bo
             sides = ("plain", "dagster") if flip else ("dagster", "plain")
             for side in sides:
                 if side == "dagster":
-                    figures[case][side] = dagster_side(homes[side], kafka.bootstrap, remote)
+                    figures[case][side] = dagster_side(homes[side], kafka.bootstrap, remote,
+                                                         args.max_concurrent)
                 else:
                     figures[case][side] = child("plain", homes[side], kafka.bootstrap, remote)
                 rows = landed(homes[side])
@@ -237,6 +243,9 @@ def median(rounds: list[dict], case: str, side: str) -> float:
 
 def report(rounds: list[dict], args: argparse.Namespace, server_s: float | None) -> None:
     mode = "Spark Connect (local server)" if args.connect else "local SparkSession"
+    from stream_assets.parallel_executor import DEFAULT_MAX_CONCURRENT
+
+    mode += f", Dagster steps at once: {args.max_concurrent or DEFAULT_MAX_CONCURRENT}"
     print(f"\nMaterialize all, {args.events:,} events, {mode}, {len(rounds)} round(s), "
           f"median wall seconds of a fresh process; load average {load()}")
     if server_s is not None:
@@ -290,6 +299,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="rounds; medians are printed")
     parser.add_argument("--cases", type=lambda s: s.split(","), default=list(CASES),
                         help="comma-separated, from first,idle,new1pct (in that order)")
+    parser.add_argument("--max-concurrent", type=int, default=None,
+                        help="steps the Dagster run runs at once (default: its executor's; "
+                        "1: one after the other)")
     parser.add_argument("--side", choices=("bare", "plain"), help=argparse.SUPPRESS)
     parser.add_argument("--remote", help=argparse.SUPPRESS)
     args = parser.parse_args()
