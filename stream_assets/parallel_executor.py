@@ -5,11 +5,11 @@ tables downstream of raw_events, and the checks of tables already written) can r
 catch-up queries at once in the run's SparkSession: Spark schedules the queries' tasks side by
 side, and while one query waits on its driver-side work (planning, commits, the Delta log) the
 others use the cores. Dagster's multiprocess executor would start a JVM per step, and its
-in-process executor runs one step after the other; Dagster has no threaded executor
-(dagster-io/dagster#4041), so this is one, built on the same pieces as the in-process one.
+in-process executor runs one step after the other; Dagster has no threaded executor, so this
+is one, built on the same pieces as the in-process one (docs/architecture.md).
 
 What it uses from Dagster's internals, and why it holds with threads (Dagster 1.13):
-* `ActiveExecution` orders the steps, claims each step's concurrency pool (the one-writer
+* `ActiveExecution` sequences the steps, claims each step's concurrency pool (the one-writer
   guarantee of tables/pools.py is untouched) and limits them to `max_concurrent`; only the
   main thread calls it.
 * `dagster_event_sequence_for_step` runs one step and writes its events to the instance's
