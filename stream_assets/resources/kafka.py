@@ -7,7 +7,6 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
@@ -171,12 +170,9 @@ class KafkaCompatibleSource(ConfigurableResource):
     _look: BrokerLook | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        self._look = BrokerLook(self, keep_consumer=True)
-
-    def teardown_after_execution(self, context: InitResourceContext) -> None:
-        if self._look is not None:
-            self._look.close()
-            self._look = None
+        # No teardown: it would make the resource a context manager for every user of it
+        # (a sensor test's build_sensor_context among them); the look holds no connection.
+        self._look = BrokerLook(self)
 
     def run_look(self) -> BrokerLook:
         """The broker as this run found it, asked once and shared by the run's steps; outside
@@ -210,33 +206,24 @@ class KafkaCompatibleSource(ConfigurableResource):
 
         Measured from the broker, for Kafka lag and for where a new checkpoint starts.
         """
-        consumer = self.offsets_consumer()
-        try:
-            return self.offsets_with(consumer, topic)
-        finally:
-            consumer.close()
+        from confluent_kafka import Consumer, TopicPartition
 
-    def offsets_consumer(self) -> Any:
-        """A consumer that only reads offsets (it never joins its group nor commits)."""
-        from confluent_kafka import Consumer
-
-        return Consumer(
+        name = self.topic_name(topic)
+        consumer = Consumer(
             {**self.connection().client_config(), "group.id": "stream-assets-offsets",
              "enable.auto.commit": False}
         )
-
-    def offsets_with(self, consumer: Any, topic: str) -> dict[str, tuple[int, int]]:
-        from confluent_kafka import TopicPartition
-
-        name = self.topic_name(topic)
-        metadata = consumer.list_topics(name, timeout=self.connect_timeout_s)
-        partitions = metadata.topics[name].partitions if name in metadata.topics else {}
-        return {
-            str(p): consumer.get_watermark_offsets(
-                TopicPartition(name, p), timeout=self.connect_timeout_s
-            )
-            for p in sorted(partitions)
-        }
+        try:
+            metadata = consumer.list_topics(name, timeout=self.connect_timeout_s)
+            partitions = metadata.topics[name].partitions if name in metadata.topics else {}
+            return {
+                str(p): consumer.get_watermark_offsets(
+                    TopicPartition(name, p), timeout=self.connect_timeout_s
+                )
+                for p in sorted(partitions)
+            }
+        finally:
+            consumer.close()
 
     def spark_options(self, topic: str) -> dict[str, str]:
         options = self.connection().spark_options()
@@ -264,16 +251,14 @@ class BrokerLook:
 
     A run of several tables used to open an admin client and a consumer per table and topic
     (issue 15). The run's steps share one look instead (KafkaCompatibleSource.run_look): one
-    metadata request answers reachability for every topic, one consumer reads the offsets, and
-    each topic's offsets are read once, so every table of the run compares its checkpoint with
-    the same broker positions. Records that arrive later are the next run's. Live measures
-    (lag in continuous runs, the sensors) ask the source itself, never a look.
+    metadata request answers reachability for every topic, and each topic's offsets are read
+    once, so every table of the run compares its checkpoint with the same broker positions.
+    Records that arrive later are the next run's. Live measures (lag in continuous runs, the
+    sensors) ask the source itself, never a look.
     """
 
-    def __init__(self, source: KafkaCompatibleSource, *, keep_consumer: bool = False) -> None:
+    def __init__(self, source: KafkaCompatibleSource) -> None:
         self.source = source
-        self._keep_consumer = keep_consumer
-        self._consumer: Any = None
         self._partitions: dict[str, int] = {}
         self._offsets: dict[str, dict[str, tuple[int, int]]] = {}
         self._lock = threading.Lock()
@@ -294,21 +279,8 @@ class BrokerLook:
         """Per partition, (earliest, latest) offsets, as the broker held them when first asked."""
         with self._lock:
             if topic not in self._offsets:
-                consumer = self._consumer or self.source.offsets_consumer()
-                try:
-                    self._offsets[topic] = self.source.offsets_with(consumer, topic)
-                finally:
-                    if self._keep_consumer:
-                        self._consumer = consumer
-                    else:
-                        consumer.close()
+                self._offsets[topic] = self.source.offsets(topic)
             return self._offsets[topic]
-
-    def close(self) -> None:
-        with self._lock:
-            if self._consumer is not None:
-                self._consumer.close()
-                self._consumer = None
 
 
 class KafkaSource(KafkaCompatibleSource):
