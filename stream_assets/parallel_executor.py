@@ -58,6 +58,9 @@ from stream_assets.tables import runner
 # only share the same cores (each already runs twice the cores in tasks, resources/spark.py).
 DEFAULT_MAX_CONCURRENT = max(2, min(4, os.cpu_count() or 2))
 _DONE = object()
+# How long a failing run waits for its running steps to stop their queries (each looks every
+# second, tables/runner.py); a query that does not stop by then is stopped with the session.
+_STOP_WAIT_S = 30
 
 
 class ParallelInProcessExecutor(Executor):
@@ -125,6 +128,7 @@ def _threaded_steps(job_context: PlanExecutionContext, execution_plan: Execution
     compute_logs = job_context.instance.compute_log_manager
     events: queue.Queue = queue.Queue()
     running: dict[str, tuple[StepExecutionContext, list[DagsterEvent]]] = {}
+    threads: list[threading.Thread] = []
     stopping = False
     with ExitStack() as stack:
         concurrency = stack.enter_context(
@@ -155,8 +159,10 @@ def _threaded_steps(job_context: PlanExecutionContext, execution_plan: Execution
                     for step in active.get_steps_to_execute(limit=max_concurrent - len(running)):
                         step_context = job_context.for_step(step, active.get_known_state())
                         running[step.key] = (step_context, [])
-                        threading.Thread(target=_run_step, args=(step_context, events),
-                                         name=f"step-{step.key}", daemon=True).start()
+                        thread = threading.Thread(target=_run_step, args=(step_context, events),
+                                                  name=f"step-{step.key}", daemon=True)
+                        thread.start()
+                        threads.append(thread)
                 yield from active.concurrency_event_iterator(job_context)
                 if not running:
                     active.sleep_til_ready()
@@ -180,9 +186,16 @@ def _threaded_steps(job_context: PlanExecutionContext, execution_plan: Execution
                     yield event
                 yield from _trigger_hook(step_context, step_events)
         except BaseException:
-            # Steps still running would outlive the run: stop their queries.
+            # Steps still running would outlive the run: stop their queries, and give them
+            # the time to stop before the run's resources (the SparkSession) go.
             runner.request_stop()
+            for thread in threads:
+                thread.join(_STOP_WAIT_S)
             raise
+        finally:
+            # The request was for this run's steps: a later run in the same process (a test,
+            # an in-process materialize) must not find it.
+            runner.clear_stop()
     if stopping:
         raise DagsterExecutionInterruptedError("the run was terminated while its steps ran")
 

@@ -153,6 +153,8 @@ def test_a_terminated_run_asks_the_running_steps_to_stop_and_is_canceled(tmp_pat
         assert time.monotonic() - began < 20  # not the step's 30 s: it was told to stop
     assert not result.success
     assert instance.get_run_by_id(result.run_id).status.value == "CANCELED"
+    # The request was for that run: later catch-ups in this process must not see it.
+    assert not runner._stop_requested.is_set()
     failures = instance.get_records_for_run(
         result.run_id, of_type=DagsterEventType.STEP_FAILURE).records
     assert "waits_for_stop" in {r.event_log_entry.step_key for r in failures}
