@@ -89,7 +89,7 @@ class ParallelInProcessExecutor(Executor):
             return _threaded_steps(job_context, execution_plan, self.max_concurrent)
 
         began = time.monotonic()
-        yield from iter(ExecuteRunWithPlanIterable(
+        yield from ExecuteRunWithPlanIterable(
             execution_plan=plan_context.execution_plan,
             iterator=iterate,
             execution_context_manager=PlanExecutionContextManager(
@@ -103,7 +103,7 @@ class ParallelInProcessExecutor(Executor):
                 output_capture=plan_context.output_capture,
                 step_dependency_config=StepDependencyConfig.default(),
             ),
-        ))
+        )
         yield DagsterEvent.engine_event(
             plan_context,
             f"Finished steps in process (pid: {os.getpid()}) in "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 
@@ -11,11 +12,13 @@ from deltalake import DeltaTable
 
 from stream_assets.dev.generator import BAD_KINDS, GOOD, generate_events
 from stream_assets.dev.producer import produce
-from stream_assets.errors import CheckpointMismatch, KafkaUnavailable
+from stream_assets.errors import CheckpointMismatch, KafkaUnavailable, StreamFailed
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.kafka import KafkaConnection
+from stream_assets.tables import runner
 from stream_assets.tables.assets import build_asset
 from stream_assets.tables.catalog import raw_events
+from stream_assets.tables.context import StreamContext
 
 pytestmark = pytest.mark.integration
 
@@ -141,12 +144,6 @@ def test_unreachable_broker_fails_fast_with_what_to_do(spark_resource, workdir):
 def test_a_stop_request_ends_a_running_catch_up_and_the_next_lands_every_record_once(
         kafka_broker, topic_factory, spark, workdir):
     """What a terminated run's executor does to its steps' queries (parallel_executor.py)."""
-    import threading
-
-    from stream_assets.errors import StreamFailed
-    from stream_assets.tables import runner
-    from stream_assets.tables.context import StreamContext
-
     topic = topic_factory("stopped_events")
     # Small batches, so the query is still running when it is asked to stop.
     source = KafkaSource(bootstrap_servers=kafka_broker.bootstrap, topic_names={"events": topic},

@@ -331,8 +331,7 @@ def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False
         query = start(table, ctx, available_now=True, source_checked=True, cleanup=cleanup)
         try:
             while not query.awaitTermination(_STOP_POLL_S):
-                if _stop_requested.is_set():
-                    query.stop()
+                if _stop_requested.is_set():  # the `finally` below stops the query
                     raise StreamFailed(f"{table.name}: the run was terminated; its query "
                                        "stopped, and the next run resumes from its checkpoint")
         except PySparkException as exc:
