@@ -131,6 +131,21 @@ def test_input_faster_than_processing_for_k_batches_is_falling_behind():
     assert run(state, (view(report(30, behind_batches=0), 3), 31)) == [(Problem.BEHIND, RESOLVED)]
 
 
+def test_busy_batches_while_the_lag_shrinks_are_a_catch_up_not_falling_behind():
+    # A capped query working off a backlog runs batches back to back; its input rate then
+    # equals its processing rate and noise tips the comparison either way.
+    state = HealthState()
+    lags = [400, 380, 360, 340, 320]
+    alerts = run(state, *[(view(report(i, kafka_lag=lag, behind_batches=i), report_id=i), i)
+                          for i, lag in enumerate(lags, 1)])
+    assert alerts == []
+    # the lag stops shrinking over the window while batches stay busy: now it is behind
+    stuck = run(state, *[(view(report(i, kafka_lag=lag, behind_batches=i), report_id=i), i)
+                         for i, lag in [(9, 320), (10, 325), (11, 330)]])
+    assert stuck == [(Problem.BEHIND, FIRING)]
+    assert state.outbox[-1].detail.startswith("input rate above processing rate for 11 ")
+
+
 def test_lag_growing_over_k_reports_is_falling_behind_but_the_same_report_counts_once():
     state = HealthState()
     lags = [10, 20, 30]

@@ -195,6 +195,10 @@ def _growing(history: list[int], t: HealthThresholds) -> bool:
     return len(history) > t.behind_batches and all(a < b for a, b in pairwise(history))
 
 
+def _shrinking(history: list[int]) -> bool:
+    return len(history) >= 2 and history[-1] < history[0]
+
+
 def problems(
     view: StreamView,
     lag_history: list[int],
@@ -245,7 +249,11 @@ def problems(
             )
 
     behind = None
-    if report.behind_batches >= t.behind_batches:
+    # Busy batches while the measured backlog shrinks are a catch-up, not falling behind:
+    # when batches run back to back, Spark's input and processing rates are the same
+    # measure and noise alone would open and close the incident over and over.
+    catching_up = _shrinking(lag_history) or _shrinking(backlog_history or [])
+    if report.behind_batches >= t.behind_batches and not catching_up:
         behind = (
             f"input rate above processing rate for {report.behind_batches} consecutive batches "
             f"({report.input_rows_per_second:.0f} rows/s in, "
