@@ -81,10 +81,17 @@ def projections(reference: Callable | None = None) -> dict[str, Callable]:
         "try_parse_json": lambda k: k.select(doc),
         "parse + fields as VARIANT struct": lambda k: k.select(
             F.try_variant_get(doc, "$", ev._PARTS_TYPE)),
-        # What the previous parser paid per field: VariantGet builds a Cast for each value.
+        # Each field's path navigated in the whole document, one VariantGet per field.
         "parse + 4 fields as string": lambda k: k.select(
             *[F.try_variant_get(doc, f"$.{name}", "string") for name in ev._STRINGS]),
-        "from_json, all strings": lambda k: k.select(F.from_json(text, ev._VALUES_TYPE)),
+        # What parse_events does: the fields' VARIANTs in one struct, each read from there.
+        "parse + struct + 4 strings": lambda k: k.select(
+            F.try_variant_get(doc, "$", ev._PARTS_TYPE).alias("p")).select(
+            *[F.try_variant_get(F.col("p")[name], "$", "string") for name in ev._STRINGS]),
+        # A second parse for the strings only (the parser of 2026-11-30 did that).
+        "from_json, all strings": lambda k: k.select(F.from_json(
+            text, "struct<" + ", ".join(f"{name} string" for name in ev._STRINGS)
+            + ", properties map<string,string>>")),
         "seed: from_json (typed)": seed_parse,
         "parse_events": lambda k: ev.parse_events(k).drop("raw_bytes", "key"),
     }

@@ -40,16 +40,10 @@ _FIELDS = (*_STRINGS, "properties")
 _DOC = "__doc"
 _INVALID = "__invalid_json"
 _PARTS = "__fields"
-_VALUES = "__values"
 _PROPS_OK = "__properties_ok"
 _TIMESTAMP = "__timestamp"
 # The event's fields as they come, each kept as a VARIANT so its JSON type can be checked.
 _PARTS_TYPE = "struct<" + ", ".join(f"{name} variant" for name in _FIELDS) + ">"
-# The same fields as Spark's JSON reader gives them: the values of the event, cheaply.
-_VALUES_TYPE = (
-    "struct<" + ", ".join(f"{name} string" for name in _STRINGS)
-    + ", properties map<string,string>>"
-)
 # schema_of_variant of an object whose values are all strings: OBJECT<k: STRING, ...>, each
 # key bare when it is a plain identifier and otherwise in backticks, a backtick in it doubled.
 # A key cannot hide a type: a bare key holds no ':' and a quoted one ends at its only single
@@ -94,24 +88,19 @@ def parse_events(kafka: DataFrame) -> DataFrame:
     Strict on types: a field that must be a string and holds a number is an error rather than
     silently becoming "123", because a producer sending numbers is a bug someone should see.
     """
-    # The JSON text is read twice, once by each of Spark's JSON parsers, because each is
-    # cheap at one thing the other does dearly. The VARIANT parser is strict (duplicate keys,
-    # single quotes, NaN, a byte-order mark are invalid JSON) and keeps each value's JSON
-    # type, so it gives every verdict; but turning a VARIANT into a string builds a Cast
-    # expression per value (VariantGet.cast): four fields cost about what the parse does
-    # (bench/parse_cost.py, docs/benchmarks.md). from_json gives the
-    # strings directly but turns anything into a string ("7", "[1]"), so it only supplies the
-    # values, for fields the VARIANT has already shown to be strings.
+    # One parse, Spark's VARIANT parser: it is strict (duplicate keys, single quotes, NaN, a
+    # byte-order mark are invalid JSON) and keeps each value's JSON type, so it gives every
+    # verdict. The values are read from the one struct of per-field VARIANTs below; reading
+    # each from the whole document (`$.event_id`) cost as much again, and a second parse with
+    # from_json for the strings cost more than these extractions do (bench/parse_cost.py,
+    # docs/benchmarks.md). What the parse itself costs is inside Spark: VariantBuilder
+    # builds a Jackson JsonFactory per record in Spark 4.2 (docs/benchmarks.md).
     #
     # Projections, each naming what the next one reads several times: Spark does not merge a
-    # projection into the next when that would evaluate an expression twice. from_json has no
-    # generated code (CodegenFallback), so the projection holding it cannot join a
-    # whole-stage-codegen stage and copies every row it outputs; both parses share that one
-    # projection, and everything after it runs as one generated stage.
+    # projection into the next when that would evaluate an expression twice, and everything
+    # after the parse runs as one generated stage.
     text = F.col("value").cast("string")
-    parsed = kafka.select(
-        "*", F.try_parse_json(text).alias(_DOC), F.from_json(text, _VALUES_TYPE).alias(_VALUES)
-    )
+    parsed = kafka.select("*", F.try_parse_json(text).alias(_DOC))
     # One pass over the object's fields; the cast to a struct also fails for anything but an
     # object, so a null here (of a parsed document) means "not an object".
     parts = parsed.select(
@@ -127,12 +116,7 @@ def parse_events(kafka: DataFrame) -> DataFrame:
         return F.col(_kind(name)) == F.lit("STRING")
 
     def string_value(name: str) -> Column:
-        # from_json and the VARIANT read the same valid JSON, so a string field has the same
-        # text in both; the VARIANT's own (dear) string stands in wherever from_json has none,
-        # and gives the same value as before for fields that are not strings.
-        fast = F.col(_VALUES)[name]
-        return F.when(is_string(name) & fast.isNotNull(), fast).otherwise(
-            F.try_variant_get(_part(name), "$", "string"))
+        return F.try_variant_get(_part(name), "$", "string")
 
     props = _part("properties")
     stringly = typed.select(
@@ -193,15 +177,12 @@ def parse_events(kafka: DataFrame) -> DataFrame:
     for condition, message in reversed(checks):
         error = F.when(condition, F.lit(message)).otherwise(error)
 
-    fast_props = F.col(_VALUES)["properties"]
     return stamped.select(
         F.col(_text("event_id")).alias("event_id"),
         F.col(_text("event_type")).alias("event_type"),
         F.col(_text("user_id")).alias("user_id"),
         timestamp.alias("timestamp"),
-        F.when(F.col(_PROPS_OK) & fast_props.isNotNull(), fast_props)
-        .otherwise(F.try_variant_get(props, "$", "map<string,string>"))
-        .alias("properties"),
+        F.try_variant_get(props, "$", "map<string,string>").alias("properties"),
         "topic",
         "partition",
         "offset",
