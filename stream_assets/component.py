@@ -13,6 +13,7 @@ so the value is neither in the YAML nor in the resource configuration the UI sho
 
 # No `from __future__ import annotations`: Dagster reads the fields' Annotated resolvers at
 # run time.
+import difflib
 import importlib
 import re
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,7 @@ from typing import Annotated, Any
 
 import dagster as dg
 from dagster import AssetsDefinition, AssetSpec, EnvVar
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from stream_assets.errors import DeclarationError
 from stream_assets.monitoring.checks import ChecksConfig
@@ -41,18 +42,44 @@ _ENV_TEMPLATE = re.compile(
 )
 
 
+class _YamlModel(dg.Model):
+    # Unknown fields pass validation and are refused by `known_fields` while resolving:
+    # Dagster's report of a validation error quotes the offending value, and a misspelt
+    # secret field's value is the secret.
+    model_config = ConfigDict(extra="allow")
+
+
 @cache
 def yaml_model(resource: type[BaseModel]) -> type[BaseModel]:
     """The YAML form of a resource: its own fields and descriptions, each optional.
 
     Derived from the resource so the two cannot drift; an unset field keeps the resource's
-    default (several read the environment, e.g. KafkaSource.bootstrap_servers).
+    default (several read the environment, e.g. KafkaSource.bootstrap_servers). A secret
+    field takes any value here, so that a wrong one is refused by `_secret`, unquoted.
     """
+    secrets = SECRET_FIELDS.get(resource, frozenset())
     fields: dict[str, Any] = {
-        name: (info.annotation | None, Field(default=None, description=info.description))
+        name: (Any if name in secrets else info.annotation | None,
+               Field(default=None, description=info.description))
         for name, info in resource.model_fields.items()
     }
-    return create_model(f"{resource.__name__}Yaml", __base__=dg.Model, **fields)
+    return create_model(f"{resource.__name__}Yaml", __base__=_YamlModel, **fields)
+
+
+def known_fields(raw: BaseModel, resource: type[BaseModel], where: str) -> dict[str, Any]:
+    """The fields set in the YAML; a DeclarationError naming any unknown one, never its value."""
+    unknown = sorted(raw.model_extra or {})
+    if unknown:
+        fields = list(resource.model_fields)
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, fields, n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise DeclarationError(
+            f"{where}: unknown field{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
+            f"the fields are {', '.join(fields)}"
+        )
+    return raw.model_dump(exclude_unset=True)
 
 
 def load_object(reference: str, what: str) -> Any:
@@ -122,7 +149,7 @@ def build_resource(
     """The resource from its YAML fields: templates rendered, secrets as EnvVars."""
     secrets = SECRET_FIELDS.get(resource, frozenset())
     values: dict[str, Any] = {}
-    for name, value in raw.model_dump(exclude_unset=True).items():
+    for name, value in known_fields(raw, resource, where).items():
         if name in secrets:
             values[name] = _secret(value, f"{where}.{name}")
         else:
@@ -162,7 +189,14 @@ def _resource_resolver(resource: type[BaseModel], key: str, description: str) ->
 
 
 def _checks(_context: dg.ResolutionContext, raw: BaseModel) -> ChecksConfig:
-    return ChecksConfig.model_validate(raw.model_dump(exclude_unset=True))
+    return ChecksConfig.model_validate(known_fields(raw, ChecksConfig, "checks"))
+
+
+def _checks_per_table(_context: dg.ResolutionContext, raw: Mapping[str, BaseModel]
+                      ) -> dict[str, ChecksConfig]:
+    return {name: ChecksConfig.model_validate(
+                known_fields(c, ChecksConfig, f"checks_per_table.{name}"))
+            for name, c in raw.items()}
 
 
 class StreamingTablesScaffolder(dg.Scaffolder):
@@ -226,8 +260,7 @@ class StreamingTablesComponent(dg.Component, dg.Resolvable):
     checks_per_table: Annotated[
         Mapping[str, dg.Config],
         dg.Resolver(
-            lambda _c, raw: {name: ChecksConfig.model_validate(c.model_dump(exclude_unset=True))
-                             for name, c in raw.items()},
+            _checks_per_table,
             model_field_type=dict[str, yaml_model(ChecksConfig)],
             description="Thresholds of the derived asset checks for the named tables."),
     ] = field(default_factory=dict)
