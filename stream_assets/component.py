@@ -188,15 +188,17 @@ def _resource_resolver(resource: type[BaseModel], key: str, description: str) ->
     return dg.Resolver(resolve, model_field_type=yaml_model(resource), description=description)
 
 
+def _checks_config(raw: BaseModel, where: str) -> ChecksConfig:
+    return ChecksConfig.model_validate(known_fields(raw, ChecksConfig, where))
+
+
 def _checks(_context: dg.ResolutionContext, raw: BaseModel) -> ChecksConfig:
-    return ChecksConfig.model_validate(known_fields(raw, ChecksConfig, "checks"))
+    return _checks_config(raw, "checks")
 
 
 def _checks_per_table(_context: dg.ResolutionContext, raw: Mapping[str, BaseModel]
                       ) -> dict[str, ChecksConfig]:
-    return {name: ChecksConfig.model_validate(
-                known_fields(c, ChecksConfig, f"checks_per_table.{name}"))
-            for name, c in raw.items()}
+    return {name: _checks_config(c, f"checks_per_table.{name}") for name, c in raw.items()}
 
 
 class StreamingTablesScaffolder(dg.Scaffolder):
