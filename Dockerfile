@@ -13,9 +13,9 @@ FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# Maven runs on the JRE; resolving jars compiles nothing, so no JDK is needed.
+# Maven resolves the jars; the JDK compiles the project's own Spark functions (jvm/udf).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends openjdk-17-jre-headless maven \
+ && apt-get install -y --no-install-recommends openjdk-17-jdk-headless maven \
  && rm -rf /var/lib/apt/lists/*
 
 RUN python -m venv /opt/venv
@@ -33,14 +33,14 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # The jars go to a folder outside STREAM_ASSETS_HOME: compose mounts a volume there, which
 # would hide anything the image put below it. Run from /src so that `stream_assets` is the
 # source tree next to jvm/ (the installed package has no poms); pyspark comes from the venv,
-# whose own jars are left out of the folder. Only the `spark` group: the broker is its own
-# container (apache/kafka), so the `kafka` group is not needed here.
+# whose own jars are left out of the folder. The `spark` and `udf` groups: the broker is its
+# own container (apache/kafka), so the `kafka` group is not needed here.
 ENV STREAM_ASSETS_JARS=/opt/stream_assets/jars
 COPY jvm ./jvm
 COPY stream_assets ./stream_assets
 RUN --mount=type=cache,target=/root/.m2 \
-    python -c "from stream_assets import jars; jars.resolve('spark', quiet=False)" \
- && ls "$STREAM_ASSETS_JARS/spark"/*.jar > /dev/null
+    python -c "from stream_assets import jars; jars.resolve('spark', quiet=False); jars.resolve('udf')" \
+ && ls "$STREAM_ASSETS_JARS/spark"/*.jar "$STREAM_ASSETS_JARS/udf"/*.jar > /dev/null
 
 # The project itself (its dependencies are already there, so this step is quick), then a
 # smoke test from / so that the installed package, not /src, loads the code location.

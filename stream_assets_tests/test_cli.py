@@ -80,7 +80,24 @@ def test_missing_jars_name_the_setup_command(tmp_path, cli_env):
     assert result.returncode != 0
     assert "stream-assets setup" in result.stderr
     assert MissingJars.__name__ in result.stderr
-    assert jars.GROUPS == ("spark", "kafka")
+    assert jars.GROUPS == ("spark", "udf", "kafka")
+
+
+def test_setup_builds_the_parser_jar_from_its_sources_once(tmp_path, monkeypatch):
+    import zipfile
+
+    from stream_assets import jars
+
+    monkeypatch.setenv("STREAM_ASSETS_JARS", str(tmp_path))
+    assert not jars.is_resolved("udf")
+    folder = jars.resolve("udf")
+    built = jars.jars("udf")
+    assert [j.name for j in built] == [jars.UDF_JAR] and folder == tmp_path / "udf"
+    names = zipfile.ZipFile(built[0]).namelist()
+    assert "io/github/streamassets/udf/ParseEvent.class" in names
+    stamp = built[0].stat().st_mtime_ns
+    assert jars.is_resolved("udf") and jars.resolve("udf") == folder
+    assert built[0].stat().st_mtime_ns == stamp  # unchanged sources: nothing rebuilt
 
 
 def test_reset_finds_a_projects_tables_by_module_and_refuses_what_is_not_one(cli_env):

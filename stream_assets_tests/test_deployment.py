@@ -607,6 +607,8 @@ def test_dockerfile_stages(stages):
     assert "maven" in build_runs and "maven" not in runtime_runs
     assert "openjdk-17-jre-headless" in runtime_runs  # Spark needs Java 17 where runs execute
     assert "jars.resolve('spark'" in build_runs
+    # The event parser's jar is compiled in the image (jvm/udf), so the build stage has a JDK.
+    assert "jars.resolve('udf')" in build_runs and "openjdk-17-jdk-headless" in build_runs
     assert 'pip install ".[deploy]"' in build_runs
     copies_from_build = [i["value"] for i in runtime if i["instruction"] == "COPY"
                          and i["value"].startswith("--from=build")]

@@ -206,3 +206,15 @@ def test_fields_that_are_not_strings_keep_their_json_text_in_the_parsed_columns(
     row = parse_events(kafka_frame(spark, [value])).collect()[0]
     assert (row.event_id, row.user_id, row.error) == (
         "7", "[1]", "wrong type: event_id must be a string")
+
+
+def test_a_session_that_cannot_load_the_parser_is_told_how_to_get_it(spark, monkeypatch):
+    from stream_assets.errors import MissingJars
+    from stream_assets.transforms import events
+
+    # A class name that no jar holds stands for a session started without the udf jar.
+    monkeypatch.setattr(events, "PARSER_CLASS", "io.github.streamassets.udf.NotThere")
+    with pytest.raises(MissingJars, match="stream-assets setup") as raised:
+        parse_events(kafka_frame(spark, [b'{"event_id": "a"}']))
+    assert "spark.jars" in str(raised.value)
+

@@ -86,8 +86,9 @@ class SparkResource(LazyPySparkResource):
             conf.update(_local_defaults())
             if self.master.startswith("local"):
                 conf.update(_LOOPBACK_DRIVER)
-            # Local paths: the driver serves them to executors, wherever those run.
-            conf["spark.jars"] = ",".join(str(p) for p in jars.jars("spark"))
+            # Local paths: the driver serves them to executors, wherever those run. `udf` holds
+            # the project's own functions (the event parser, stream_assets/transforms/events.py).
+            conf["spark.jars"] = ",".join(str(p) for p in [*jars.jars("spark"), *jars.jars("udf")])
         conf.update({k: str(v) for k, v in self.spark_config.items()})
         return conf
 

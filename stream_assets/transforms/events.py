@@ -6,10 +6,11 @@ gets either a parsed event or an `error`, never both, so a sink can split them w
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from stream_assets import schemas
+from stream_assets.errors import MissingJars
 
 REQUIRED_STRINGS = ("event_id", "timestamp")
 OPTIONAL_STRINGS = ("event_type", "user_id")
@@ -34,30 +35,16 @@ _LATEST = "9999-12-31 23:59:59.999999"
 _EARLIEST = "0001-01-01 00:00:00"
 
 
-# Working columns of parse_events; the prefix keeps them apart from Kafka's columns.
-_STRINGS = (*REQUIRED_STRINGS, *OPTIONAL_STRINGS)
-_FIELDS = (*_STRINGS, "properties")
-_DOC = "__doc"
-_INVALID = "__invalid_json"
-_PARTS = "__fields"
-_PROPS_OK = "__properties_ok"
+# The project's parser on the JVM (jvm/udf/.../ParseEvent.java), built by `stream-assets setup`
+# into the `udf` jars that every SparkSession of the project loads (resources/spark.py).
+PARSER_FUNCTION = "stream_assets_parse_event"
+PARSER_CLASS = "io.github.streamassets.udf.ParseEvent"
+_PARSER_TYPE = (
+    "struct<event_id:string,event_type:string,user_id:string,timestamp:string,"
+    "properties:map<string,string>,error:string>"
+)
+_PARSED = "__parsed"
 _TIMESTAMP = "__timestamp"
-# The event's fields as they come, each kept as a VARIANT so its JSON type can be checked.
-_PARTS_TYPE = "struct<" + ", ".join(f"{name} variant" for name in _FIELDS) + ">"
-# schema_of_variant of an object whose values are all strings: OBJECT<k: STRING, ...>, each
-# key bare when it is a plain identifier and otherwise in backticks, a backtick in it doubled.
-# A key cannot hide a type: a bare key holds no ':' and a quoted one ends at its only single
-# backtick, so the text matches exactly when every value is a JSON string (null is VOID).
-_KEY = r"(\w+|`([^`]|``)*`)"
-_OBJECT_OF_STRINGS = rf"^OBJECT<({_KEY}: STRING(, {_KEY}: STRING)*)?>$"
-
-
-def _kind(name: str) -> str:
-    return f"__type_{name}"
-
-
-def _text(name: str) -> str:
-    return f"__text_{name}"
 
 
 def missing(field: str) -> str:
@@ -68,18 +55,19 @@ def wrong_type(field: str, expected: str) -> str:
     return f"wrong type: {field} must be {expected}"
 
 
-def _json_type(variant: Column) -> Column:
-    # schema_of_variant names scalars STRING, BIGINT, DOUBLE, DECIMAL(p,s), BOOLEAN, and VOID
-    # for JSON null; only the top level is inspected because fields are extracted first.
-    return F.schema_of_variant(variant)
+def register_parser(spark: SparkSession) -> None:
+    """Register the JVM parser in this session; MissingJars says how to get it there."""
+    from pyspark.errors import AnalysisException
 
-
-def _present(value: Column) -> Column:
-    return value.isNotNull() & ~F.is_variant_null(value)
-
-
-def _part(name: str) -> Column:
-    return F.col(_PARTS)[name]
+    try:
+        spark.udf.registerJavaFunction(PARSER_FUNCTION, PARSER_CLASS, _PARSER_TYPE)
+    except AnalysisException as exc:
+        raise MissingJars(
+            f"Spark cannot load the event parser ({PARSER_CLASS}): its jar is not on this "
+            "session's classpath. Run 'stream-assets setup' (or 'make setup') to build it; the "
+            "project's SparkResource puts it in spark.jars. A Spark Connect server or cluster "
+            "started elsewhere needs that jar (the 'udf' folder of the jars) in its spark.jars."
+        ) from exc
 
 
 def parse_events(kafka: DataFrame) -> DataFrame:
@@ -88,101 +76,52 @@ def parse_events(kafka: DataFrame) -> DataFrame:
     Strict on types: a field that must be a string and holds a number is an error rather than
     silently becoming "123", because a producer sending numbers is a bug someone should see.
     """
-    # One parse, Spark's VARIANT parser: it is strict (duplicate keys, single quotes, NaN, a
-    # byte-order mark are invalid JSON) and keeps each value's JSON type, so it gives every
-    # verdict. The values are read from the one struct of per-field VARIANTs below; reading
-    # each from the whole document (`$.event_id`) cost as much again, and a second parse with
-    # from_json for the strings cost more than these extractions do (bench/parse_cost.py,
-    # docs/benchmarks.md). What the parse itself costs is inside Spark: VariantBuilder
-    # builds a Jackson JsonFactory per record in Spark 4.2 (docs/benchmarks.md).
-    #
-    # Projections, each naming what the next one reads several times: Spark does not merge a
-    # projection into the next when that would evaluate an expression twice, and everything
-    # after the parse runs as one generated stage.
-    text = F.col("value").cast("string")
-    parsed = kafka.select("*", F.try_parse_json(text).alias(_DOC))
-    # One pass over the object's fields; the cast to a struct also fails for anything but an
-    # object, so a null here (of a parsed document) means "not an object".
-    parts = parsed.select(
-        "*",
-        F.col(_DOC).isNull().alias(_INVALID),
-        F.try_variant_get(F.col(_DOC), "$", _PARTS_TYPE).alias(_PARTS),
-    ).drop(_DOC)
-    typed = parts.select(
-        "*", *[_json_type(_part(name)).alias(_kind(name)) for name in _STRINGS]
-    )
+    # One strict pass on the JVM reads the fields and gives every verdict that needs the JSON
+    # (ParseEvent.java says what counts as JSON). Spark's own strict parser (try_parse_json)
+    # gave the same verdicts at 0.4x the speed of a plain from_json parse: it builds a Jackson
+    # factory per record, and a VARIANT gives up a string only through a Cast per value
+    # (docs/benchmarks.md, bench/parse_cost.py). The checks below need no JSON.
+    register_parser(kafka.sparkSession)
+    parsed = kafka.select(
+        "*", F.call_function(PARSER_FUNCTION, F.col("value")).alias(_PARSED))
 
-    def is_string(name: str) -> Column:
-        return F.col(_kind(name)) == F.lit("STRING")
+    def field(name: str) -> Column:
+        return F.col(f"{_PARSED}.{name}")
 
-    def string_value(name: str) -> Column:
-        return F.try_variant_get(_part(name), "$", "string")
-
-    props = _part("properties")
-    stringly = typed.select(
-        "*",
-        *[string_value(name).alias(_text(name)) for name in _STRINGS],
-        F.when(_present(props), _json_type(props).rlike(_OBJECT_OF_STRINGS))
-        .alias(_PROPS_OK),
-    )
     # Naive timestamps are read in the session time zone, which the Spark resource pins to UTC.
     # Spark also casts a bare time ("12:00") to *today* at that time, which would make a replay
     # produce another value, so an ISO-8601 date must come first.
-    ts_text = F.col(_text("timestamp"))
-    stamped = stringly.select(
+    ts_text = field("timestamp")
+    stamped = parsed.select(
         "*",
         F.when(ts_text.rlike(r"^[+-]?\d{4,}-\d{2}-\d{2}"), ts_text.try_cast("timestamp"))
         .alias(_TIMESTAMP),
     )
-
-    def present(name: str) -> Column:
-        return _present(_part(name))
-
-    checks: list[tuple[Column, str]] = [
-        (F.col("value").isNull(), NULL_VALUE),
-        (F.length(F.col("value")) == 0, EMPTY_VALUE),
-        (~F.is_valid_utf8(F.col("value")), NOT_UTF8),
-        (F.col(_INVALID), INVALID_JSON),
-        (F.col(_PARTS).isNull(), NOT_OBJECT),
-    ]
-    for name in REQUIRED_STRINGS:
-        checks.append((~present(name), missing(name)))
-        checks.append((~is_string(name), wrong_type(name, "a string")))
-    for name in OPTIONAL_STRINGS:
-        checks.append((present(name) & ~is_string(name), wrong_type(name, "a string")))
-    event_type = F.col(_text("event_type"))
-    checks.append(
-        (
-            (F.octet_length(event_type) == 0)
-            | event_type.rlike(r"[\x00-\x1f\x7f]")
-            | (F.octet_length(event_type) > EVENT_TYPE_MAX_BYTES),
-            UNUSABLE_EVENT_TYPE,
-        )
-    )
-    checks.append(
-        (present("properties") & ~F.col(_PROPS_OK),
-         wrong_type("properties", "an object of strings"))
-    )
     timestamp = F.col(_TIMESTAMP)
-    checks.append((timestamp.isNull(), BAD_TIMESTAMP))
-    checks.append(
+    # The first that holds, in this order, is the record's error.
+    checks: list[tuple[Column, Column]] = [
+        (F.col("value").isNull(), F.lit(NULL_VALUE)),
+        (F.length(F.col("value")) == 0, F.lit(EMPTY_VALUE)),
+        (~F.is_valid_utf8(F.col("value")), F.lit(NOT_UTF8)),
+        # INVALID_JSON ... the properties' type, as ParseEvent.java gives them.
+        (field("error").isNotNull(), field("error")),
+        (timestamp.isNull(), F.lit(BAD_TIMESTAMP)),
         (
             (timestamp < F.lit(_EARLIEST).cast("timestamp"))
             | (timestamp > F.lit(_LATEST).cast("timestamp")),
-            TIMESTAMP_RANGE,
-        )
-    )
-
+            F.lit(TIMESTAMP_RANGE),
+        ),
+    ]
     error: Column = F.lit(None).cast("string")
     for condition, message in reversed(checks):
-        error = F.when(condition, F.lit(message)).otherwise(error)
+        error = F.when(condition, message).otherwise(error)
 
     return stamped.select(
-        F.col(_text("event_id")).alias("event_id"),
-        F.col(_text("event_type")).alias("event_type"),
-        F.col(_text("user_id")).alias("user_id"),
+        field("event_id").alias("event_id"),
+        field("event_type").alias("event_type"),
+        field("user_id").alias("user_id"),
         timestamp.alias("timestamp"),
-        F.try_variant_get(props, "$", "map<string,string>").alias("properties"),
+        field("properties").alias("properties"),
         "topic",
         "partition",
         "offset",
