@@ -1,7 +1,8 @@
 """Parse Kafka records into events, and say exactly why a record is not one.
 
-Pure: Kafka-shaped DataFrame in, DataFrame out; the same for batch and streaming. Each record
-gets either a parsed event or an `error`, never both, so a sink can split them without loss.
+Kafka-shaped DataFrame in, DataFrame out; the same for batch and streaming. The only effect
+is registering the project's JVM parser in the DataFrame's session. Each record gets either a
+parsed event or an `error`, never both, so a sink can split them without loss.
 """
 
 from __future__ import annotations
