@@ -465,6 +465,47 @@ def test_parsing_is_the_same_on_replay(spark, hostile_cases):
     CASES["replayed messages"] += len(hostile_cases)
 
 
+# Near-JSON that only some parsers accept, beside the generated shapes: what the project's
+# parser (jvm/udf) calls JSON must stay what Spark's own strict parser calls JSON.
+_STRICTNESS_CASES = [
+    b"  ", b"{}", b"[]", b"{} trailing", b'{"a":1}}', b'{"a":1', b'"unterminated',
+    b'{"a":{"b":1,"b":2}}', b'[{"k":1,"k":1}]', b'{"a":01}', b'{"a":1.}', b'{"a":.5}',
+    b'{"a":+1}', b'{"a":-0}', b'{"a":1e99999}', b'{"a":' + b"9" * 1200 + b"}",
+    # Escapes: a bad one, a short one, a surrogate pair, lone surrogates, NUL, a raw tab.
+    rb'{"a":"\x"}', rb'{"a":"\u12"}', rb'{"a":"\ud800\udc00"}', rb'{"\udc00":"x"}',
+    rb'{"a":"\u0000"}', rb'{"a":"tab\tok"}', b'{"a":"raw\ttab"}',
+    b"// c\n{}", b"/* c */{}", b"{a:1}", b"{'a':1}", b'{"a":NaN}', b'{"a":Infinity}',
+    b'{"a":true,"b":false,"c":null}', b'{"a":tru}', b"\xef\xbb\xbf{}",
+    b"[" * 499 + b"]" * 499, b"[" * 500 + b"]" * 500, b"[" * 1001 + b"]" * 1001,
+    b'{"a":' * 600 + b"1" + b"}" * 600,
+]
+
+
+def test_what_the_parser_calls_json_is_what_sparks_strict_parser_calls_json(spark):
+    """ParseEvent.java promises Spark's try_parse_json's verdicts (docs/guarantees.md): for
+    every valid UTF-8 record, "invalid JSON" exactly when try_parse_json gives null, and "not
+    an object" exactly when it parses to something else."""
+    values = [m.value for m in generate(hostile_values(), 1500)] + _STRICTNESS_CASES
+    rows = [(None, v, "events", 0, i, None) for i, v in enumerate(values)]
+    frame = spark.createDataFrame(rows, KAFKA_WITH_HEADERS)
+    spark_doc = F.try_parse_json(F.col("raw_bytes").cast("string"))
+    judged = ev.parse_events(frame).select(
+        "offset", "error", spark_doc.isNull().alias("spark_invalid"),
+        # Only an object casts to a map; its values stay VARIANTs, so nothing deep is walked.
+        F.try_variant_get(spark_doc, "$", "map<string,variant>").isNotNull()
+        .alias("spark_object"),
+    ).where(~F.col("error").isin(ev.NULL_VALUE, ev.EMPTY_VALUE, ev.NOT_UTF8)
+            | F.col("error").isNull()).collect()
+    kinds = Counter("invalid" if r.spark_invalid else "object" if r.spark_object else "other"
+                    for r in judged)
+    assert min(kinds["invalid"], kinds["object"], kinds["other"]) > 20, kinds  # not vacuous
+    for row in judged:
+        value = values[row.offset]
+        assert (row.error == ev.INVALID_JSON) == row.spark_invalid, value[:200]
+        if not row.spark_invalid:
+            assert (row.error == ev.NOT_OBJECT) == (not row.spark_object), value[:200]
+
+
 def generate(strategy: st.SearchStrategy, count: int) -> list:
     """`count` examples drawn by hypothesis, for checks that run once over all of them.
 
