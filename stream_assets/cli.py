@@ -23,7 +23,8 @@ def main() -> None:
 
 @main.command()
 def setup() -> None:
-    """Resolve the JVM jars (Delta, Spark-Kafka connector, Kafka broker) with Maven, once."""
+    """Resolve the JVM jars (Delta, Spark-Kafka connector, Kafka broker) with Maven and build
+    the project's own (jvm/udf, the event parser) with the JDK, once."""
     from stream_assets import jars
 
     try:
