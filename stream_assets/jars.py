@@ -53,6 +53,10 @@ class _MavenGroup:
     """Jars that Maven resolves from jvm/<name>/pom.xml."""
 
     name: str
+    # For jars that join pyspark's on one classpath: pyspark's wheel already ships Spark,
+    # Hadoop, Jackson, Parquet and logging, and a second, older copy of any of them breaks at
+    # run time, so Spark's copy is kept.
+    without_pyspark_jars: bool = False
 
     def digest(self, sha: Any) -> None:
         sha.update((POM_DIR / self.name / "pom.xml").read_bytes())
@@ -67,9 +71,7 @@ class _MavenGroup:
             cmd.insert(2, "-q")
         _run(cmd, f"Maven could not resolve the {self.name} jars")
         jars = sorted(staging.glob("*.jar"))
-        if self.name == "spark":
-            # pyspark's wheel already ships Spark, Hadoop, Jackson, Parquet and logging; a second,
-            # older copy of any of them on the classpath breaks at run time, so keep Spark's.
+        if self.without_pyspark_jars:
             shipped = {_artifact(p.name) for p in pyspark_jars_dir().glob("*.jar")}
             jars = [j for j in jars if _artifact(j.name) not in shipped]
         return jars
@@ -106,7 +108,8 @@ class _UdfGroup:
         return [staging / UDF_JAR]
 
 
-_GROUPS = {g.name: g for g in (_MavenGroup("spark"), _UdfGroup(), _MavenGroup("kafka"))}
+_GROUPS = {g.name: g for g in (
+    _MavenGroup("spark", without_pyspark_jars=True), _UdfGroup(), _MavenGroup("kafka"))}
 GROUPS = tuple(_GROUPS)
 
 

@@ -217,4 +217,3 @@ def test_a_session_that_cannot_load_the_parser_is_told_how_to_get_it(spark, monk
     with pytest.raises(MissingJars, match="stream-assets setup") as raised:
         parse_events(kafka_frame(spark, [b'{"event_id": "a"}']))
     assert "spark.jars" in str(raised.value)
-

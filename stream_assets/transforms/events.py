@@ -40,6 +40,7 @@ _EARLIEST = "0001-01-01 00:00:00"
 # into the `udf` jars that every SparkSession of the project loads (resources/spark.py).
 PARSER_FUNCTION = "stream_assets_parse_event"
 PARSER_CLASS = "io.github.streamassets.udf.ParseEvent"
+# The row ParseEvent builds, field for field.
 _PARSER_TYPE = (
     "struct<event_id:string,event_type:string,user_id:string,timestamp:string,"
     "properties:map<string,string>,error:string>"

@@ -24,17 +24,12 @@ import org.apache.spark.sql.api.java.UDF1;
  * strings out of the VARIANT, it reads each value once (docs/benchmarks.md). The checks that need
  * no JSON (null, empty, UTF-8) and the timestamp's cast stay in Spark, in events.py.
  *
- * <p>Returns {@link #RETURN_TYPE}: the four strings (a field that is not a string carries its
- * JSON text), the properties when they are an object of strings (keys sorted), and the first
- * failed check's message or null.
+ * <p>Returns a row of the struct events.py registers it with (_PARSER_TYPE there): the four
+ * strings (a field that is not a string carries its JSON text), the properties when they are an
+ * object of strings (keys sorted), and the first failed check's message or null.
  */
 public final class ParseEvent implements UDF1<byte[], Row> {
   private static final long serialVersionUID = 1L;
-
-  /** The struct this function returns, in Spark's DDL; events.py registers the function so. */
-  public static final String RETURN_TYPE =
-      "struct<event_id:string,event_type:string,user_id:string,timestamp:string,"
-          + "properties:map<string,string>,error:string>";
 
   // The texts are part of the contract; events.py defines them and the tests hold them equal.
   static final String INVALID_JSON = "invalid JSON";
