@@ -49,6 +49,9 @@ def pipeline(kafka_broker, topic_factory, spark_resource, workdir):
             assert result.success
             return result
 
+        def path(self, name):
+            return resources["lake"].table_path(name)
+
         def table(self, name, spark):
             return spark.read.format("delta").load(resources["lake"].table_path(name))
 
@@ -85,6 +88,9 @@ def test_each_record_lands_once_in_raw_events_or_dead_letter_queue(pipeline, spa
     assert dead == bad and set(dead) == set(BAD_KINDS)
     positions = events.select("partition", "offset").union(dlq.select("partition", "offset"))
     assert positions.distinct().count() == positions.count() == len(records)
+    # The batch's dead letters came from all three partitions, and went into one file.
+    assert dlq.select("partition").distinct().count() == 3
+    assert len(DeltaTable(pipeline.path("dead_letter_queue")).file_uris()) == 1
 
     meta = result.asset_materializations_for_node("raw_events")
     by_key = {m.asset_key: m.metadata for m in meta}

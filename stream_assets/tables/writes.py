@@ -123,7 +123,10 @@ def split_writer(sink: Sink, target: WriteTarget, dead: WriteTarget | None,
             sink.write_batch(without_flags(rows, expectations), batch_id, target)
             if dead is None or not split:
                 return
-            letters = dead_letters.letters(cached)
+            # One file per batch: dead letters are few, and one task per Kafka partition
+            # would leave a tiny file each. coalesce merges the cached batch's partitions
+            # without a shuffle (docs/benchmarks.md, "The Delta side of ingest").
+            letters = dead_letters.letters(cached).coalesce(1)
             if not dead_letters_written or not letters.isEmpty():
                 sinks.append_once(letters, dead.path, dead.query, dead.table, batch_id)
                 dead_letters_written = True
