@@ -7,6 +7,9 @@ measures side by side, interleaved round after round:
 * `seed`: the same read with a plain from_json with the event schema (what a prototype
   without validation pays);
 * `parse`: the same read with the project's `parse_events`, all columns, nothing written;
+* `parquet`: the same read and parse, the good rows written once to plain Parquet, with no
+  cache, no Delta, no partitions and no dead letters: what any Spark writer of the table pays,
+  the floor under every writing side;
 * `plain`: the streaming query written by hand (read Kafka, `parse_events`, one
   `foreachBatch` with two idempotent Delta appends);
 * `plain-noop`: the same query with both appends sent to Spark's `noop` sink, so `plain`
@@ -56,7 +59,7 @@ from bench.common import (
 from bench.parse_cost import seed_parse
 from stream_assets.resources import DeltaLake
 
-SIDES = ("read", "seed", "parse", "plain", "plain-noop", "dagster")
+SIDES = ("read", "seed", "parse", "parquet", "plain", "plain-noop", "dagster")
 EXTRA_SIDES = ("dagster-bare", "dagster-5x")
 # With --lake s3: the plain query and the materialization on a local folder, against the same
 # on the server, so that the run also gives the local ratio on the same machine and moment.
@@ -98,6 +101,12 @@ def parse_only(spark, bootstrap: str, topic: str) -> None:
 
     (parse_events(batch_read(spark, bootstrap, topic))
      .write.format("noop").mode("overwrite").save())
+
+
+def parquet_only(spark, bootstrap: str, topic: str, path: str) -> None:
+    from stream_assets.transforms.events import parse_events, valid_events
+
+    valid_events(parse_events(batch_read(spark, bootstrap, topic))).write.parquet(path)
 
 
 def plain_pyspark(spark, bootstrap: str, topic: str, lake: DeltaLake,
@@ -232,6 +241,8 @@ def main() -> None:
                 seed_only(spark, kafka.bootstrap, topic)
             elif side == "parse":
                 parse_only(spark, kafka.bootstrap, topic)
+            elif side == "parquet":
+                parquet_only(spark, kafka.bootstrap, topic, lake.table_path("raw_events_parquet"))
             elif side in ("plain", "plain-noop"):
                 plain_pyspark(spark, kafka.bootstrap, topic, lake, noop=side == "plain-noop")
             elif side == "dagster-bare":
@@ -307,6 +318,7 @@ def main() -> None:
 
     ratio("parse", "seed", ">= 0.90")
     ratio("dagster", "read", ">= 0.50")
+    ratio("parquet", "read")  # the floor: no side that writes the table can beat it
     ratio("dagster", "seed")
     ratio("dagster", "plain", ">= 0.95")
     ratio("dagster-bare", "plain")
