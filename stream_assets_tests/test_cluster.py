@@ -27,13 +27,6 @@ def test_local_master_keeps_the_driver_on_loopback():
     assert all(conf[key] == "127.0.0.1" for key in LOOPBACK)
 
 
-@pytest.mark.parametrize("where", [{}, {"remote": "sc://spark-connect.internal:15002"}])
-def test_batch_caches_are_uncompressed_wherever_the_session_runs_unless_the_user_says(where):
-    key = "spark.sql.inMemoryColumnarStorage.compressed"
-    assert SparkResource(**where).session_config()[key] == "false"
-    assert SparkResource(**where, spark_config={key: True}).session_config()[key] == "True"
-
-
 @pytest.mark.parametrize("master", ["spark://spark-master.internal:7077",
                                     "k8s://https://kubernetes.internal:6443", "yarn"])
 def test_cluster_masters_leave_the_driver_reachable_and_ship_the_jars(master):

@@ -81,11 +81,6 @@ class SparkResource(LazyPySparkResource):
             "spark.sql.streaming.stateStore.providerClass": (
                 "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
             ),
-            # The project caches each micro-batch for the few writes that read it, then drops
-            # it (tables/writes.py, sinks.py). Compressing that cache cost 15 % of raw_events'
-            # ingest CPU for memory held a few seconds; an uncompressed one spills to disk like
-            # any other (bench/write_cost.py, docs/benchmarks.md).
-            "spark.sql.inMemoryColumnarStorage.compressed": "false",
         }
         if self.remote is None:
             conf.update(_local_defaults())
