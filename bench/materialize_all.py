@@ -20,7 +20,7 @@ case both lakes are counted with delta-rs (no Spark) against the records produce
 runs every process through a local Spark Connect server instead of a local SparkSession.
 
     .venv/bin/python bench/materialize_all.py [--events 20000] [--connect] [--repeat 1]
-        [--cases first,idle,new1pct] [--max-concurrent N]
+        [--cases first,idle,new1pct] [--max-concurrent N] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -123,8 +123,11 @@ def child(side: str, home: Path, bootstrap: str, remote: str | None) -> Run:
 
 
 def dagster_side(home: Path, bootstrap: str, remote: str | None,
-                 max_concurrent: int | None) -> Run:
-    command = [sys.executable, "-m", "dagster", "asset", "materialize",
+                 max_concurrent: int | None, profile: Path | None = None) -> Run:
+    # --profile: the run's process under cProfile, one file per case, to see where a fresh
+    # process spends its time (imports, Dagster's steps, the end); it slows the run down.
+    profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    command = [sys.executable, *profiler, "-m", "dagster", "asset", "materialize",
                "-m", "stream_assets.definitions", "--select", "*"]
     config: dict = {}
     if remote:
@@ -226,8 +229,9 @@ def one_round(args: argparse.Namespace, work: Path, remote: str | None, flip: bo
             sides = ("plain", "dagster") if flip else ("dagster", "plain")
             for side in sides:
                 if side == "dagster":
+                    profile = args.profile and args.profile / f"{work.name}-{case}.prof"
                     figures[case][side] = dagster_side(homes[side], kafka.bootstrap, remote,
-                                                         args.max_concurrent)
+                                                         args.max_concurrent, profile)
                 else:
                     figures[case][side] = child("plain", homes[side], kafka.bootstrap, remote)
                 rows = landed(homes[side])
@@ -308,6 +312,9 @@ def main() -> None:
     parser.add_argument("--max-concurrent", type=int, default=None,
                         help="steps the Dagster run runs at once (default: its executor's; "
                         "1: one after the other)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="a folder: run each Dagster process under cProfile and keep its "
+                        "profile there (<round>-<case>.prof); its times are not comparable")
     parser.add_argument("--side", choices=("bare", "plain"), help=argparse.SUPPRESS)
     parser.add_argument("--remote", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -320,6 +327,9 @@ def main() -> None:
     if "first" not in args.cases:
         parser.error("--cases: 'first' fills the lakes the other cases run on; keep it")
     args.cases = [c for c in CASES if c in args.cases]
+    if args.profile:
+        args.profile = args.profile.resolve()
+        args.profile.mkdir(parents=True, exist_ok=True)
 
     from stream_assets.paths import jars_dir
 
