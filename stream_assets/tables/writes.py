@@ -124,9 +124,11 @@ def split_writer(sink: Sink, target: WriteTarget, dead: WriteTarget | None,
             if dead is None or not split:
                 return
             # One file per batch: dead letters are few, and one task per Kafka partition
-            # would leave a tiny file each. coalesce merges the cached batch's partitions
-            # without a shuffle (docs/benchmarks.md, "The Delta side of ingest").
-            letters = dead_letters.letters(cached).coalesce(1)
+            # would leave a tiny file each (docs/benchmarks.md, "The Delta side of ingest").
+            # repartition, not coalesce: only the dead letters cross the shuffle, and the batch
+            # is still read and parsed by all tasks when the cache is not built yet (a replay
+            # whose table write Delta skipped), where coalesce would do it in one task.
+            letters = dead_letters.letters(cached).repartition(1)
             if not dead_letters_written or not letters.isEmpty():
                 sinks.append_once(letters, dead.path, dead.query, dead.table, batch_id)
                 dead_letters_written = True
