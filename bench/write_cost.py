@@ -18,6 +18,7 @@ median CPU time of the Spark JVM:
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import tempfile
@@ -62,7 +63,7 @@ def main() -> None:
         cached = routed().persist()
         cached.count()
         rows = dead_letters.table_rows(cached)
-        paths = iter(range(1_000_000))
+        paths = itertools.count()
 
         def path() -> str:
             return str(work / f"t{next(paths)}")
