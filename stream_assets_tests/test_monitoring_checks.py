@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from dagster import (
     AssetCheckSeverity,
+    AssetMaterialization,
     AssetSelection,
     AssetSpec,
     Definitions,
@@ -25,12 +26,15 @@ from stream_assets.monitoring.checks import (
     SchemaExpectation,
     build_checks,
     check_freshness,
+    check_keys,
     check_keys_not_null,
     check_keys_unique,
     check_schema,
     planned_checks,
 )
+from stream_assets.monitoring.metadata import table_state
 from stream_assets.resources import DeltaLake
+from stream_assets.sinks import delta_history
 from stream_assets.tables.catalog import raw_events
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.sources import upstream
@@ -167,3 +171,70 @@ def test_a_table_that_did_not_change_gets_its_last_verdict_again_without_a_read(
         third = run_checks(spark_resource, lake, instance=instance)
         assert third[("raw_events", "keys_unique")].passed
         assert "reused_from_run" not in third[("raw_events", "keys_unique")].metadata
+
+
+def test_both_key_checks_from_one_pass_say_what_each_check_alone_says(spark):
+    """Issue 15: `check_keys` groups once for keys_not_null and keys_unique; its figures are
+    those counted in plain Python over the same rows, and those of the two checks alone."""
+    rows = [event_row(i) for i in range(8)] + [event_row(3, event_id="dup"),
+                                               event_row(5, event_id="dup2"),
+                                               event_row(5, event_id="dup3")]
+    frame = spark.createDataFrame(rows, schemas.RAW_EVENTS).union(
+        spark.createDataFrame([event_row(50), event_row(51)], schemas.RAW_EVENTS)
+        .withColumn("offset", F.lit(None).cast("long")))
+    keys = list(raw_events.keys)
+    index = {f.name: i for i, f in enumerate(schemas.RAW_EVENTS.fields)}
+    values = [tuple(r[index[k]] for k in keys) for r in rows] + \
+        [tuple(None if k == "offset" else r[index[k]] for k in keys)
+         for r in (event_row(50), event_row(51))]
+    counts = {v: values.count(v) for v in values}
+    expected_nulls = sum(1 for v in values if None in v)
+    expected_dups = {v: c for v, c in counts.items() if c > 1}
+
+    both = check_keys(frame, keys, keys)
+    assert both["keys_not_null"].metadata == {"rows": len(values),
+                                              "rows_with_null_keys": expected_nulls}
+    unique = both["keys_unique"].metadata
+    assert unique["duplicate_keys"] == len(expected_dups)  # offsets 3, 5 and the null key
+    assert unique["rows_with_duplicate_keys"] == sum(expected_dups.values())
+    alone = {"keys_not_null": check_keys_not_null(frame, keys),
+             "keys_unique": check_keys_unique(frame, keys)}
+    for check, outcome in both.items():
+        assert (outcome.passed, outcome.description) == \
+            (alone[check].passed, alone[check].description), check
+    assert sorted(map(str, unique["examples"].value)) == \
+        sorted(map(str, alone["keys_unique"].metadata["examples"].value))
+
+
+def test_the_dead_letter_ratio_comes_from_the_materializations_row_counts(
+    spark, spark_resource, workdir
+):
+    """Issue 15: when both tables' last materializations were recorded at their newest
+    commits, the ratio is their row counts', with no count of the tables; otherwise the
+    tables are counted."""
+    lake = DeltaLake(tables_root=str(workdir / "t"), checkpoints_root=str(workdir / "c"))
+    write(spark, lake.table_path("raw_events"), [event_row(i) for i in range(9)],
+          schemas.RAW_EVENTS)
+    write(spark, lake.table_path("dead_letter_queue"), [dead_row(0)], schemas.DEAD_LETTER_QUEUE)
+
+    def record(instance, name, rows):
+        last = delta_history(spark, lake.table_path(name), 1)[0]
+        instance.report_runless_asset_event(AssetMaterialization(name, metadata=table_state(
+            lake.table_path(name), last["version"], rows, last["timestamp"].timestamp())))
+
+    with instance_for_test() as instance:
+        # Counts that are not the tables' own: the verdict can only have come from them.
+        record(instance, "raw_events", 30)
+        record(instance, "dead_letter_queue", 10)
+        ratio = run_checks(spark_resource, lake, instance=instance)[
+            ("raw_events", "dead_letter_ratio")]
+        assert ratio.metadata["dead_letter_ratio"].value == pytest.approx(10 / 40)
+        assert "counted_from" in ratio.metadata
+
+        # A commit after the materialization: its count no longer describes the table.
+        spark.createDataFrame([event_row(9)], schemas.RAW_EVENTS).write.format("delta") \
+            .mode("append").save(lake.table_path("raw_events"))
+        ratio = run_checks(spark_resource, lake, instance=instance)[
+            ("raw_events", "dead_letter_ratio")]
+        assert ratio.metadata["dead_letter_ratio"].value == pytest.approx(1 / 11)
+        assert "counted_from" not in ratio.metadata

@@ -7,7 +7,9 @@ parser's output with dead letters beside it, `dead_letter_ratio`, which reads bo
 tables. Each check warns or fails as its `Expectation` says (WARN or ERROR), and
 can block downstream materializations.
 
-One multi-asset check per query: one step, one Spark session for all of a query's checks.
+One multi-asset check per query: one step, one Spark session for all of a query's checks,
+started only for checks that cannot be told from the Delta logs, the previous verdicts and the
+materializations' row counts (`without_spark`); both key checks share one pass over the table.
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ from dagster import (
 # only place that says which past evaluations completed.
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from pydantic import Field
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from stream_assets.monitoring.metadata import recorded_state
 from stream_assets.sinks import commit_of, history_frame, is_delta_table
 from stream_assets.tables.declaration import StreamingTable
 
@@ -233,16 +236,11 @@ def check_schema(actual: StructType, declared: StructType, allow_extra: bool) ->
 
 def check_keys_not_null(frame: DataFrame, keys: Iterable[str]) -> Outcome:
     keys = list(keys)
-    any_null = reduce(lambda a, b: a | b, [F.col(k).isNull() for k in keys])
     row = frame.select(
         F.count(F.lit(1)).alias("rows"),
-        F.coalesce(F.sum(F.when(any_null, 1).otherwise(0)), F.lit(0)).alias("nulls"),
+        F.coalesce(F.sum(F.when(_any_null(keys), 1).otherwise(0)), F.lit(0)).alias("nulls"),
     ).first()
-    return Outcome(
-        row["nulls"] == 0,
-        f"{row['nulls']} of {row['rows']} rows have a null in ({', '.join(keys)})",
-        {"rows": row["rows"], "rows_with_null_keys": row["nulls"]},
-    )
+    return _not_null_outcome(keys, row["rows"], row["nulls"])
 
 
 def check_keys_unique(frame: DataFrame, keys: Iterable[str], sample: int = 5) -> Outcome:
@@ -251,11 +249,49 @@ def check_keys_unique(frame: DataFrame, keys: Iterable[str], sample: int = 5) ->
     stats = duplicates.select(
         F.count(F.lit(1)).alias("keys"), F.coalesce(F.sum("count"), F.lit(0)).alias("rows")
     ).first()
-    examples = [r.asDict() for r in duplicates.limit(sample).collect()] if stats["keys"] else []
+    return _unique_outcome(keys, duplicates, stats["keys"], stats["rows"], sample)
+
+
+def check_keys(frame: DataFrame, required: Iterable[str], unique: Iterable[str],
+               sample: int = 5) -> dict[str, Outcome]:
+    """`keys_not_null` and `keys_unique` from one pass over the table, when the required keys
+    are among the unique ones: the rows grouped by the unique keys tell both."""
+    required, unique = list(required), list(unique)
+    assert set(required) <= set(unique), (required, unique)
+    groups = frame.groupBy(*unique).count()
+    duplicate = F.col("count") > 1
+    stats = groups.select(
+        F.coalesce(F.sum("count"), F.lit(0)).alias("rows"),
+        F.coalesce(F.sum(F.when(_any_null(required), F.col("count"))), F.lit(0)).alias("nulls"),
+        F.count(F.when(duplicate, 1)).alias("keys"),
+        F.coalesce(F.sum(F.when(duplicate, F.col("count"))), F.lit(0)).alias("duplicated"),
+    ).first()
+    return {
+        KEYS_NOT_NULL: _not_null_outcome(required, stats["rows"], stats["nulls"]),
+        KEYS_UNIQUE: _unique_outcome(unique, groups.where(duplicate), stats["keys"],
+                                     stats["duplicated"], sample),
+    }
+
+
+def _any_null(keys: list[str]) -> Column:
+    return reduce(lambda a, b: a | b, [F.col(k).isNull() for k in keys])
+
+
+def _not_null_outcome(keys: list[str], rows: int, nulls: int) -> Outcome:
     return Outcome(
-        stats["keys"] == 0,
-        f"{stats['keys']} key value(s) of ({', '.join(keys)}) appear more than once",
-        {"duplicate_keys": stats["keys"], "rows_with_duplicate_keys": stats["rows"],
+        nulls == 0,
+        f"{nulls} of {rows} rows have a null in ({', '.join(keys)})",
+        {"rows": rows, "rows_with_null_keys": nulls},
+    )
+
+
+def _unique_outcome(keys: list[str], duplicates: DataFrame, duplicate_keys: int, rows: int,
+                    sample: int) -> Outcome:
+    examples = [r.asDict() for r in duplicates.limit(sample).collect()] if duplicate_keys else []
+    return Outcome(
+        duplicate_keys == 0,
+        f"{duplicate_keys} key value(s) of ({', '.join(keys)}) appear more than once",
+        {"duplicate_keys": duplicate_keys, "rows_with_duplicate_keys": rows,
          "examples": MetadataValue.json([{k: str(v) for k, v in e.items()} for e in examples])},
     )
 
@@ -303,6 +339,44 @@ def evaluate(
     raise ValueError(f"unknown check {check!r}")
 
 
+def evaluate_planned(
+    spark: SparkSession, lake: Any, table: StreamingTable,
+    planned: Iterable[tuple[str, str, Expectation]], config: ChecksConfig | None = None,
+) -> Iterator[tuple[str, str, Expectation, Outcome]]:
+    """`evaluate_recording_versions` for each (table, check, expectation), in order; when both
+    key checks of the query's table are among them, one pass over it tells both."""
+    config = config or ChecksConfig()
+    planned = list(planned)
+    required, unique = required_keys(table, config), unique_keys(table)
+    key_checks = {KEYS_NOT_NULL, KEYS_UNIQUE}
+    together = key_checks <= {c for n, c, _ in planned if n == table.name} \
+        and set(required) <= set(unique)
+    keys: dict[str, Outcome] = {}
+    for name, check, expectation in planned:
+        if together and name == table.name and check in key_checks:
+            keys = keys or key_outcomes(spark, lake, table, required, unique)
+            yield name, check, expectation, keys[check]
+        else:
+            yield name, check, expectation, evaluate_recording_versions(
+                spark, lake, table, name, check, expectation, config)
+
+
+def key_outcomes(spark: SparkSession, lake: Any, table: StreamingTable,
+                 required: tuple[str, ...], unique: tuple[str, ...]) -> dict[str, Outcome]:
+    """Both key checks of the query's table from one pass, with the versions read (taken
+    first, as in `evaluate_recording_versions`)."""
+    versions = versions_read(lake, table, table.name, KEYS_UNIQUE)
+    lake.attach(spark)
+    path = lake.table_path(table.name)
+    if not is_delta_table(spark, path):
+        return {check: _missing(path, table) for check in (KEYS_NOT_NULL, KEYS_UNIQUE)}
+    outcomes = check_keys(spark.read.format("delta").load(path), required, unique)
+    if None not in versions.values():
+        for outcome in outcomes.values():
+            outcome.metadata[VERSIONS_KEY] = MetadataValue.json(versions)
+    return outcomes
+
+
 @dataclass(frozen=True)
 class TableChecks:
     """The derived checks of one query, runnable outside their own step: the continuous job
@@ -314,9 +388,10 @@ class TableChecks:
 
     def evaluations(self, spark: SparkSession, lake: Any) -> list[AssetCheckEvaluation]:
         found = []
-        for name, check, expectation, _ in planned_checks(self.table, self.config):
-            outcome = evaluate_recording_versions(spark, lake, self.table, name, check,
-                                                  expectation, self.config)
+        planned = [(name, check, exp) for name, check, exp, _ in
+                   planned_checks(self.table, self.config)]
+        for name, check, expectation, outcome in evaluate_planned(spark, lake, self.table,
+                                                                  planned, self.config):
             found.append(AssetCheckEvaluation(
                 asset_key=AssetKey(name), check_name=check, passed=outcome.passed,
                 severity=_severity(expectation), description=outcome.description,
@@ -336,16 +411,23 @@ def table_checks(
             for t in tables}
 
 
-def versions_read(lake: Any, table: StreamingTable, name: str, check: str
-                  ) -> dict[str, str | None]:
-    """What a check's verdict depends on: the table's newest commit, and for the dead-letter
-    ratio its dead letters' too, as "version@commit time" (a table deleted and rebuilt to the
-    same version has other commit times); None where it cannot be told without Spark."""
+def commits_read(lake: Any, table: StreamingTable, name: str, check: str
+                 ) -> dict[str, tuple[int, float] | None]:
+    """The newest commit (version, commit file time) of each table a check's verdict depends
+    on: the table's, and for the dead-letter ratio its dead letters' too; None where it cannot
+    be told without Spark."""
     names = [name]
     if check == DEAD_LETTER_RATIO and table.dead_letter_table is not None:
         names.append(table.dead_letter_table)
-    commits = {n: commit_of(lake.table_path(n), lake.files) for n in names}
-    return {n: None if c is None else f"{c[0]}@{c[1]:.6f}" for n, c in commits.items()}
+    return {n: commit_of(lake.table_path(n), lake.files) for n in names}
+
+
+def versions_read(lake: Any, table: StreamingTable, name: str, check: str
+                  ) -> dict[str, str | None]:
+    """`commits_read` as "version@commit time" (a table deleted and rebuilt to the same
+    version has other commit times)."""
+    return {n: None if c is None else f"{c[0]}@{c[1]:.6f}"
+            for n, c in commits_read(lake, table, name, check).items()}
 
 
 def evaluate_recording_versions(
@@ -368,16 +450,37 @@ def without_spark(instance: Any, lake: Any, table: StreamingTable, name: str, ch
 
     Freshness is the age of its newest commit file. Every other check is a
     function of the tables' versions: when they are those its last completed evaluation
-    recorded, that evaluation's verdict stands, and is reported again saying so.
+    recorded, that evaluation's verdict stands, and is reported again saying so. The
+    dead-letter ratio is also told by the row counts the two tables' materializations
+    recorded, when both describe the tables as they stand.
     """
     if check == FRESHNESS:
         assert isinstance(expectation, FreshnessExpectation)
         commit = commit_of(lake.table_path(name), lake.files)
         return None if commit is None else freshness_outcome(*commit,
                                                              expectation.max_age_minutes)
-    versions = versions_read(lake, table, name, check)
-    if None in versions.values():
+    commits = commits_read(lake, table, name, check)
+    if None in commits.values():
         return None
+    versions = {n: f"{c[0]}@{c[1]:.6f}" for n, c in commits.items() if c is not None}
+    reused = last_verdict(instance, name, check, versions)
+    if reused is not None or check != DEAD_LETTER_RATIO:
+        return reused
+    assert isinstance(expectation, DeadLetterExpectation)
+    assert table.dead_letter_table is not None
+    rows = {n: recorded_rows(instance, n, c) for n, c in commits.items() if c is not None}
+    if None in rows.values():
+        return None
+    outcome = check_dead_letter_ratio(rows[name], rows[table.dead_letter_table],
+                                      expectation.max_ratio)
+    outcome.metadata["counted_from"] = "the row counts of the tables' materializations"
+    outcome.metadata[VERSIONS_KEY] = MetadataValue.json(versions)
+    return outcome
+
+
+def last_verdict(instance: Any, name: str, check: str, versions: dict[str, str]
+                 ) -> Outcome | None:
+    """The check's last completed verdict, when it was reached at these very versions."""
     records = instance.event_log_storage.get_asset_check_execution_history(
         AssetCheckKey(AssetKey(name), check), limit=1,
         status={AssetCheckExecutionRecordStatus.SUCCEEDED,
@@ -392,6 +495,16 @@ def without_spark(instance: Any, lake: Any, table: StreamingTable, name: str, ch
     metadata["reused_from_run"] = metadata.get("reused_from_run") or records[0].run_id
     description = (evaluation.description or "").removesuffix(REUSED)
     return Outcome(evaluation.passed, description + REUSED, metadata)
+
+
+def recorded_rows(instance: Any, name: str, commit: tuple[int, float]) -> int | None:
+    """The table's row count as its last materialization recorded it, if that was taken at
+    the table's newest commit (`table_state` records the commit's time as Delta's history
+    gives it: the commit file's, to the millisecond)."""
+    recorded = recorded_state(instance, name)
+    if recorded is None or recorded[0] != commit[0] or abs(recorded[2] - commit[1]) >= 0.001:
+        return None
+    return recorded[1]
 
 
 def build_checks(
@@ -417,21 +530,32 @@ def build_checks(
     )
     def _checks(context) -> Iterator[AssetCheckResult]:  # AssetCheckExecutionContext
         lake = context.resources.lake
-        for key in sorted(context.selected_asset_check_keys, key=lambda k: k.to_user_string()):
-            name, check, expectation = by_key[key]
-            # The session starts only for a check that must read a table: a run over tables
-            # that did not change answers from the logs and the previous results.
-            outcome = without_spark(context.instance, lake, table, name, check, expectation) \
-                or evaluate_recording_versions(context.resources.spark.spark_session, lake,
-                                               table, name, check, expectation, config)
-            yield AssetCheckResult(
-                asset_key=key.asset_key,
+
+        def result(name: str, check: str, expectation: Expectation, outcome: Outcome
+                   ) -> AssetCheckResult:
+            return AssetCheckResult(
+                asset_key=AssetKey(name),
                 check_name=check,
                 passed=outcome.passed,
                 severity=_severity(expectation),
                 description=outcome.description,
                 metadata=outcome.metadata,
             )
+
+        to_read = []
+        for key in sorted(context.selected_asset_check_keys, key=lambda k: k.to_user_string()):
+            name, check, expectation = by_key[key]
+            outcome = without_spark(context.instance, lake, table, name, check, expectation)
+            if outcome is None:
+                to_read.append((name, check, expectation))
+            else:
+                yield result(name, check, expectation, outcome)
+        # The session starts only for checks that must read a table: a run over tables
+        # that did not change answers from the logs and the previous results.
+        if to_read:
+            spark = context.resources.spark.spark_session
+            for found in evaluate_planned(spark, lake, table, to_read, config):
+                yield result(*found)
 
     return _checks
 

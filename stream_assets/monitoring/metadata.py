@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dagster import MetadataValue, TableColumn, TableSchema
+from dagster import AssetKey, DagsterInstance, MetadataValue, TableColumn, TableSchema
 from pyspark.sql.types import StructType
 
 from stream_assets.monitoring.lag import parse_offsets
@@ -161,6 +161,20 @@ def table_state(path: str, version: int, row_count: int, commit_time: float) -> 
         "dagster/row_count": row_count,
         "dagster/uri": table_uri(path),
     }
+
+
+def recorded_state(instance: DagsterInstance, name: str) -> tuple[int, int, float] | None:
+    """(Delta version, row count, commit time) from the table's last materialization, as
+    `table_state` wrote them; None when there is none or it lacks them."""
+    event = instance.get_latest_materialization_event(AssetKey(name))
+    materialization = event.asset_materialization if event is not None else None
+    if materialization is None:
+        return None
+    meta = materialization.metadata
+    if not {"delta_version", "dagster/row_count", "delta_commit_time"} <= meta.keys():
+        return None
+    return (int(meta["delta_version"].value), int(meta["dagster/row_count"].value),
+            float(meta["delta_commit_time"].value))
 
 
 def table_schema(schema: StructType, descriptions: Mapping[str, str] | None = None

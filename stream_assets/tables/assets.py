@@ -25,6 +25,7 @@ from pyspark.sql import SparkSession
 from stream_assets.errors import StreamFailed
 from stream_assets.monitoring.metadata import (
     query_metadata,
+    recorded_state,
     row_count_after,
     rows_written,
     table_schema,
@@ -88,19 +89,6 @@ def table_metadata(
         "rows_written": rows_written(new_commits),
         "dagster/column_schema": table_schema(frame.schema, descriptions),
     }
-
-
-def recorded_count(context: AssetExecutionContext, name: str) -> tuple[int, int, float] | None:
-    """(Delta version, row count, commit time) from the asset's last materialization."""
-    event = context.instance.get_latest_materialization_event(AssetKey(name))
-    materialization = event.asset_materialization if event is not None else None
-    if materialization is None:
-        return None
-    meta = materialization.metadata
-    if not {"delta_version", "dagster/row_count", "delta_commit_time"} <= meta.keys():
-        return None
-    return (int(meta["delta_version"].value), int(meta["dagster/row_count"].value),
-            float(meta["delta_commit_time"].value))
 
 
 def source_specs(tables: Sequence[StreamingTable]) -> list[AssetSpec]:
@@ -215,7 +203,7 @@ def build_asset(table: StreamingTable, cascade: refresh.Cascade | None = None):
                     ctx.lake.table_path(name),
                     result.versions_before[name],
                     result.versions_after[name],
-                    recorded_count(context, name),
+                    recorded_state(context.instance, name),
                     table.descriptions_of(name),
                 )
             )
@@ -249,7 +237,7 @@ def skipped_results(context: AssetExecutionContext, table: StreamingTable, lake:
     results: list[MaterializeResult | AssetCheckResult] = []
     for name in table.tables:
         path = lake.table_path(name)
-        recorded = recorded_count(context, name)
+        recorded = recorded_state(context.instance, name)
         version = delta_log_version(path, lake.files)
         if recorded is None or recorded[0] != version:
             return None
