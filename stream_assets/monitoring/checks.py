@@ -236,11 +236,10 @@ def check_schema(actual: StructType, declared: StructType, allow_extra: bool) ->
 
 def check_keys_not_null(frame: DataFrame, keys: Iterable[str]) -> Outcome:
     keys = list(keys)
-    row = frame.select(
-        F.count(F.lit(1)).alias("rows"),
-        F.coalesce(F.sum(F.when(_any_null(keys), 1).otherwise(0)), F.lit(0)).alias("nulls"),
-    ).first()
-    return _not_null_outcome(keys, row["rows"], row["nulls"])
+    # Two counts instead of one pass: Delta answers the first from its log's file statistics,
+    # and for the second reads only files whose statistics count a null in a key column (data
+    # skipping), none on a healthy table; so the check does not grow with the table.
+    return _not_null_outcome(keys, frame.count(), frame.where(_any_null(keys)).count())
 
 
 def check_keys_unique(frame: DataFrame, keys: Iterable[str], sample: int = 5) -> Outcome:
