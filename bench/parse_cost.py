@@ -24,16 +24,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import JvmCpu, Timer, spark_resource
 
+# The columns of Spark's Kafka source that the parser reads.
+KAFKA_ROWS = "key binary, value binary, topic string, partition int, offset long"
+
 
 def load(spark, events: int, bad_ratio: float):
     """A cached DataFrame of Kafka-shaped rows holding `events` generated records."""
     from stream_assets.dev.generator import generate_events
-    from stream_assets_tests.test_parse_events import KAFKA
 
     rows = [(r.key, r.value, "events", i % 4, i)
             for i, r in enumerate(generate_events(events, bad_ratio=bad_ratio, seed=1))]
     # createDataFrame from a list puts everything in one partition; spread it over the cores.
-    frame = spark.createDataFrame(rows, KAFKA).repartition(os.cpu_count() or 2).cache()
+    frame = spark.createDataFrame(rows, KAFKA_ROWS).repartition(os.cpu_count() or 2).cache()
     frame.count()
     return frame
 
