@@ -211,6 +211,45 @@ def _text(value: Any) -> str | None:
     return str(value) if isinstance(value, str | int) else None
 
 
+class _NotJson(ValueError):
+    pass
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise _NotJson("duplicate key")
+    return dict(pairs)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not JSON")
+
+
+def _no_lone_surrogate(value: Any) -> None:
+    texts = [value] if isinstance(value, str) else \
+        [*value.keys(), *value.values()] if isinstance(value, dict) else \
+        value if isinstance(value, list) else []
+    for text in texts:
+        if isinstance(text, str):
+            if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+                raise _NotJson("lone surrogate")
+        else:
+            _no_lone_surrogate(text)
+
+
+def _strict_json(text: str) -> Any:
+    """The whole text as RFC 8259 JSON (docs/guarantees.md): Python's json without what it
+    allows beyond the RFC (NaN and Infinity, duplicate keys, lone surrogate escapes); None if
+    it is not."""
+    try:
+        data = json.loads(text, object_pairs_hook=_refuse_duplicates,
+                          parse_constant=_refuse_constant)
+        _no_lone_surrogate(data)
+    except (ValueError, RecursionError):
+        return None
+    return data
+
+
 def _parse_record(
     raw: bytes | str | None, ids: Sequence[str], others: Sequence[str], time_column: str
 ) -> tuple[Row | None, str | None]:
@@ -223,10 +262,7 @@ def _parse_record(
             raw = raw.decode("utf-8")
         except UnicodeDecodeError:
             return None, "value is not valid UTF-8"
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        data = None
+    data = _strict_json(raw)
     if not isinstance(data, dict):
         return None, "not a JSON object"
     for name in ids:

@@ -59,13 +59,19 @@ def wrong_type(field: str, expected: str) -> str:
 
 def register_parser(spark: SparkSession) -> None:
     """Register the JVM parser in this session; MissingJars says how to get it there."""
+    register_function(spark, PARSER_FUNCTION, PARSER_CLASS, _PARSER_TYPE, "the event parser")
+
+
+def register_function(spark: SparkSession, name: str, java_class: str, returns: str,
+                      what: str) -> None:
+    """Register one of the project's JVM functions (jvm/udf) in this session under `name`."""
     from pyspark.errors import AnalysisException
 
     try:
-        spark.udf.registerJavaFunction(PARSER_FUNCTION, PARSER_CLASS, _PARSER_TYPE)
+        spark.udf.registerJavaFunction(name, java_class, returns)
     except AnalysisException as exc:
         raise MissingJars(
-            f"Spark cannot load the event parser ({PARSER_CLASS}): its jar is not on this "
+            f"Spark cannot load {what} ({java_class}): its jar is not on this "
             "session's classpath. Run 'stream-assets setup' (or 'make setup') to build it; the "
             "project's SparkResource puts it in spark.jars. A Spark Connect server or cluster "
             "started elsewhere needs that jar (the 'udf' folder of the jars) in its spark.jars."

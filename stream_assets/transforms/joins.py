@@ -16,7 +16,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from stream_assets.transforms.events import EMPTY_VALUE, NOT_UTF8, NULL_VALUE
+from stream_assets.transforms.events import EMPTY_VALUE, NOT_UTF8, NULL_VALUE, register_function
 
 IMPRESSION_WATERMARK = "10 minutes"
 CLICK_WATERMARK = "10 minutes"
@@ -32,6 +32,13 @@ _CLICK_JSON = StructType(
     [StructField(name, StringType()) for name in ("click_id", "impression_id", "timestamp")]
 )
 
+# The project's JVM check (jvm/udf/.../WholeJsonObject.java): the value is one strict JSON
+# object with nothing after it. from_json alone would take single quotes, NaN, duplicate keys
+# and text after the object.
+WHOLE_OBJECT_FUNCTION = "stream_assets_whole_json_object"
+WHOLE_OBJECT_CLASS = "io.github.streamassets.udf.WholeJsonObject"
+NOT_AN_OBJECT = "not a JSON object"
+
 _USER_COLUMNS = ("user_name", "user_segment", "registration_date")
 _STARTS_WITH_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _EARLIEST = "0001-01-01 00:00:00"
@@ -46,7 +53,10 @@ def _parse(
     The shape of a source parser (stream_assets/tables/sources.py): Kafka's columns pass
     through, so a record that is refused reaches the dead letters with its exact bytes.
     """
+    register_function(kafka_df.sparkSession, WHOLE_OBJECT_FUNCTION, WHOLE_OBJECT_CLASS,
+                      "boolean", "the impressions' and clicks' JSON check")
     raw_value = F.col("value").cast("string")
+    # Lenient, but it only reads values the strict check below has passed.
     data = F.from_json(raw_value, schema)
     parsed = kafka_df.select(
         *_kafka_columns(kafka_df), raw_value.alias("__raw_value"), data.alias("__data")
@@ -57,14 +67,14 @@ def _parse(
         F.try_to_timestamp(F.col("__data.timestamp")).alias(time_column),
     )
     # The first failing check names the error; empty ids are as useless as missing ones.
-    # from_json turns malformed input into a struct of nulls, indistinguishable from `{}`;
-    # json_object_keys is null for anything but a JSON object (arrays, scalars, garbage).
+    # from_json turns malformed input into a struct of nulls, indistinguishable from `{}`, so
+    # the JVM check decides what is a JSON object (arrays, scalars, garbage, near-JSON are not).
     # Bytes that are not UTF-8 would parse into ids holding replacement characters.
     checks: list[tuple[Column, str]] = [
         (F.col("value").isNull(), NULL_VALUE),
         (F.length(F.col("value")) == 0, EMPTY_VALUE),
         (~F.is_valid_utf8(F.col("__raw_value")), NOT_UTF8),
-        (F.json_object_keys("__raw_value").isNull(), "not a JSON object"),
+        (~F.call_function(WHOLE_OBJECT_FUNCTION, F.col("value")), NOT_AN_OBJECT),
     ]
     checks += [
         (F.coalesce(F.col(f"__data.{name}"), F.lit("")) == "", f"missing {name}")

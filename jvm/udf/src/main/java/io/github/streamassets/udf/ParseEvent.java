@@ -1,11 +1,11 @@
 package io.github.streamassets.udf;
 
-import com.fasterxml.jackson.core.JsonFactory;
-import com.fasterxml.jackson.core.JsonParseException;
+import static io.github.streamassets.udf.StrictJson.skip;
+
 import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.core.JsonToken;
-import com.fasterxml.jackson.core.StreamReadFeature;
 import java.io.IOException;
+import io.github.streamassets.udf.StrictJson.Strings;
 import java.nio.charset.StandardCharsets;
 import java.util.Map;
 import java.util.TreeMap;
@@ -18,11 +18,12 @@ import org.apache.spark.sql.api.java.UDF1;
  * that needs the JSON, in the order stream_assets/transforms/events.py lists them.
  *
  * <p>What counts as JSON is what Spark's VARIANT parser (try_parse_json) accepts, the contract
- * before this function: Jackson's default factory and limits, the first value read and anything
- * after it ignored, duplicate keys refused at any depth, a lone surrogate refused. Unlike Spark
- * 4.2's parser, which builds a Jackson factory per record and then needs a Cast per value to get
- * strings out of the VARIANT, it reads each value once (docs/benchmarks.md). The checks that need
- * no JSON (null, empty, UTF-8) and the timestamp's cast stay in Spark, in events.py.
+ * before this function (StrictJson): Jackson's default factory and limits, the first value read
+ * and anything after it ignored, duplicate keys refused at any depth, a lone surrogate refused.
+ * Unlike Spark 4.2's parser, which builds a Jackson factory per record and then needs a Cast per
+ * value to get strings out of the VARIANT, it reads each value once (docs/benchmarks.md). The
+ * checks that need no JSON (null, empty, UTF-8) and the timestamp's cast stay in Spark, in
+ * events.py.
  *
  * <p>Returns a row of the struct events.py registers it with (_PARSER_TYPE there): the four
  * strings (a field that is not a string carries its JSON text), the properties when they are an
@@ -39,9 +40,6 @@ public final class ParseEvent implements UDF1<byte[], Row> {
       "unusable event_type: empty, a control character or over "
           + EVENT_TYPE_MAX_BYTES + " bytes";
   static final String BAD_PROPERTIES = "wrong type: properties must be an object of strings";
-
-  private static final JsonFactory FACTORY =
-      JsonFactory.builder().enable(StreamReadFeature.STRICT_DUPLICATE_DETECTION).build();
 
   // The string fields in the order of their checks: required ones first.
   private static final String[] NAMES = {"event_id", "timestamp", "event_type", "user_id"};
@@ -62,10 +60,9 @@ public final class ParseEvent implements UDF1<byte[], Row> {
       return NOTHING;
     }
     String text = new String(value, StandardCharsets.UTF_8);
-    // Valid UTF-8 holds no surrogate, so only a \\u escape can make a lone one.
-    Strings read = text.indexOf("\\u") < 0 ? Strings.PLAIN : Strings.ESCAPED;
+    Strings read = Strings.of(text);
     Fields fields = new Fields();
-    try (JsonParser p = FACTORY.createParser(text)) {
+    try (JsonParser p = StrictJson.FACTORY.createParser(text)) {
       JsonToken first = p.nextToken();
       if (first == null) {
         return INVALID;
@@ -200,60 +197,5 @@ public final class ParseEvent implements UDF1<byte[], Row> {
     int start = (int) p.currentTokenLocation().getCharOffset();
     skip(p, first, read);
     return text.substring(start, (int) p.currentLocation().getCharOffset());
-  }
-
-  /**
-   * Reads one value to its end, decoding every string and number as the VARIANT parser does, so
-   * that a malformed one inside a field nobody reads is still invalid JSON.
-   */
-  private static void skip(JsonParser p, JsonToken first, Strings read) throws IOException {
-    int depth = 0;
-    JsonToken t = first;
-    while (true) {
-      if (t == null) {
-        throw new JsonParseException(p, "unexpected end of input");
-      }
-      switch (t) {
-        case START_OBJECT, START_ARRAY -> depth++;
-        case END_OBJECT, END_ARRAY -> depth--;
-        case FIELD_NAME -> read.name(p);
-        case VALUE_STRING -> read.text(p);
-        case VALUE_NUMBER_INT, VALUE_NUMBER_FLOAT -> p.getNumberValue();
-        default -> { }
-      }
-      if (depth == 0) {
-        return;
-      }
-      t = p.nextToken();
-    }
-  }
-
-  /** Reads strings; Spark's VARIANT parser refuses a lone surrogate, which only an escape makes. */
-  private enum Strings {
-    PLAIN,
-    ESCAPED;
-
-    String text(JsonParser p) throws IOException {
-      return checked(p, p.getText());
-    }
-
-    String name(JsonParser p) throws IOException {
-      return checked(p, p.currentName());
-    }
-
-    private String checked(JsonParser p, String s) throws IOException {
-      if (this == ESCAPED) {
-        for (int i = 0; i < s.length(); i++) {
-          char c = s.charAt(i);
-          if (Character.isHighSurrogate(c) && i + 1 < s.length()
-              && Character.isLowSurrogate(s.charAt(i + 1))) {
-            i++;
-          } else if (Character.isSurrogate(c)) {
-            throw new JsonParseException(p, "lone surrogate");
-          }
-        }
-      }
-      return s;
-    }
   }
 }
