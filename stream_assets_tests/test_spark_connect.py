@@ -38,7 +38,10 @@ def connect_run(connect_server, cluster_events, tmp_path_factory):
 
 
 def test_connect_run_writes_each_record_once_like_the_local_run(connect_run, cluster_events,
-                                                                local_run, spark):
+                                                                local_run, spark, connect_server):
+    # The server has no `udf` jar, as a user's own server need not: the event parser reached
+    # it as an artifact of the run's session (resources/spark.py upload_functions).
+    assert "stream-assets-udf" not in connect_server.server_config()["spark.jars"]
     lake, report = connect_run
     for table in ("raw_events", "dead_letter_queue"):
         assert_rows_equal(table_rows(spark, lake, table), table_rows(spark, local_run, table))

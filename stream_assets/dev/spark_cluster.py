@@ -14,8 +14,10 @@ server accepts connections), on free ports bound to 127.0.0.1, with their logs i
 Used by the tests and `bench/connect_overhead.py`.
 
 The Connect server is started with the configuration a local `SparkResource` would use (Delta's
-SQL extension and catalog, the RocksDB state store, redaction, the project's jars through
-`spark.jars`), so tables written through it are the ones a local run writes. Delta's own Spark
+SQL extension and catalog, the RocksDB state store, redaction, the `spark` jars through
+`spark.jars`), so tables written through it are the ones a local run writes. The project's own
+functions (the `udf` jars) are not on it: each SparkResource session uploads them, as it does to
+a user's server. Delta's own Spark
 Connect plugins (`io.delta:delta-connect-server`, for the `DeltaTable` Python API) are added only
 when their jars are passed in `extra_jars`; see docs/cluster.md.
 """
@@ -35,6 +37,7 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from stream_assets import jars
 from stream_assets.dev.processes import popen
 from stream_assets.errors import StreamAssetsError
 
@@ -283,7 +286,9 @@ class ConnectServer:
         from stream_assets.resources.spark import SparkResource
 
         conf = SparkResource(master=self.master).session_config()
-        jar_list = [conf["spark.jars"], *(str(j) for j in self.extra_jars)]
+        # Not the `udf` jars: each client session uploads them (resources/spark.py
+        # upload_functions), and a server without them is what a user's own server is.
+        jar_list = [*(str(j) for j in jars.jars("spark")), *(str(j) for j in self.extra_jars)]
         conf["spark.jars"] = ",".join(j for j in jar_list if j)
         if any("delta-connect-server" in j.name for j in self.extra_jars):
             conf.update(DELTA_CONNECT_PLUGINS)

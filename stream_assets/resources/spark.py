@@ -14,6 +14,7 @@ from pydantic import Field, PrivateAttr
 from pyspark.sql import SparkSession
 
 from stream_assets import jars
+from stream_assets.errors import MissingJars
 
 # Spark already redacts keys that look like passwords; these add the values and option names
 # our sources carry (SASL JAAS configs, Event Hubs connection strings, webhook URLs).
@@ -44,6 +45,19 @@ def _local_defaults() -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.ui.enabled": "false",
     }
+
+
+def upload_functions(session: SparkSession) -> None:
+    """The project's own functions (the `udf` jars: the parsers of transforms/events.py and
+    transforms/joins.py) as artifacts of a Spark Connect session, so that a server started
+    elsewhere needs only Spark's, Delta's and Kafka's jars (docs/cluster.md). A session the
+    server clones for a query keeps them (jobs.QuerySessions). Without a local build the
+    server may still have them in its spark.jars; if not, the parsers raise MissingJars."""
+    try:
+        found = jars.jars("udf")
+    except MissingJars:
+        return
+    session.addArtifacts(*(str(p) for p in found))
 
 
 class SparkResource(LazyPySparkResource):
@@ -108,6 +122,8 @@ class SparkResource(LazyPySparkResource):
         session = builder.getOrCreate()
         if self.remote is None:
             session.sparkContext.setLogLevel(self.log_level)
+        else:
+            upload_functions(session)
         return session
 
     # Steps of one run may ask for the session at the same time (parallel_executor.py): one

@@ -73,8 +73,9 @@ def register_function(spark: SparkSession, name: str, java_class: str, returns: 
         raise MissingJars(
             f"Spark cannot load {what} ({java_class}): its jar is not on this "
             "session's classpath. Run 'stream-assets setup' (or 'make setup') to build it; the "
-            "project's SparkResource puts it in spark.jars. A Spark Connect server or cluster "
-            "started elsewhere needs that jar (the 'udf' folder of the jars) in its spark.jars."
+            "project's SparkResource puts it in spark.jars, or uploads it to a Spark Connect "
+            "session. A session built otherwise needs that jar (the 'udf' folder of the jars) "
+            "in its spark.jars, or added with addArtifacts over Spark Connect."
         ) from exc
 
 
