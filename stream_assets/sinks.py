@@ -27,8 +27,12 @@ def app_id(query: str, table: str) -> str:
 
 
 def append_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
-                partition_by: tuple[str, ...] = ()) -> None:
-    """Append a batch to a Delta table, skipped if this batch id was already committed."""
+                partition_by: tuple[str, ...] = (),
+                properties: tuple[tuple[str, str], ...] = ()) -> None:
+    """Append a batch to a Delta table, skipped if this batch id was already committed.
+
+    `properties` (`delta.*`) become the table's properties when this write creates it; Delta
+    ignores them on a table that exists (set_properties changes those)."""
     writer = (
         df.write.format("delta")
         .mode("append")
@@ -37,13 +41,15 @@ def append_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
         # New columns in the batch may be added, never silently dropped.
         .option("mergeSchema", "true")
     )
+    for key, value in properties:
+        writer = writer.option(key, value)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.save(path)
 
 
 def merge_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
-               keys: tuple[str, ...]) -> None:
+               keys: tuple[str, ...], properties: tuple[tuple[str, str], ...] = ()) -> None:
     """Upsert a batch on `keys`, skipped if this batch id was already committed.
 
     MERGE takes its transaction identifiers from session settings rather than writer
@@ -58,7 +64,7 @@ def merge_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
     if not is_delta_table(spark, path):
         # First batch: MERGE into nothing is an insert, and the append records the same
         # transaction id, so a replay of this batch is skipped by the MERGE path below.
-        append_once(df, path, query, table, batch_id)
+        append_once(df, path, query, table, batch_id, properties=properties)
         return
     # Spark's own DataFrame.mergeInto (not DeltaTable.merge): the same Delta MERGE, and it
     # also runs over Spark Connect, where DeltaTable needs Delta's server plugins. The target
@@ -91,6 +97,24 @@ def merge_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
             spark.conf.unset(TXN_VERSION)
     finally:
         df.unpersist()
+
+
+def set_properties(spark: SparkSession, path: str,
+                   properties: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """Give an existing table the `properties` it does not hold yet (one commit), and return
+    them; a table that does not exist yet gets them from the write that creates it."""
+    if not properties or not is_delta_table(spark, path):
+        return {}
+    held = spark.sql(f"DESCRIBE DETAIL {sql_path(path)}").first()["properties"] or {}
+    changed = {key: value for key, value in properties if held.get(key) != value}
+    if changed:
+        assignments = ", ".join(f"{_literal(k)} = {_literal(v)}" for k, v in changed.items())
+        spark.sql(f"ALTER TABLE {sql_path(path)} SET TBLPROPERTIES ({assignments})")
+    return changed
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def is_connect(spark: SparkSession) -> bool:

@@ -72,6 +72,10 @@ def table(**fields) -> StreamingTable:
         ({"sink": DeltaMerge()}, "keys", "declare them"),
         ({"dead_letters": "dl"}, "dead_letters", "no source has a parser"),
         ({"freshness": "1 hour"}, "freshness", "not a FreshnessPolicy"),
+        ({"table_properties": {"owner": "me"}}, "table_properties", "put other metadata in tags"),
+        ({"table_properties": {"delta.appendOnly": True}}, "table_properties",
+         "must be a string"),
+        ({"table_properties": "delta.appendOnly=true"}, "table_properties", "a mapping"),
     ],
 )
 def test_a_wrong_declaration_is_refused_naming_the_table_and_the_field(fields, field, says):

@@ -61,7 +61,9 @@ class StreamingTable:
     check compares with the Delta table; `column_descriptions` show in the UI's column table.
     `expectations` are rules about its rows, judged in every micro-batch (expectations.py).
     `freshness` is the table's Dagster freshness policy (default: warn after 30 minutes
-    without a materialization, stale after an hour; None: no policy).
+    without a materialization, stale after an hour; None: no policy). `table_properties` are
+    Delta table properties of the table (`delta.*`, e.g. `delta.dataSkippingStatsColumns`):
+    set when the table is created, and set again before a run when they differ (writes.py).
     """
 
     name: str
@@ -81,6 +83,7 @@ class StreamingTable:
     group: str = "streaming"
     owners: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
+    table_properties: Mapping[str, str] = field(default_factory=dict)
     freshness: FreshnessPolicy | None = DEFAULT_FRESHNESS
 
     def __post_init__(self) -> None:
@@ -92,6 +95,8 @@ class StreamingTable:
         if isinstance(self.unique_keys, list):
             object.__setattr__(self, "unique_keys", tuple(self.unique_keys))
         object.__setattr__(self, "sources", dict(self.sources))
+        if isinstance(self.table_properties, Mapping):
+            object.__setattr__(self, "table_properties", dict(self.table_properties))
         self._validate()
 
     # -- what is refused at load --------------------------------------------------------------
@@ -127,9 +132,24 @@ class StreamingTable:
         if self.freshness is not None and not isinstance(self.freshness, FreshnessPolicy):
             self._refuse("freshness", f"{self.freshness!r} is not a FreshnessPolicy, e.g. "
                          "FreshnessPolicy.time_window(fail_window=timedelta(hours=2)), or None")
+        self._validate_properties()
         if self.sink.needs_keys and not self.keys:
             self._refuse("keys", f"{type(self.sink).__name__} upserts on the table's keys; "
                          "declare them")
+
+    def _validate_properties(self) -> None:
+        if not isinstance(self.table_properties, Mapping):
+            self._refuse("table_properties", "must be a mapping of Delta table properties to "
+                         "strings, e.g. {'delta.dataSkippingStatsColumns': 'event_id'}")
+        for key, value in self.table_properties.items():
+            # Delta keeps a writer's `delta.*` options as the new table's properties, and
+            # ignores any other key there (writes.py); other metadata belongs in `tags`.
+            if not isinstance(key, str) or not key.startswith("delta."):
+                self._refuse("table_properties", f"{key!r} is not a Delta table property "
+                             "(they start with 'delta.'); put other metadata in tags")
+            if not isinstance(value, str):
+                self._refuse("table_properties", f"{key}: {value!r} must be a string, as "
+                             "Delta stores it, e.g. 'true' or '30 days'")
 
     def _validate_expectations(self) -> None:
         names = [e.name for e in self.expectations]
@@ -345,7 +365,7 @@ class StreamingTable:
     def writer(self, stream: DataFrame, paths: Mapping[str, str]) -> DataStreamWriter:
         """The writeStream of the query (without its name, trigger and checkpoint)."""
         target = WriteTarget(self.name, self.name, paths[self.name], self.keys,
-                             self.partition_by)
+                             self.partition_by, tuple(sorted(self.table_properties.items())))
         dead = self.dead_letter_table
         if dead is None and not self.expectations:
             return self.sink.stream_writer(stream, target)

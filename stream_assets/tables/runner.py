@@ -31,7 +31,7 @@ from stream_assets.errors import (
     TableBusy,
 )
 from stream_assets.resources.lake import DeltaLake
-from stream_assets.sinks import delta_version, is_connect
+from stream_assets.sinks import delta_version, is_connect, set_properties
 from stream_assets.tables.checkpoint_guard import (
     Cleanup,
     guard_checkpoint,
@@ -140,6 +140,9 @@ def start(
     if not source_checked:
         ctx.check_reachable(table)
     guard_checkpoint(table, ctx, cleanup)
+    # A declaration whose table properties changed since the table was created.
+    set_properties(ctx.spark, ctx.lake.table_path(table.name),
+                   tuple(sorted(table.table_properties.items())))
     stream = table.build_stream(read_sources(table, ctx))
     writer = table.writer(stream, ctx.table_paths(table))
     writer = writer.queryName(table.name).option(

@@ -37,6 +37,9 @@ class WriteTarget:
     path: str
     keys: tuple[str, ...] = ()
     partition_by: tuple[str, ...] = ()
+    # The declaration's table properties, as (key, value) pairs: the writes that can create the
+    # table pass them, and Delta keeps them as the new table's properties.
+    properties: tuple[tuple[str, str], ...] = ()
 
 
 class Sink:
@@ -60,11 +63,16 @@ class Sink:
 @dataclass(frozen=True)
 class DeltaAppend(Sink):
     """Append every row once. On its own, Delta's streaming sink (exactly once through the
-    checkpoint and Delta's log); beside dead letters, an idempotent append per batch."""
+    checkpoint and Delta's log); beside dead letters, or with table properties, an idempotent
+    append per batch. Always in append output mode: a batch's rows are new rows."""
 
-    output_mode: str = "append"
+    output_mode: ClassVar[str] = "append"
 
     def stream_writer(self, stream: DataFrame, target: WriteTarget) -> DataStreamWriter:
+        if target.properties:
+            # Delta's streaming sink does not keep `delta.*` options as table properties when
+            # it creates the table; a batch write does.
+            return super().stream_writer(stream, target)
         writer = stream.writeStream.format("delta").outputMode(self.output_mode)
         if target.partition_by:
             writer = writer.partitionBy(*target.partition_by)
@@ -72,7 +80,7 @@ class DeltaAppend(Sink):
 
     def write_batch(self, batch: DataFrame, batch_id: int, target: WriteTarget) -> None:
         sinks.append_once(batch, target.path, target.query, target.table, batch_id,
-                          target.partition_by)
+                          target.partition_by, target.properties)
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,8 @@ class DeltaMerge(Sink):
     def write_batch(self, batch: DataFrame, batch_id: int, target: WriteTarget) -> None:
         if self.stamp_column:
             batch = batch.withColumn(self.stamp_column, F.lit(datetime.now(UTC)))
-        sinks.merge_once(batch, target.path, target.query, target.table, batch_id, target.keys)
+        sinks.merge_once(batch, target.path, target.query, target.table, batch_id, target.keys,
+                         target.properties)
 
 
 def split_writer(sink: Sink, target: WriteTarget, dead: WriteTarget | None,
