@@ -65,9 +65,9 @@ def _pause_hook(pause_at: str, signal_dir: Path) -> None:
         while not (signal_dir / "release").exists():
             time.sleep(0.05)
 
-    def append_once(df, path, query, name, batch_id, partition_by=()):
+    def append_once(df, path, query, name, batch_id, *layout, **options):
         pause("before", batch_id, name)
-        original(df, path, query, name, batch_id, partition_by)
+        original(df, path, query, name, batch_id, *layout, **options)
         pause("after", batch_id, name)
 
     sinks.append_once = append_once
