@@ -226,15 +226,15 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _no_lone_surrogate(value: Any) -> None:
-    texts = [value] if isinstance(value, str) else \
-        [*value.keys(), *value.values()] if isinstance(value, dict) else \
-        value if isinstance(value, list) else []
-    for text in texts:
-        if isinstance(text, str):
-            if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
-                raise _NotJson("lone surrogate")
-        else:
-            _no_lone_surrogate(text)
+    if isinstance(value, str):
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+            raise _NotJson("lone surrogate")
+    elif isinstance(value, dict):
+        for part in (*value.keys(), *value.values()):
+            _no_lone_surrogate(part)
+    elif isinstance(value, list):
+        for part in value:
+            _no_lone_surrogate(part)
 
 
 def _strict_json(text: str) -> Any:

@@ -425,8 +425,12 @@ def versions_read(lake: Any, table: StreamingTable, name: str, check: str
                   ) -> dict[str, str | None]:
     """`commits_read` as "version@commit time" (a table deleted and rebuilt to the same
     version has other commit times)."""
-    return {n: None if c is None else f"{c[0]}@{c[1]:.6f}"
+    return {n: None if c is None else _stamp(c)
             for n, c in commits_read(lake, table, name, check).items()}
+
+
+def _stamp(commit: tuple[int, float]) -> str:
+    return f"{commit[0]}@{commit[1]:.6f}"
 
 
 def evaluate_recording_versions(
@@ -461,7 +465,7 @@ def without_spark(instance: Any, lake: Any, table: StreamingTable, name: str, ch
     commits = commits_read(lake, table, name, check)
     if None in commits.values():
         return None
-    versions = {n: f"{c[0]}@{c[1]:.6f}" for n, c in commits.items() if c is not None}
+    versions = {n: _stamp(c) for n, c in commits.items() if c is not None}
     reused = last_verdict(instance, name, check, versions)
     if reused is not None or check != DEAD_LETTER_RATIO:
         return reused

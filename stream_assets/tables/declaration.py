@@ -232,6 +232,11 @@ class StreamingTable:
         return self.dead_letters or f"{self.name}_dead_letters"
 
     @property
+    def property_pairs(self) -> tuple[tuple[str, str], ...]:
+        """`table_properties` as sorted (key, value) pairs, as the writes take them."""
+        return tuple(sorted(self.table_properties.items()))
+
+    @property
     def tables(self) -> tuple[str, ...]:
         """Every table the query writes: its own, then its dead letters."""
         dead = self.dead_letter_table
@@ -365,7 +370,7 @@ class StreamingTable:
     def writer(self, stream: DataFrame, paths: Mapping[str, str]) -> DataStreamWriter:
         """The writeStream of the query (without its name, trigger and checkpoint)."""
         target = WriteTarget(self.name, self.name, paths[self.name], self.keys,
-                             self.partition_by, tuple(sorted(self.table_properties.items())))
+                             self.partition_by, self.property_pairs)
         dead = self.dead_letter_table
         if dead is None and not self.expectations:
             return self.sink.stream_writer(stream, target)

@@ -141,8 +141,7 @@ def start(
         ctx.check_reachable(table)
     guard_checkpoint(table, ctx, cleanup)
     # A declaration whose table properties changed since the table was created.
-    set_properties(ctx.spark, ctx.lake.table_path(table.name),
-                   tuple(sorted(table.table_properties.items())))
+    set_properties(ctx.spark, ctx.lake.table_path(table.name), table.property_pairs)
     stream = table.build_stream(read_sources(table, ctx))
     writer = table.writer(stream, ctx.table_paths(table))
     writer = writer.queryName(table.name).option(
