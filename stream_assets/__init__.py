@@ -75,7 +75,7 @@ __all__ = [
 if TYPE_CHECKING:
     from stream_assets.component import StreamingTablesComponent
     from stream_assets.errors import DeclarationError, StreamAssetsError
-    from stream_assets.monitoring.checks import ChecksConfig
+    from stream_assets.monitoring.check_config import ChecksConfig
     from stream_assets.project import build_definitions, default_resources
     from stream_assets.resources import DeltaLake, EventHubsSource, KafkaSource, SparkResource
     from stream_assets.tables.declaration import StreamingTable

@@ -26,7 +26,7 @@ from dagster import AssetsDefinition, AssetSpec, EnvVar
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from stream_assets.errors import DeclarationError
-from stream_assets.monitoring.checks import ChecksConfig
+from stream_assets.monitoring.check_config import ChecksConfig
 from stream_assets.project import build_definitions
 from stream_assets.resources import DeltaLake, EventHubsSource, KafkaSource, SparkResource
 from stream_assets.tables.declaration import StreamingTable

@@ -21,7 +21,8 @@ from dagster import (
 from stream_assets.continuous_runs import continuous_writers
 from stream_assets.errors import DeclarationError, StreamAssetsError
 from stream_assets.jobs import build_continuous_job
-from stream_assets.monitoring.checks import ChecksConfig, build_all_checks, table_checks
+from stream_assets.monitoring.check_config import ChecksConfig
+from stream_assets.monitoring.checks import build_all_checks, table_checks
 from stream_assets.monitoring.sensors import (
     build_catch_up_sensor,
     build_health_checks,

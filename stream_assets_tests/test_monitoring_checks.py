@@ -19,19 +19,20 @@ from dagster import (
 from pyspark.sql import functions as F
 
 from stream_assets import schemas
-from stream_assets.monitoring.checks import (
+from stream_assets.monitoring.check_config import (
     ChecksConfig,
     DeadLetterExpectation,
     Expectation,
     SchemaExpectation,
-    build_checks,
+)
+from stream_assets.monitoring.check_evaluations import (
     check_freshness,
     check_keys,
     check_keys_not_null,
     check_keys_unique,
     check_schema,
-    planned_checks,
 )
+from stream_assets.monitoring.checks import build_checks, planned_checks
 from stream_assets.monitoring.metadata import table_state
 from stream_assets.resources import DeltaLake
 from stream_assets.sinks import delta_history

@@ -23,7 +23,7 @@ from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG
 from stream_assets.dev.generator import GOOD, Record, generate_events
 from stream_assets.dev.producer import produce
 from stream_assets.errors import CheckpointMismatch, StreamAssetsError, TableBusy
-from stream_assets.monitoring.checks import ChecksConfig
+from stream_assets.monitoring.check_config import ChecksConfig
 from stream_assets.project import refresh_closure
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.kafka import KafkaConnection

@@ -16,7 +16,7 @@ from pydantic_core import PydanticUndefined
 from stream_assets import paths
 from stream_assets.jobs import ContinuousConfig
 from stream_assets.monitoring import sensors
-from stream_assets.monitoring.checks import (
+from stream_assets.monitoring.check_config import (
     ChecksConfig,
     DeadLetterExpectation,
     Expectation,

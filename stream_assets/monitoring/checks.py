@@ -10,15 +10,17 @@ can block downstream materializations.
 One multi-asset check per query: one step, one Spark session for all of a query's checks,
 started only for checks that cannot be told from the Delta logs, the previous verdicts and the
 materializations' row counts (`without_spark`); both key checks share one pass over the table.
+
+The checks' configuration lives in check_config.py, their verdicts (pure functions of a
+table's rows, schema and commits) in check_evaluations.py; this module plans them from a
+declaration, reads the tables and reports to Dagster.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import reduce
-from typing import Any, Literal
+from typing import Any
 
 from dagster import (
     AssetCheckEvaluation,
@@ -28,7 +30,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetKey,
-    Config,
     MetadataValue,
     multi_asset_check,
 )
@@ -36,89 +37,41 @@ from dagster import (
 # Dagster does not export the status of a check's execution; the event log storage is the
 # only place that says which past evaluations completed.
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-from pydantic import Field
-from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
 from pyspark.sql.types import StructType
 
+from stream_assets.monitoring.check_config import (
+    DEAD_LETTER_RATIO,
+    FRESHNESS,
+    KEYS_NOT_NULL,
+    KEYS_UNIQUE,
+    SCHEMA,
+    ChecksConfig,
+    DeadLetterExpectation,
+    Expectation,
+    FreshnessExpectation,
+    SchemaExpectation,
+)
+from stream_assets.monitoring.check_evaluations import (
+    Outcome,
+    check_dead_letter_ratio,
+    check_freshness,
+    check_keys,
+    check_keys_not_null,
+    check_keys_unique,
+    check_schema,
+    freshness_outcome,
+)
 from stream_assets.monitoring.metadata import recorded_state
-from stream_assets.sinks import commit_of, history_frame, is_delta_table
+from stream_assets.sinks import commit_of, is_delta_table
 from stream_assets.tables.declaration import StreamingTable
 
-Severity = Literal["WARN", "ERROR"]
 RESOURCE_KEYS = {"spark", "lake"}
 
-FRESHNESS = "freshness"
-DEAD_LETTER_RATIO = "dead_letter_ratio"
-SCHEMA = "schema"
-KEYS_NOT_NULL = "keys_not_null"
-KEYS_UNIQUE = "keys_unique"
 # In each evaluation's metadata: the Delta versions it read, so an unchanged table's verdict
 # can be reported again without reading it (`without_spark`).
 VERSIONS_KEY = "delta_versions"
 REUSED = " (table unchanged since this verdict: same Delta commits)"
-
-
-class Expectation(Config):
-    """Whether a check runs, and what a failure means: a warning or an error."""
-
-    enabled: bool = Field(default=True, description="Off: the check is not defined at all.")
-    severity: Severity = Field(default="ERROR", description="WARN or ERROR when it fails.")
-    blocking: bool = Field(
-        default=False, description="A failed ERROR check stops downstream materializations."
-    )
-
-
-class FreshnessExpectation(Expectation):
-    severity: Severity = Field(default="WARN", description="WARN or ERROR when it fails.")
-    max_age_minutes: float = Field(
-        default=60.0, description="The table's last Delta commit must be at most this old."
-    )
-
-
-class DeadLetterExpectation(Expectation):
-    severity: Severity = Field(default="WARN", description="WARN or ERROR when it fails.")
-    max_ratio: float = Field(
-        default=0.05, description="Dead letters / all records read, over the whole tables."
-    )
-
-
-class SchemaExpectation(Expectation):
-    allow_extra_columns: bool = Field(
-        default=True, description="Columns beyond the declared ones (mergeSchema) pass."
-    )
-
-
-class ChecksConfig(Config):
-    """One expectation per kind of check; build_checks applies it to every table."""
-
-    freshness: FreshnessExpectation = Field(
-        default_factory=FreshnessExpectation, description="Last Delta commit recent enough."
-    )
-    dead_letter_ratio: DeadLetterExpectation = Field(
-        default_factory=DeadLetterExpectation, description="Share of records dead-lettered."
-    )
-    schema_matches: SchemaExpectation = Field(
-        default_factory=SchemaExpectation, description="Columns and types as declared."
-    )
-    keys_not_null: Expectation = Field(
-        default_factory=Expectation, description="Declared key columns hold no nulls."
-    )
-    keys_unique: Expectation = Field(
-        default_factory=Expectation, description="Declared keys identify one row each."
-    )
-    nullable_keys: dict[str, list[str]] = Field(
-        default_factory=dict,
-        description="Key columns that may be null, per table (the right side of an outer "
-        "join), e.g. {'impression_clicks': ['click_id']}.",
-    )
-
-
-@dataclass(frozen=True)
-class Outcome:
-    passed: bool
-    description: str
-    metadata: dict[str, Any]
 
 
 # -- what is checked, derived from the declaration -------------------------------------------
@@ -183,127 +136,12 @@ def planned_checks(
     return [p for p in planned if p[2].enabled]
 
 
-# -- the evaluations (Spark reads of Delta tables) -------------------------------------------
+# -- reading the tables -------------------------------------------------------------------------
 
 def _missing(path: str, table: StreamingTable) -> Outcome:
     return Outcome(False, f"no Delta table at {path} yet; materialize {table.name} first",
                    {"path": MetadataValue.path(path)})
 
-
-def check_freshness(spark: SparkSession, path: str, max_age_minutes: float,
-                    now: float | None = None) -> Outcome:
-    last = (
-        history_frame(spark, path, 1)
-        .select(F.col("timestamp").cast("double").alias("t"), "version").first()
-    )
-    return freshness_outcome(last["version"], last["t"], max_age_minutes, now)
-
-
-def freshness_outcome(version: int, committed: float, max_age_minutes: float,
-                      now: float | None = None) -> Outcome:
-    age = ((now or time.time()) - committed) / 60
-    return Outcome(
-        age <= max_age_minutes,
-        f"last commit (version {version}) {age:.1f} minutes ago; allowed {max_age_minutes:g}",
-        {"age_minutes": round(age, 2), "max_age_minutes": max_age_minutes,
-         "last_commit": MetadataValue.timestamp(committed), "delta_version": version},
-    )
-
-
-def check_schema(actual: StructType, declared: StructType, allow_extra: bool) -> Outcome:
-    have = {f.name: f.dataType.simpleString() for f in actual.fields}
-    want = {f.name: f.dataType.simpleString() for f in declared.fields}
-    missing = [n for n in want if n not in have]
-    changed = [f"{n}: {want[n]} declared, {have[n]} found"
-               for n in want if n in have and have[n] != want[n]]
-    extra = [n for n in have if n not in want]
-    problems = missing + changed + ([] if allow_extra else extra)
-    if not problems:
-        description = "columns and types as declared" + (
-            f" (plus {', '.join(extra)})" if extra else "")
-    else:
-        description = "; ".join(
-            ([f"missing {', '.join(missing)}"] if missing else [])
-            + changed
-            + ([f"undeclared {', '.join(extra)}"] if extra and not allow_extra else [])
-        )
-    return Outcome(not problems, description, {
-        "missing_columns": ", ".join(missing) or "-",
-        "changed_columns": "; ".join(changed) or "-",
-        "extra_columns": ", ".join(extra) or "-",
-    })
-
-
-def check_keys_not_null(frame: DataFrame, keys: Iterable[str]) -> Outcome:
-    keys = list(keys)
-    # Two counts instead of one pass: Delta answers the first from its log's file statistics,
-    # and for the second reads only files whose statistics count a null in a key column (data
-    # skipping), none on a healthy table; so the check does not grow with the table.
-    return _not_null_outcome(keys, frame.count(), frame.where(_any_null(keys)).count())
-
-
-def check_keys_unique(frame: DataFrame, keys: Iterable[str], sample: int = 5) -> Outcome:
-    keys = list(keys)
-    duplicates = frame.groupBy(*keys).count().where(F.col("count") > 1)
-    stats = duplicates.select(
-        F.count(F.lit(1)).alias("keys"), F.coalesce(F.sum("count"), F.lit(0)).alias("rows")
-    ).first()
-    return _unique_outcome(keys, duplicates, stats["keys"], stats["rows"], sample)
-
-
-def check_keys(frame: DataFrame, required: Iterable[str], unique: Iterable[str],
-               sample: int = 5) -> dict[str, Outcome]:
-    """`keys_not_null` and `keys_unique` from one pass over the table, when the required keys
-    are among the unique ones: the rows grouped by the unique keys tell both."""
-    required, unique = list(required), list(unique)
-    assert set(required) <= set(unique), (required, unique)
-    groups = frame.groupBy(*unique).count()
-    duplicate = F.col("count") > 1
-    stats = groups.select(
-        F.coalesce(F.sum("count"), F.lit(0)).alias("rows"),
-        F.coalesce(F.sum(F.when(_any_null(required), F.col("count"))), F.lit(0)).alias("nulls"),
-        F.count(F.when(duplicate, 1)).alias("keys"),
-        F.coalesce(F.sum(F.when(duplicate, F.col("count"))), F.lit(0)).alias("duplicated"),
-    ).first()
-    return {
-        KEYS_NOT_NULL: _not_null_outcome(required, stats["rows"], stats["nulls"]),
-        KEYS_UNIQUE: _unique_outcome(unique, groups.where(duplicate), stats["keys"],
-                                     stats["duplicated"], sample),
-    }
-
-
-def _any_null(keys: list[str]) -> Column:
-    return reduce(lambda a, b: a | b, [F.col(k).isNull() for k in keys])
-
-
-def _not_null_outcome(keys: list[str], rows: int, nulls: int) -> Outcome:
-    return Outcome(
-        nulls == 0,
-        f"{nulls} of {rows} rows have a null in ({', '.join(keys)})",
-        {"rows": rows, "rows_with_null_keys": nulls},
-    )
-
-
-def _unique_outcome(keys: list[str], duplicates: DataFrame, duplicate_keys: int, rows: int,
-                    sample: int) -> Outcome:
-    examples = [r.asDict() for r in duplicates.limit(sample).collect()] if duplicate_keys else []
-    return Outcome(
-        duplicate_keys == 0,
-        f"{duplicate_keys} key value(s) of ({', '.join(keys)}) appear more than once",
-        {"duplicate_keys": duplicate_keys, "rows_with_duplicate_keys": rows,
-         "examples": MetadataValue.json([{k: str(v) for k, v in e.items()} for e in examples])},
-    )
-
-
-def check_dead_letter_ratio(good_rows: int, dead_rows: int, max_ratio: float) -> Outcome:
-    total = good_rows + dead_rows
-    ratio = dead_rows / total if total else 0.0
-    return Outcome(
-        ratio <= max_ratio,
-        f"{dead_rows} of {total} records dead-lettered ({ratio:.2%}); allowed {max_ratio:.2%}",
-        {"dead_letter_ratio": round(ratio, 6), "dead_letter_rows": dead_rows,
-         "records": total, "max_ratio": max_ratio},
-    )
 
 
 def evaluate(
