@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+from dagster import DagsterInstance, materialize
 from deltalake import DeltaTable
 
 from stream_assets.resources import DeltaLake
+from stream_assets.tables.assets import build_asset
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.runner import StreamContext, catch_up
 from stream_assets.tables.sources import upstream
@@ -63,3 +65,44 @@ def test_declared_properties_hold_from_the_first_commit_and_follow_the_declarati
     version = table.version()
     catch_up(declared({"delta.dataSkippingStatsColumns": "k,n", **RETENTION}), ctx)
     assert DeltaTable(path).version() == version
+
+
+def test_a_run_with_nothing_new_still_applies_changed_properties(spark, spark_resource, workdir):
+    """A run that finds nothing new starts no query, unless the declaration's properties
+    changed since the last materialization: then the query starts and sets them."""
+    lake = DeltaLake(tables_root=str(workdir / "t"), checkpoints_root=str(workdir / "c"))
+    rows = [("a", 1), ("b", 2)]
+    spark.createDataFrame(rows, "k string, n int").write.format("delta") \
+        .save(lake.table_path("src"))
+    instance = DagsterInstance.ephemeral()
+
+    def run(stats_columns: str) -> dict:
+        table = StreamingTable(name="props", sources={"src": upstream("src")},
+                               table_properties={"delta.dataSkippingStatsColumns": stats_columns})
+        result = materialize([build_asset(table)], resources={"spark": spark_resource,
+                                                              "lake": lake}, instance=instance)
+        assert result.success
+        [meta] = [m.metadata for m in result.asset_materializations_for_node("props")]
+        return meta
+
+    def configuration() -> dict[str, str]:
+        return DeltaTable(lake.table_path("props")).metadata().configuration
+
+    first = run("k")
+    assert first["query_started"].value is True
+    assert first["table_properties"].value == {"delta.dataSkippingStatsColumns": "k"}
+
+    same = run("k")
+    assert same["query_started"].value is False
+    assert same["table_properties"].value == {"delta.dataSkippingStatsColumns": "k"}
+
+    changed = run("k,n")
+    assert changed["query_started"].value is True
+    assert changed["query_started_because"].value.endswith(
+        "but the declared table properties changed (delta.dataSkippingStatsColumns)")
+    assert changed["rows_read"].value == 0
+    assert configuration() == {"delta.dataSkippingStatsColumns": "k,n"}
+    assert sorted(DeltaTable(lake.table_path("props")).to_pyarrow_table().to_pylist(),
+                  key=lambda r: r["k"]) == [{"k": k, "n": n} for k, n in rows]
+
+    assert run("k,n")["query_started"].value is False

@@ -151,6 +151,11 @@ def table_uri(path: str) -> Any:
     return MetadataValue.url(f"file://{path}") if "://" not in path else path
 
 
+# On the main table's materialization: the declared Delta table properties the table holds, so
+# a run with nothing new can tell a declaration whose properties changed (tables/assets.py).
+PROPERTIES_KEY = "table_properties"
+
+
 def table_state(path: str, version: int, row_count: int, commit_time: float) -> dict[str, Any]:
     """The standard keys of a table after a commit, the same for catch-up and continuous runs,
     so the asset's Overview and its Plots do not depend on the mode that wrote it."""
@@ -175,6 +180,15 @@ def recorded_state(instance: DagsterInstance, name: str) -> tuple[int, int, floa
         return None
     return (int(meta["delta_version"].value), int(meta["dagster/row_count"].value),
             float(meta["delta_commit_time"].value))
+
+
+def recorded_properties(instance: DagsterInstance, name: str) -> dict[str, str]:
+    """The declared table properties the table's last materialization recorded
+    (`PROPERTIES_KEY`), {} when it recorded none."""
+    event = instance.get_latest_materialization_event(AssetKey(name))
+    materialization = event.asset_materialization if event is not None else None
+    recorded = materialization.metadata.get(PROPERTIES_KEY) if materialization else None
+    return dict(recorded.value) if recorded is not None else {}
 
 
 def table_schema(schema: StructType, descriptions: Mapping[str, str] | None = None

@@ -24,7 +24,9 @@ from pyspark.sql import SparkSession
 
 from stream_assets.errors import StreamFailed
 from stream_assets.monitoring.metadata import (
+    PROPERTIES_KEY,
     query_metadata,
+    recorded_properties,
     recorded_state,
     row_count_after,
     rows_written,
@@ -152,6 +154,8 @@ def build_asset(table: StreamingTable, cascade: refresh.Cascade | None = None):
         bound = {key: getattr(context.resources, key) for key in resources}
         check = None if config.full_refresh else input_check(table, bound)
         if check is not None and not check.new:
+            check = properties_check(context.instance, table, check)
+        if check is not None and not check.new:
             skipped = skipped_results(context, table, bound["lake"], check)
             if skipped is not None:
                 yield from skipped
@@ -207,6 +211,7 @@ def build_asset(table: StreamingTable, cascade: refresh.Cascade | None = None):
                     table.descriptions_of(name),
                 )
             )
+            meta.update(properties_metadata(table, name))
             yield MaterializeResult(asset_key=AssetKey(name), metadata=meta)
         yield from expectation_results(table, result.progress)
 
@@ -230,6 +235,25 @@ def input_check(table: StreamingTable, bound: Mapping[str, Any]) -> InputCheck:
                           f"({type(exc).__name__})")
 
 
+def properties_check(instance: Any, table: StreamingTable, check: InputCheck) -> InputCheck:
+    """`check`, unless the declared table properties differ from those the table's last
+    materialization recorded: then the query starts, as its start sets them (runner.start)."""
+    recorded = recorded_properties(instance, table.name)
+    changed = [key for key, value in table.property_pairs if recorded.get(key) != value]
+    if not changed:
+        return check
+    return InputCheck(True, f"{check.reason}, but the declared table properties changed "
+                      f"({', '.join(changed)})", check.positions)
+
+
+def properties_metadata(table: StreamingTable, name: str) -> dict[str, Any]:
+    """The declared table properties the main table holds after a run (none are declared for
+    the dead letters)."""
+    if name != table.name or not table.property_pairs:
+        return {}
+    return {PROPERTIES_KEY: MetadataValue.json(dict(table.property_pairs))}
+
+
 def skipped_results(context: AssetExecutionContext, table: StreamingTable, lake: Any,
                     check: InputCheck) -> list[MaterializeResult | AssetCheckResult] | None:
     """A materialization per table saying nothing was new, with the figures of the last one,
@@ -246,6 +270,7 @@ def skipped_results(context: AssetExecutionContext, table: StreamingTable, lake:
             "rows_read": 0, "batches": 0, "rows_written": 0,
             **check.metadata(), **{k: MetadataValue.json(v) if isinstance(v, dict) else v
                                    for k, v in check.positions.items()},
+            **properties_metadata(table, name),
         }))
     context.log.info(f"{table.name}: {check.reason}; query not started")
     results.extend(expectation_results(table, []))
