@@ -1,7 +1,7 @@
 """A catch-up run with nothing to read starts no query (issue 15, item 1).
 
-Real broker, Spark, Delta and Dagster, with the lake on a local folder and on the test S3
-server (issue 14): raw_events (Kafka) and event_counts (a stateful
+Real broker, Spark, Delta and Dagster, with the lake on the test S3 server (and a local
+folder: fixtures_s3.TEST_LAKES; issue 14): raw_events (Kafka) and event_counts (a stateful
 aggregation reading raw_events as a Delta stream) are materialized, then materialized again
 with nothing new, then again after new records. What is compared and why a query started or
 not is in the metadata; the tables' contents never change without new input.

@@ -3,7 +3,7 @@
 One run processes what arrives, reports its batches to Dagster (throttled, nothing lost in
 the sums) and stops between batches when its run is marked for termination; a second run
 resumes from the checkpoint. The tables end up holding every record exactly once, with the
-lake on a local folder and on the test S3 server (issue 14). (Failures,
+lake on the test S3 server (and a local folder: fixtures_s3.TEST_LAKES; issue 14). (Failures,
 alerts and the UI's terminate button are covered end to end in test_ops_dagster_dev.py.)
 """
 

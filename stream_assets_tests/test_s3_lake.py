@@ -2,8 +2,9 @@
 
 Catch-up of every table, metadata, "nothing new" and the sensors' positions on S3 are covered
 by the `any_lake` runs of test_streaming_tables.py and test_nothing_new.py, which run the same
-assertions on a local folder and on the server. Here, on one project (raw_events, its dead
-letters and event_counts, through build_definitions on a real instance):
+assertions on the server (and on a local folder with STREAM_ASSETS_TEST_LAKES=local,s3).
+Here, on one project (raw_events, its dead letters and event_counts, through
+build_definitions on a real instance):
 
 * the derived checks read the tables on S3, and reuse their verdicts while nothing changed;
 * the checkpoint guard refuses a checkpoint whose table was deleted on S3;

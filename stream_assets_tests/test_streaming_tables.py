@@ -2,8 +2,9 @@
 
 Events are produced in two phases with a materialization in between, so the second phase's
 deliberately late events are older than every watermark and must be dropped by the stateful
-tables (and only by them). A final event a day later closes every window. The lake is a local
-folder, then the test S3 server (issue 14): both must match the same reference.
+tables (and only by them). A final event a day later closes every window. The lake is the test S3
+server, and a local folder too with STREAM_ASSETS_TEST_LAKES=local,s3 (fixtures_s3.py, issue
+14): each must match the same reference.
 """
 
 from __future__ import annotations
