@@ -104,7 +104,7 @@ def test_broker_stopped_mid_stream_then_restarted_loses_and_doubles_nothing(
     assert materialize([build_asset(raw_events)], resources=resources).success
 
     expected = expected_tables(records + more, broker_messages(own_broker.bootstrap, topic))
-    actual = actual_tables(spark, workdir / "tables")
+    actual = actual_tables(workdir / "tables")
     assert actual.events == expected.events
     assert actual.dead == expected.dead
     assert sum(actual.positions().values()) == len(records) + len(more)

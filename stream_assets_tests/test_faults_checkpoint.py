@@ -117,7 +117,7 @@ def test_checkpoint_of_another_query_is_refused_naming_both(written, tmp_path, s
 
     # The documented way out rebuilds the table from its sources, exactly once.
     assert copy.materialize(other_name, full_refresh=True).success
-    rebuilt = actual_tables(spark, copy.root / "tables", "events_copy", "events_copy_dlq")
+    rebuilt = actual_tables(copy.root / "tables", "events_copy", "events_copy_dlq")
     assert rebuilt.events == expected.events and rebuilt.dead == expected.dead
 
 
@@ -261,7 +261,7 @@ def test_cli_reset_deletes_checkpoint_and_tables_together_then_rebuild_is_exact(
     assert not (home / "tables" / "dead_letter_queue").exists()
 
     assert copy.materialize().success
-    rebuilt = actual_tables(spark, home / "tables")
+    rebuilt = actual_tables(home / "tables")
     assert rebuilt.events == expected.events and rebuilt.dead == expected.dead
 
 
@@ -291,7 +291,7 @@ def test_a_kill_while_the_first_offsets_were_written_starts_again_exactly(writte
     copy = _killed_while_writing_offsets_0(lake, tmp_path / "killed")
     result = copy.materialize()
     assert result.success
-    rebuilt = actual_tables(spark, copy.root / "tables")
+    rebuilt = actual_tables(copy.root / "tables")
     assert rebuilt.events == expected.events and rebuilt.dead == expected.dead
     cleaned = result.asset_materializations_for_node("raw_events")[0].metadata
     text = cleaned["checkpoint_cleaned"].value

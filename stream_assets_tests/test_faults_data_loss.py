@@ -49,7 +49,7 @@ class Pipeline:
             "spark": self.spark_resource, "lake": self.lake, "stream_source": source})
 
     def positions(self, spark) -> Counter:
-        return actual_tables(spark, self.root / "tables").positions()
+        return actual_tables(self.root / "tables").positions()
 
 
 @pytest.fixture

@@ -112,7 +112,7 @@ def test_driver_killed_at_each_step_of_a_batch_restarts_to_the_same_tables(
     planned, committed = checkpoint_batches(checkpoint)
     assert planned == committed and len(committed) >= 4
     expected = expected_tables(records, broker_messages(kafka_broker.bootstrap, topic))
-    actual = actual_tables(spark, workdir / "tables")
+    actual = actual_tables(workdir / "tables")
     assert sum(expected.events.values()) > 0 and sum(expected.dead.values()) > 0
     assert actual.events == expected.events, (
         f"raw_events differs: missing {list((expected.events - actual.events).items())[:3]}, "

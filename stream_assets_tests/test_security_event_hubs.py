@@ -104,7 +104,7 @@ def test_event_hubs_run_reads_with_the_right_string_and_reveals_it_nowhere(
 
     # Reading through the SASL listener worked: every record landed once.
     expected = expected_tables(records, broker_messages(kafka_broker.bootstrap, topic))
-    actual = actual_tables(spark, workdir / "tables")
+    actual = actual_tables(workdir / "tables")
     assert actual.events == expected.events and actual.dead == expected.dead
 
     # The places searched are not empty, so finding nothing there means something.
