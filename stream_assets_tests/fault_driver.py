@@ -551,12 +551,20 @@ def expected_tables(records: Iterable, messages: dict[tuple[int, int], bytes | N
 
 def actual_tables(tables_root: Path, events_table: str = "raw_events",
                   dead_letter_table: str = "dead_letter_queue") -> Tables:
-    """The two tables as delta-rs reads them: a reader that shares no code with the Spark
-    writer, and that opens a small table in milliseconds where Spark plans two jobs."""
-    import pyarrow as pa
+    """The two tables of a local lake as delta-rs reads them (`tables_from`)."""
     from deltalake import DeltaTable
 
-    raw = DeltaTable(str(tables_root / events_table)).to_pyarrow_table(
+    return tables_from(DeltaTable(str(tables_root / events_table)),
+                       DeltaTable(str(tables_root / dead_letter_table)))
+
+
+def tables_from(events_table, dead_letter_table) -> Tables:
+    """raw_events and its dead letters, each a deltalake.DeltaTable: a reader that shares no
+    code with the Spark writer, and that opens a small table in milliseconds where Spark plans
+    two jobs."""
+    import pyarrow as pa
+
+    raw = events_table.to_pyarrow_table(
         columns=["partition", "offset", "event_id", "event_type", "user_id", "timestamp",
                  "properties"])
     micros = raw.column("timestamp").cast(pa.timestamp("us", "UTC")).cast(pa.int64())
@@ -566,8 +574,7 @@ def actual_tables(tables_root: Path, events_table: str = "raw_events",
          r["timestamp"], tuple(sorted(r["properties"] or ())))
         for r in raw.to_pylist()
     )
-    dlq = DeltaTable(str(tables_root / dead_letter_table)).to_pyarrow_table(
-        columns=["partition", "offset", "raw_bytes"])
+    dlq = dead_letter_table.to_pyarrow_table(columns=["partition", "offset", "raw_bytes"])
     dead = Counter((r["partition"], r["offset"], r["raw_bytes"]) for r in dlq.to_pylist())
     return Tables(events, dead)
 

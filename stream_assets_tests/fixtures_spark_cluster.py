@@ -4,9 +4,9 @@ Registered like fixtures_kafka (conftest's `pytest_plugins`). The daemons come f
 installed pyspark distribution (stream_assets.dev.spark_cluster) on free ports of 127.0.0.1 and
 live for one test module; their logs stay in the module's temporary folder.
 
-`cluster_events` is one topic of generated events (good and bad) produced once per session, and
-`local_run` the tables a local SparkSession materializes from it through Dagster: the cluster
-and Connect tests materialize the same topic elsewhere and must end with the same tables.
+`cluster_events` is one topic of generated events (good and bad) produced once per session; the
+cluster and Connect tests materialize it elsewhere and must end with the tables its records
+predict (`ClusterEvents.expected`, read back with delta-rs by `lake_tables`).
 """
 
 from __future__ import annotations
@@ -19,18 +19,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from dagster import materialize
 
 from stream_assets.dev.generator import GOOD, Record, generate_events
 from stream_assets.dev.producer import produce
 from stream_assets.dev.spark_cluster import ConnectServer, StandaloneCluster
-from stream_assets.resources import DeltaLake, KafkaSource
+from stream_assets.resources import DeltaLake
 from stream_assets.resources.kafka import KafkaConnection
-from stream_assets.tables import catalog
-from stream_assets.tables.assets import build_asset
+from stream_assets_tests.fault_driver import Tables, broker_messages, expected_tables, tables_from
+from stream_assets_tests.fixtures_s3 import delta_rs
 
-# What the local run materializes; the cluster and Connect runs must equal it table by table.
-LOCAL_TABLES = ("raw_events", "event_counts")
 # Columns set from the clock at write time: they differ between any two runs.
 VOLATILE = {"raw_events": ("ingested_at",), "dead_letter_queue": ("error_time",),
             "event_counts": ("updated_at",)}
@@ -51,6 +48,17 @@ class ClusterEvents:
     @property
     def good_events(self) -> list[dict]:
         return [r.event for r in self.records if r.kind == GOOD]
+
+    def expected(self) -> Tables:
+        """raw_events and its dead letters as the generator's labels and the broker's positions
+        predict them, with no pipeline code."""
+        return expected_tables(self.records, broker_messages(self.bootstrap, self.topic))
+
+
+def lake_tables(lake: DeltaLake) -> Tables:
+    """raw_events and its dead letters in `lake` (a folder or the S3 server), read with
+    delta-rs."""
+    return tables_from(delta_rs(lake, "raw_events"), delta_rs(lake, "dead_letter_queue"))
 
 
 def lake_at(root: Path) -> DeltaLake:
@@ -78,24 +86,6 @@ def cluster_events(kafka_broker) -> Iterator[ClusterEvents]:
     yield ClusterEvents(kafka_broker.bootstrap, topic, records)
     with contextlib.suppress(Exception):
         kafka_broker.delete_topics([topic])
-
-
-@pytest.fixture(scope="session")
-def local_run(cluster_events, spark_resource, tmp_path_factory) -> DeltaLake:
-    """The tables of LOCAL_TABLES, materialized by the test session's local SparkSession."""
-    lake = lake_at(tmp_path_factory.mktemp("local_run"))
-    declared = {t.name: t for t in catalog.TABLES}
-    result = materialize(
-        [build_asset(declared[name]) for name in LOCAL_TABLES],
-        resources={
-            "spark": spark_resource,
-            "lake": lake,
-            "stream_source": KafkaSource(bootstrap_servers=cluster_events.bootstrap,
-                                         topic_names=cluster_events.topics),
-        },
-    )
-    assert result.success
-    return lake
 
 
 @pytest.fixture(scope="module")
