@@ -238,6 +238,8 @@ def input_check(table: StreamingTable, bound: Mapping[str, Any]) -> InputCheck:
 def properties_check(instance: Any, table: StreamingTable, check: InputCheck) -> InputCheck:
     """`check`, unless the declared table properties differ from those the table's last
     materialization recorded: then the query starts, as its start sets them (runner.start)."""
+    if not table.property_pairs:  # no read of the event log for tables that declare none
+        return check
     recorded = recorded_properties(instance, table.name)
     changed = [key for key, value in table.property_pairs if recorded.get(key) != value]
     if not changed:
