@@ -67,9 +67,10 @@ def test_broker_stopped_mid_stream_then_restarted_loses_and_doubles_nothing(
     checkpoint = workdir / "checkpoints" / "raw_events"
 
     # 1. The broker goes away while a run is between batches: the query waits, then goes on.
-    # Small batches (about 20 of them), so the run is still going when the broker stops,
-    # however fast the machine writes a batch.
-    with Driver(workdir, own_broker.bootstrap, topic, max_offsets=10,
+    # Small batches (about 10 of them), so the run is still going when the broker stops,
+    # however fast the machine writes a batch: the broker stops within a second of batch 1's
+    # commit, and eight batches remain; each batch more costs the suite a few seconds.
+    with Driver(workdir, own_broker.bootstrap, topic, max_offsets=20,
                 env={"STREAM_ASSETS_HOME": str(workdir / "home")}) as driver:
         driver.start()
         driver.wait_for(lambda: 1 in checkpoint_batches(checkpoint)[1], 300, "batch 1 committed")
