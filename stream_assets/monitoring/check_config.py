@@ -18,6 +18,7 @@ SCHEMA = "schema"
 KEYS_NOT_NULL = "keys_not_null"
 KEYS_UNIQUE = "keys_unique"
 
+
 class Expectation(Config):
     """Whether a check runs, and what a failure means: a warning or an error."""
 
@@ -71,4 +72,3 @@ class ChecksConfig(Config):
         description="Key columns that may be null, per table (the right side of an outer "
         "join), e.g. {'impression_clicks': ['click_id']}.",
     )
-

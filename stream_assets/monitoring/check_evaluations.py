@@ -26,7 +26,6 @@ class Outcome:
     metadata: dict[str, Any]
 
 
-
 def check_freshness(spark: SparkSession, path: str, max_age_minutes: float,
                     now: float | None = None) -> Outcome:
     last = (

@@ -171,11 +171,7 @@ def table_state(path: str, version: int, row_count: int, commit_time: float) -> 
 def recorded_state(instance: DagsterInstance, name: str) -> tuple[int, int, float] | None:
     """(Delta version, row count, commit time) from the table's last materialization, as
     `table_state` wrote them; None when there is none or it lacks them."""
-    event = instance.get_latest_materialization_event(AssetKey(name))
-    materialization = event.asset_materialization if event is not None else None
-    if materialization is None:
-        return None
-    meta = materialization.metadata
+    meta = _last_metadata(instance, name)
     if not {"delta_version", "dagster/row_count", "delta_commit_time"} <= meta.keys():
         return None
     return (int(meta["delta_version"].value), int(meta["dagster/row_count"].value),
@@ -185,10 +181,15 @@ def recorded_state(instance: DagsterInstance, name: str) -> tuple[int, int, floa
 def recorded_properties(instance: DagsterInstance, name: str) -> dict[str, str]:
     """The declared table properties the table's last materialization recorded
     (`PROPERTIES_KEY`), {} when it recorded none."""
+    recorded = _last_metadata(instance, name).get(PROPERTIES_KEY)
+    return dict(recorded.value) if recorded is not None else {}
+
+
+def _last_metadata(instance: DagsterInstance, name: str) -> Mapping[str, Any]:
+    """The metadata of the table's last materialization, {} when there is none."""
     event = instance.get_latest_materialization_event(AssetKey(name))
     materialization = event.asset_materialization if event is not None else None
-    recorded = materialization.metadata.get(PROPERTIES_KEY) if materialization else None
-    return dict(recorded.value) if recorded is not None else {}
+    return materialization.metadata if materialization is not None else {}
 
 
 def table_schema(schema: StructType, descriptions: Mapping[str, str] | None = None
