@@ -13,6 +13,7 @@ pytest_plugins = [
     "stream_assets_tests.fixtures_kafka",
     "stream_assets_tests.fixtures_s3",
     "stream_assets_tests.fixtures_spark_cluster",
+    "stream_assets_tests.timing",
 ]
 
 # Everything the tests write goes below a throw-away home, never into the demo's.
@@ -20,6 +21,53 @@ _TEST_HOME = Path(tempfile.mkdtemp(prefix="stream_assets_tests_"))
 os.environ.setdefault("STREAM_ASSETS_JARS", str(Path(__file__).resolve().parent.parent
                                                  / ".stream_assets" / "jars"))
 os.environ["STREAM_ASSETS_HOME"] = str(_TEST_HOME)
+# Every JVM the tests start (Spark drivers, run workers, the broker, the cluster, Connect) lives
+# for seconds to minutes on small data: the C1 compiler alone makes their code fast enough and
+# spends a third less CPU than tiered compilation up to C2, on two cores shared by two workers
+# (docs/testing.md). The product's own JVMs keep the default: a stream runs for months.
+os.environ.setdefault("JDK_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1")
+
+# Files whose tests share one `dagster dev` (dagster_dev.py): under pytest-xdist they run on one
+# worker, so the suite starts one webserver, daemon and code server, not one per worker.
+DAGSTER_DEV_FILES = frozenset({
+    "test_monitoring_alerts.py", "test_monitoring_sensors.py", "test_ops_browser.py",
+    "test_ops_continuous.py", "test_ops_dagster_dev.py", "test_ops_health_e2e.py",
+})
+# The longest groups, longest first (docs/testing.md has the figures): a worker that takes one
+# of them last would leave the other idle at the end of the run. The rest follow in file order.
+LONGEST_FIRST = ("dagster_dev", "test_crash_sweep.py", "test_spark_connect.py",
+                 "test_cluster.py", "test_ops_pools.py", "test_streaming_tables.py",
+                 "test_faults_driver_killed.py", "test_faults_broker.py",
+                 "test_hostile_input.py", "test_refresh.py")
+
+
+def group_of(nodeid: str) -> str:
+    """The part of the suite one worker takes at a time: a test's file, or `dagster_dev` for
+    the files that share it."""
+    name = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return "dagster_dev" if name in DAGSTER_DEV_FILES else name
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest groups first; xdist keeps the order with --no-loadscope-reorder."""
+    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadfile` (scripts/test.sh), with the `dagster dev` files as one file: a worker
+    takes a whole group, so module fixtures (a Spark cluster, a Connect server, the crash
+    sweep's lakes) and `dagster dev` start once. pytest-xdist's own `loadgroup` cannot do it
+    under pytest 9.2, whose node ids no longer take the group suffix xdist appends."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByTestGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return ByTestGroup(config, log)
 
 
 @pytest.fixture(scope="session")
