@@ -137,15 +137,26 @@ def produce(count: int, bad_ratio: float, rate: float | None, seed: int,
         if held:
             click.echo(f"topic {schemas.EVENT_TOPIC} already holds {held} records; not producing")
             return
-    # Event times end near now, so windows and freshness look current in the UI.
-    start = datetime.now(UTC) - timedelta(seconds=count)
+    def timeline() -> tuple[datetime, timedelta]:
+        """When the first record happens, and the time between two."""
+        if rate:
+            # Stamped as they are sent: a continuous run reads current events, where a history
+            # hours long would fall behind every watermark and fill no windowed table.
+            return datetime.now(UTC), timedelta(seconds=1 / rate)
+        # All at once: a history of one event a second that ends now, so windows and
+        # freshness look current in the UI.
+        return datetime.now(UTC) - timedelta(seconds=count), timedelta(seconds=1)
+
     try:
-        sent = send(generate_events(count, bad_ratio=bad_ratio, seed=seed, start=start),
+        start, spacing = timeline()
+        sent = send(generate_events(count, bad_ratio=bad_ratio, seed=seed, start=start,
+                                    spacing=spacing),
                     connection, rate=rate, total=count, progress=True)
         ads = count // 10 if impressions is None else impressions
         if ads:
-            sent += send(generate_ad_traffic(ads, seed=seed, start=start), connection,
-                         rate=rate, progress=False)
+            start, spacing = timeline() if rate else (start, 2 * spacing)
+            sent += send(generate_ad_traffic(ads, seed=seed, start=start, spacing=spacing),
+                         connection, rate=rate, progress=False)
     except StreamAssetsError as exc:
         _fail(exc)
     click.echo(f"produced {sent} records to {connection.describe()}")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -50,6 +53,16 @@ def test_kafka_start_status_reuse_produce_stop(cli_env):
     assert f"produced {expected} records" in produced.stdout
     again = run(["produce", "--events", "500", "--if-empty"], cli_env).stdout
     assert "already holds 500 records" in again
+    # With --rate, each event is stamped about when it is sent (within the generator's 30 s of
+    # disorder); without, the 500 events are a history of one a second that ends now.
+    before = time.time()
+    run(["produce", "--events", "200", "--rate", "400", "--seed", "5", "--impressions", "0"],
+        cli_env)
+    after = time.time()
+    times = _event_times_by_seed(cli_env)
+    assert len(times["5"]) == 200
+    assert all(before - 31 <= t <= after + 31 for t in times["5"]), (before, after)
+    assert min(times["3"]) < before - 400
 
     # A project's own topics, for tables of its own.
     assert "topics ready: orders" in run(["kafka", "create-topics", "orders"], cli_env).stdout
@@ -61,6 +74,23 @@ def test_kafka_start_status_reuse_produce_stop(cli_env):
     assert "stopped" in run(["kafka", "stop"], cli_env).stdout
     assert run(["kafka", "status"], cli_env, check=False).returncode == 1
     run(["kafka", "stop"], cli_env)  # stopping a stopped broker is fine
+
+
+def _event_times_by_seed(cli_env: dict[str, str]) -> dict[str, list[float]]:
+    """The event times on the broker's events topic, by the seed in the ids (evt-<seed>-…);
+    the deliberately bad records are left out."""
+    from stream_assets_tests.fault_driver import broker_messages
+
+    found: dict[str, list[float]] = {}
+    for value in broker_messages(cli_env["STREAM_ASSETS_KAFKA_BOOTSTRAP"], "events").values():
+        try:
+            event = json.loads(value or b"")
+            seed = event["event_id"].split("-")[1]
+            found.setdefault(seed, []).append(datetime.fromisoformat(event["timestamp"])
+                                              .timestamp())
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            continue
+    return found
 
 
 def test_produce_to_missing_broker_says_what_to_do(cli_env):
