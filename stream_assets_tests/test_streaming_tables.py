@@ -176,6 +176,11 @@ def test_derived_tables_equal_the_reference_with_late_events_dropped(lake, spark
     tables = [t for declared in catalog.TABLES for t in declared.tables]
     for table in tables:
         assert_same_in_delta_rs(spark, lake.lake, table)
+    # Each column of every declared table has a description for the UI's column table.
+    for declared in catalog.TABLES:
+        for table in declared.tables:
+            columns = {f.name for f in delta_rs(lake.lake, table).schema().fields}
+            assert columns == set(declared.descriptions_of(table)), table
     dead = lake.rows(spark, "dead_letter_queue") + lake.rows(spark,
                                                             "impression_clicks_dead_letters")
     assert {bytes(r["raw_bytes"]) for r in dead if r["raw_bytes"] is not None} >= {

@@ -34,8 +34,8 @@ from stream_assets.monitoring.metadata import (
     table_state,
 )
 from stream_assets.sinks import delta_history, delta_log_version
+from stream_assets.tables import dead_letters, refresh
 from stream_assets.tables import expectations as quality
-from stream_assets.tables import refresh
 from stream_assets.tables.declaration import StreamingTable, describe
 from stream_assets.tables.pending import InputCheck, pending_input
 from stream_assets.tables.pools import check_pool_settings
@@ -121,8 +121,7 @@ def build_asset(table: StreamingTable, cascade: refresh.Cascade | None = None):
             key=AssetKey(name),
             deps=list(table.dependencies),
             description=table.description if name == table.name
-            else f"Records the {table.name} query refused, with the reason: "
-            f"{table.description}",
+            else dead_letters.description(table.name),
             group_name=table.group,
             kinds={"delta", "spark"},
             tags=dict(table.tags),

@@ -13,6 +13,14 @@ from stream_assets.tables.writes import DeltaAppend, DeltaMerge
 from stream_assets.transforms import joins, sessions, windows
 from stream_assets.transforms.events import parse_events
 
+WINDOW_COLUMNS = {
+    "window_start": "Start of the event-time window (inclusive, UTC).",
+    "window_end": "End of the event-time window (exclusive, UTC).",
+    "event_type": "The event type counted.",
+    "event_count": "Events of this type in the window, late ones past the watermark excluded.",
+    "updated_at": "When the micro-batch that last changed the row ran.",
+}
+
 
 def event_records(kafka: DataFrame) -> DataFrame:
     """The events topic's parser: raw_events' columns, `error`, and Kafka's key and value."""
@@ -65,6 +73,8 @@ event_counts = StreamingTable(
     keys=("window_start", "event_type"),
     description="Events and exact distinct users per event type in 5-minute windows "
     "(watermark 10 minutes), upserted as windows fill.",
+    column_descriptions={**WINDOW_COLUMNS,
+                         "unique_users": "Distinct user_id values of these events (exact)."},
 )
 
 event_duration_stats = StreamingTable(
@@ -75,6 +85,11 @@ event_duration_stats = StreamingTable(
     keys=("window_start", "event_type"),
     description="Average `properties.duration` per event type over 10-minute windows sliding "
     "by 5 minutes (watermark 10 minutes); non-numeric durations count in invalid_durations.",
+    column_descriptions={
+        **WINDOW_COLUMNS,
+        "avg_duration": "Mean of the numeric properties.duration values (null when none).",
+        "invalid_durations": "Events whose properties.duration is missing or not a number.",
+    },
 )
 
 activity_sessions = StreamingTable(
@@ -87,6 +102,14 @@ activity_sessions = StreamingTable(
     keys=("user_id", "session_start"),
     description="Per-user activity sessions (10-minute gap, watermark 30 minutes) with their "
     "first and last event by time.",
+    column_descriptions={
+        "user_id": "Whose session.",
+        "session_start": "Time of the session's first event.",
+        "session_end": "Time of its last event (the session closed 10 minutes later).",
+        "events_in_session": "Events in the session.",
+        "first_event": "event_type of the first event by time (then event_id).",
+        "last_event": "event_type of the last event by time (then event_id).",
+    },
 )
 
 impression_clicks = StreamingTable(
@@ -105,6 +128,15 @@ impression_clicks = StreamingTable(
     "minutes); an unclicked impression appears with was_clicked = false once the watermark "
     "passes. Impressions and clicks that cannot be used land in "
     "`impression_clicks_dead_letters` with the reason.",
+    column_descriptions={
+        "impression_id": "The impression's id.",
+        "ad_id": "The ad shown.",
+        "user_id": "Who saw it.",
+        "impression_time": "When the ad was shown (UTC).",
+        "click_id": "The click on it within 30 minutes; null for an unclicked impression.",
+        "click_time": "When it was clicked; null for an unclicked impression.",
+        "was_clicked": "Whether a click came within 30 minutes.",
+    },
 )
 
 enriched_events = StreamingTable(
@@ -115,6 +147,12 @@ enriched_events = StreamingTable(
     keys=("topic", "partition", "offset"),
     description="raw_events with the user's name, segment and registration date from "
     "user_dimension, read at its latest version for each micro-batch.",
+    column_descriptions={
+        **raw_events.column_descriptions,
+        "user_name": "From user_dimension; null for a user it does not hold.",
+        "user_segment": "From user_dimension; null for a user it does not hold.",
+        "registration_date": "From user_dimension; null for a user it does not hold.",
+    },
 )
 
 user_sessions = StreamingTable(
@@ -125,6 +163,13 @@ user_sessions = StreamingTable(
     keys=("user_id",),
     description="Each user's current session: a new session_id after 30 minutes without "
     "events, state expired after an hour; upserted on user_id.",
+    column_descriptions={
+        "user_id": "Whose session; one row per user.",
+        "session_id": "The current session; a new one after 30 minutes without events.",
+        "total_events": "Events in the current session.",
+        "session_start": "Time of the current session's first event.",
+        "last_event_time": "Time of the user's latest event.",
+    },
 )
 
 TABLES: tuple[StreamingTable, ...] = (

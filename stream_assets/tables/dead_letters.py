@@ -46,6 +46,14 @@ SCHEMA = StructType(
     ]
 )
 
+def description(table: str) -> str:
+    """The dead-letter table's own description in the catalog."""
+    return (f"What {table} refused, each once: the record's exact bytes and Kafka position (a "
+            f"row a drop expectation refused after a transform: the row as JSON), the reason "
+            f"(`error`) and when. Written in the same micro-batch as {table}, so each record "
+            f"lands in exactly one of the two.")
+
+
 COLUMN_DESCRIPTIONS = {
     "raw_value": "The record's value as text (bytes that are not UTF-8 replaced by U+FFFD); "
     "for a row a drop expectation refused after a transform, the row as JSON.",
