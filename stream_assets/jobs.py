@@ -136,6 +136,12 @@ class ContinuousConfig(Config):
         "anyway (a stopped batch is rolled back and replayed on the next start).",
     )
     poll_interval_s: float = Field(default=1.0, description="Supervision loop period.")
+    source_probe_interval_s: float = Field(
+        default=10.0,
+        description="Ask every Kafka cluster the running queries read whether it answers this "
+        "often (each look waits at most 5 s); an outage is reported at once and the health "
+        "sensor alerts 'source unreachable' long before Spark gives up on the query. 0: never.",
+    )
     checks_interval_s: float = Field(
         default=300.0,
         description="Run a table's derived checks (freshness, schema, keys, dead-letter "
@@ -277,6 +283,7 @@ class Supervisor:
         now = clock()
         self.streams = [Stream(t, StreamTracker(t.name, now)) for t in tables]
         self.fatal: BaseException | None = None
+        self.probed_at = float("-inf")
 
     # -- starting ------------------------------------------------------------------------
     def _missing_inputs(self, table: StreamingTable) -> list[str]:
@@ -358,6 +365,30 @@ class Supervisor:
                 stream.tracker.on_idle(event.at)
             elif event.kind == TERMINATED:
                 self._terminated(stream, event.error)
+
+    def probe_sources(self) -> None:
+        """Every `source_probe_interval_s`, ask each Kafka cluster the started queries read
+        whether it answers and holds their topics, once per cluster and topics. Spark's Kafka
+        client waits minutes for a broker that is away before it fails the query; meanwhile
+        the query only looks quiet. The probe makes it a report at once (StreamReport's
+        `source_unreachable`), which the health sensor turns into one alert."""
+        interval = self.config.source_probe_interval_s
+        now = self.clock()
+        if not interval or now - self.probed_at < interval:
+            return
+        self.probed_at = now
+        answers: dict[tuple[int, tuple[str, ...]], str | None] = {}
+        for stream in self.streams:
+            if not stream.ever_started or stream.stopping or not stream.table.kafka_topics:
+                continue
+            errors = []
+            for kafka, topics in self.ctx.kafka_topics(stream.table):
+                key = (id(kafka), topics)
+                if key not in answers:
+                    answers[key] = _unreachable(kafka, topics, timeout_s=min(5.0, interval))
+                if answers[key]:
+                    errors.append(answers[key])
+            stream.tracker.on_source("; ".join(errors) or None, self.clock())
 
     def poll(self) -> None:
         """Safety net for a termination the listener did not report."""
@@ -492,6 +523,8 @@ class Supervisor:
         table = stream.table
         if not table.kafka_topics or stream.tracker.status == Status.WAITING:
             return None
+        if stream.tracker.source_error:
+            return None  # the probe found the broker away: asking it would only wait
         processed = processed_offsets(stream.tracker.latest_progress)
         if not processed:
             processed = checkpoint_offsets(self.ctx.lake.checkpoint_path(table.name),
@@ -550,6 +583,17 @@ class Supervisor:
                 self.log.info(f"{stream.table.name}: query stopped")
             if pending:
                 time.sleep(0.1)
+
+
+def _unreachable(kafka: Any, topics: tuple[str, ...], timeout_s: float) -> str | None:
+    """Why the cluster cannot serve these topics now, None when it can."""
+    try:
+        kafka.check_reachable(topics, timeout_s=timeout_s)
+    except StreamAssetsError as exc:  # says where and what to check, never a secret
+        return str(exc)
+    except Exception as exc:
+        return f"the Kafka probe failed: {short_error(str(exc), 300)}"
+    return None
 
 
 def _session_keeping_dagster_interrupts(resource: Any) -> Any:
@@ -612,6 +656,7 @@ def run_continuously(
                 supervisor.start_due()
                 supervisor.handle(listener.drain())
                 supervisor.poll()
+                supervisor.probe_sources()
                 if supervisor.fatal is not None:
                     raise supervisor.fatal
                 yield from supervisor.reports()

@@ -280,3 +280,23 @@ def test_a_failing_expectation_alerts_once_and_resolves_once_when_it_holds_again
     assert run(state, *views) == [(Problem.EXPECTATIONS, FIRING),
                                   (Problem.EXPECTATIONS, RESOLVED)]
     assert state.outbox[0].detail == failing
+
+
+def test_an_unreachable_source_alerts_once_in_red_and_resolves_once_when_it_answers():
+    state = HealthState()
+    away = report(100, source_unreachable="no Kafka broker answered at 127.0.0.1:9 within 5 s",
+                  source_unreachable_since=95.0)
+    back = report(160)
+    alerts = run(state, *[(view(away, report_id=1), 100 + i) for i in range(4)],
+                 (view(back, report_id=2), 161), (view(back, report_id=2), 170))
+    assert alerts == [(Problem.SOURCE_UNREACHABLE, FIRING), (Problem.SOURCE_UNREACHABLE, RESOLVED)]
+    firing = state.outbox[0]
+    assert firing.summary == "raw_events: source unreachable"
+    assert firing.detail == "no Kafka broker answered at 127.0.0.1:9 within 5 s (for 5 s)"
+    assert Problem.SOURCE_UNREACHABLE.severe and Problem.FAILED.severe
+    assert not Problem.STALLED.severe
+
+
+def test_a_report_of_an_unreachable_source_round_trips_through_dagster_metadata():
+    away = report(100.5, source_unreachable="gone", source_unreachable_since=90.25)
+    assert StreamReport.from_metadata(away.to_metadata(), 100.5) == away

@@ -69,6 +69,25 @@ def test_idle_query_reports_only_at_the_heartbeat():
     assert tracker.take(60)[0].status == Status.IDLE
 
 
+def test_a_source_going_away_and_coming_back_is_reported_at_once_each_time():
+    tracker = StreamTracker("raw_events", started_at=0)
+    tracker.take(0)
+    tracker.on_source(None, now=5)
+    assert not tracker.due(6, 10, 60)
+    tracker.on_source("no Kafka broker answered", now=12)
+    assert tracker.due(12, 10, 60)
+    away, _ = tracker.take(12)
+    assert (away.source_unreachable, away.source_unreachable_since) == (
+        "no Kafka broker answered", 12)
+    tracker.on_source("no Kafka broker answered", now=22)  # still away: nothing new to say
+    assert not tracker.due(23, 10, 60)
+    assert tracker.take(30)[0].source_unreachable_since == 12
+    tracker.on_source(None, now=40)
+    assert tracker.due(40, 10, 60)
+    back, _ = tracker.take(40)
+    assert (back.source_unreachable, back.source_unreachable_since) == (None, None)
+
+
 def test_failure_is_reported_at_once_and_stays_failed_across_restarts_until_a_batch_succeeds():
     tracker = StreamTracker("raw_events", started_at=0)
     tracker.take(0)
@@ -228,3 +247,21 @@ def test_checkpoint_offsets_are_those_of_the_last_committed_batch(tmp_path):
     (tmp_path / "commits" / "1").write_text("v1\n{}")  # batch 2 planned, not committed
     assert checkpoint_offsets(str(tmp_path), LOCAL_FILES) == {"events": {"0": 25, "1": 26}}
     assert checkpoint_offsets(str(tmp_path / "missing"), LOCAL_FILES) == {}
+
+
+def test_event_texts_say_what_each_figure_counts():
+    tracker = StreamTracker("event_counts", started_at=0)
+    tracker.take(0)
+    tracker.on_progress(progress(3, 40_000, dropped=31_790), now=1)
+    tracker.on_progress(progress(4, 2_016), now=2)
+    report, totals = tracker.take(10)
+    [event] = stream_events("event_counts", ["event_counts"], report, totals,
+                            {"event_counts": 0}, None)
+    assert event.description == (
+        "event_counts running, since the last report: batches 3-4 read 42,016 rows, 31,790 of "
+        "them dropped as late (behind the watermark); 0 rows committed to event_counts")
+    report, totals = tracker.take(20)
+    [event] = stream_events("event_counts", ["event_counts"], report, totals,
+                            {"event_counts": 120}, None)
+    assert event.description == ("event_counts running, since the last report: no batch "
+                                 "completed; 120 rows committed to event_counts")

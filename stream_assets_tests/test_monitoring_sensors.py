@@ -6,6 +6,7 @@ STARTED run tagged continuous); no Spark or broker is needed.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -272,3 +273,19 @@ def test_delta_version_is_read_from_the_log_without_spark(tmp_path):
     assert delta_log_version(str(tmp_path / "t"), LOCAL_FILES) == 12
     # A store the lake's files do not know is left to Spark.
     assert delta_log_version("hdfs://namenode/t", LOCAL_FILES) is None
+
+
+def test_each_tick_writes_its_summary_to_the_tick_log(instance, alert_receiver):
+    """What the UI's "View logs" of a tick shows: the instance's captured tick log."""
+    ticks = Ticks(instance, alert_receiver.url)
+    store_report(instance, start_run(instance, ["raw_events"]))
+    context = build_sensor_context(instance_ref=instance.get_ref(),
+                                   resources={"alerting": ticks.sink},
+                                   repository_name="stream_assets",
+                                   sensor_name=ticks.sensor.name)
+    with context:
+        ticks.sensor(context)
+    log = instance.compute_log_manager.get_log_data(context.log_key).stderr.decode()
+    messages = [json.loads(line)["msg"] for line in log.splitlines()]
+    summary = "1 running stream(s), 0 open incident(s); 0 new alert(s), 0 delivered, 0 queued"
+    assert any(m.endswith(summary) for m in messages), messages

@@ -35,7 +35,7 @@ def _clip(text: str, limit: int) -> str:
 def slack_payload(alert: Alert, ui_url: str | None = None) -> dict[str, Any]:
     """A Slack incoming-webhook body (text + blocks) that other chat tools also accept."""
     icon = ":large_green_circle:" if alert.state == RESOLVED else ":red_circle:"
-    if alert.state == FIRING and alert.problem not in (Problem.FAILED, Problem.RUN_FAILED):
+    if alert.state == FIRING and not Problem(alert.problem).severe:
         icon = ":large_orange_circle:"
     text = f"{icon} {alert.summary}"
     context = [
@@ -80,7 +80,8 @@ def health_evaluation(
     alerts = list(alerts)
     passed = not open_incidents
     severity = (
-        AssetCheckSeverity.ERROR if Problem.FAILED in open_incidents else AssetCheckSeverity.WARN
+        AssetCheckSeverity.ERROR if any(Problem(p).severe for p in open_incidents)
+        else AssetCheckSeverity.WARN
     )
     if passed:
         description = "; ".join(a.summary for a in alerts) or "healthy"

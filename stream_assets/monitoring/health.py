@@ -37,6 +37,12 @@ class Problem(StrEnum):
     DEAD_LETTERS = "dead_letters"
     EXPECTATIONS = "expectations"
     RUN_FAILED = "run_failed"
+    SOURCE_UNREACHABLE = "source_unreachable"
+
+    @property
+    def severe(self) -> bool:
+        """Data stopped flowing: a red alert and an ERROR check; the others warn (orange)."""
+        return self in (Problem.FAILED, Problem.RUN_FAILED, Problem.SOURCE_UNREACHABLE)
 
 
 class Status(StrEnum):
@@ -81,8 +87,13 @@ class StreamReport:
     failing_expectations: str | None = None
     consecutive_failures: int = 0
     error: str | None = None
+    # What the continuous job's own probe of the query's Kafka sources found: a broker that does
+    # not answer (or lacks a topic), and since when. Spark itself waits minutes before it fails
+    # a query whose broker is away; the probe says so within seconds.
+    source_unreachable: str | None = None
+    source_unreachable_since: float | None = None
 
-    _TIMES = ("last_batch_at", "started_at", "caught_up_at")
+    _TIMES = ("last_batch_at", "started_at", "caught_up_at", "source_unreachable_since")
 
     def to_metadata(self) -> dict[str, Any]:
         """Dagster metadata: numbers stay numbers (plottable), times are timestamps."""
@@ -232,6 +243,13 @@ def problems(
         )
         found[Problem.FAILED] = (report.error or "the query stopped with an error") + restarts
 
+    found[Problem.SOURCE_UNREACHABLE] = None
+    if report.source_unreachable:
+        since = report.source_unreachable_since or report.reported_at
+        found[Problem.SOURCE_UNREACHABLE] = (
+            f"{report.source_unreachable} (for {_fmt_s(max(0.0, now - since))})"
+        )
+
     age = now - report.reported_at
     found[Problem.STALLED] = None
     if age > t.silent_after_s:
@@ -292,6 +310,7 @@ _TITLES = {
     Problem.BEHIND: "stream falling behind",
     Problem.DEAD_LETTERS: "dead-letter rate above threshold",
     Problem.EXPECTATIONS: "expectation failing",
+    Problem.SOURCE_UNREACHABLE: "source unreachable",
 }
 
 

@@ -196,6 +196,8 @@ class StreamTracker:
     last_report_at: float | None = None
     urgent: bool = True  # the first report (starting) goes out at once
     totals: BatchTotals = field(default_factory=BatchTotals)
+    source_error: str | None = None  # the last probe of the sources, None: they answered
+    source_error_since: float | None = None
 
     def on_started(self, now: float) -> None:
         self.started_at = now
@@ -238,6 +240,14 @@ class StreamTracker:
             self.urgent = True
         self.status = Status.WAITING
         self.error = reason
+
+    def on_source(self, error: str | None, now: float) -> None:
+        """What a probe of the query's sources found (None: every one answered). An outage,
+        and its end, are reported at once."""
+        if (error is None) != (self.source_error is None):
+            self.urgent = True
+            self.source_error_since = now if error is not None else None
+        self.source_error = error
 
     def on_stopped(self, now: float) -> None:
         self.status = Status.STOPPED
@@ -284,6 +294,8 @@ class StreamTracker:
             failing_expectations=failing_expectations,
             consecutive_failures=self.failures,
             error=self.error if self.status in (Status.FAILED, Status.WAITING) else None,
+            source_unreachable=self.source_error,
+            source_unreachable_since=self.source_error_since,
         )
         return report, totals
 
@@ -333,14 +345,7 @@ def stream_events(
     shared = {**report.to_metadata(), **batch_metadata(totals, lags, backlog)}
     if report.dead_letter_rows is not None and report.input_rows:
         shared["dead_letter_ratio"] = round(report.dead_letter_rows / report.input_rows, 6)
-    span = (
-        f"batches {totals.first_batch_id}-{totals.last_batch_id}"
-        if totals.first_batch_id is not None else "no batch"
-    )
-    description = (
-        f"{report.query} {report.status}: {report.input_rows} rows read in {report.batches} "
-        f"batch(es) ({span})"
-    )
+    description = f"{report.query} {report.status}, since the last report: {_read_text(totals)}"
     events: list[AssetMaterialization | AssetObservation] = []
     for name in tables:
         rows = written.get(name, 0)
@@ -348,13 +353,33 @@ def stream_events(
         meta = {**shared, "rows_written": rows, "mode": "continuous"}
         if changed:
             meta.update(states.get(name, {}))
+            # Rows count the table's Delta commits, batches the query's progress: a batch's
+            # commit can come a report before its progress does.
             events.append(AssetMaterialization(
-                AssetKey(name), description=f"{description}; {rows} rows written to {name}",
+                AssetKey(name),
+                description=f"{description}; {rows:,} rows committed to {name}",
                 metadata=meta))
         elif name == main_table:
             events.append(AssetObservation(AssetKey(name), description=description,
                                            metadata=meta))
     return events
+
+
+def _read_text(totals: BatchTotals) -> str:
+    """What the report's batches read, in words that say what each figure counts."""
+    if not totals.batches:
+        return "no batch completed"
+    if totals.first_batch_id is None:
+        span = f"{totals.batches} batch(es)"
+    elif totals.first_batch_id == totals.last_batch_id:
+        span = f"batch {totals.first_batch_id}"
+    else:
+        span = f"batches {totals.first_batch_id}-{totals.last_batch_id}"
+    text = f"{span} read {totals.input_rows:,} rows"
+    if totals.rows_dropped_by_watermark:
+        text += (f", {totals.rows_dropped_by_watermark:,} of them dropped as late (behind the "
+                 "watermark)")
+    return text
 
 
 def expectation_outcomes(expectations: Sequence[DataExpectation], totals: BatchTotals

@@ -176,6 +176,8 @@ def evaluate_health(
         f"{watched} running stream(s), {open_count} open incident(s); "
         f"{len(new)} new alert(s), {len(sent)} delivered, {len(state.outbox)} queued"
     )
+    # The tick's "View logs" in the UI: what the sensor saw, not only in a hover tooltip.
+    context.log.info(summary)
     return SensorResult(cursor=state.to_json(), asset_events=events,
                         skip_reason=None if new else summary)
 
@@ -211,8 +213,9 @@ def build_health_checks(
     catalog = tuple(catalog)
     specs = [
         AssetCheckSpec(HEALTH_CHECK, asset=AssetKey(t.name),
-                       description="The continuous query is not failed, stalled, behind or "
-                       "dead-lettering above the threshold (updated by stream_health_sensor).")
+                       description="The continuous query is not failed, stalled, behind, cut off "
+                       "from its sources or dead-lettering above the threshold (updated by "
+                       "stream_health_sensor).")
         for t in catalog
     ]
 
@@ -229,7 +232,7 @@ def build_health_checks(
                 asset_key=key.asset_key,
                 check_name=HEALTH_CHECK,
                 passed=not found,
-                severity=AssetCheckSeverity.ERROR if Problem.FAILED in found
+                severity=AssetCheckSeverity.ERROR if any(p.severe for p in found)
                 else AssetCheckSeverity.WARN,
                 description="; ".join(f"{p}: {d}" for p, d in found.items())
                 or ("healthy" if view is not None and view.running

@@ -192,11 +192,14 @@ class KafkaCompatibleSource(ConfigurableResource):
     def auth_hint(self) -> str:
         return "check the SASL user name and password"
 
-    def check_reachable(self, topics: tuple[str, ...]) -> dict[str, int]:
+    def check_reachable(self, topics: tuple[str, ...], timeout_s: float | None = None
+                        ) -> dict[str, int]:
+        """Fail fast (KafkaUnavailable, KafkaAuthenticationFailed) within `timeout_s`
+        (default: `connect_timeout_s`) unless the broker answers and holds the topics."""
         return check_reachable(
             self.connection(),
             tuple(self.topic_name(t) for t in topics),
-            self.connect_timeout_s,
+            self.connect_timeout_s if timeout_s is None else timeout_s,
             self.unreachable_hint(),
             self.auth_hint(),
         )
