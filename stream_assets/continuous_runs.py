@@ -1,6 +1,6 @@
 """What identifies a continuous run and the tables it runs.
 
-The continuous job (jobs.py) starts such runs and the sensors (monitoring/sensors.py) find
+The continuous job (jobs/) starts such runs and the sensors (monitoring/sensors.py) find
 them in Dagster's storage, read the tables they run from their run config, and leave those
 tables alone. Both import these names from here, so the sensors do not load the job's module
 (the Spark supervision loop) and the job does not know who watches it.

@@ -47,3 +47,15 @@ class ExpectationFailed(StreamFailed):
 
 class LakeUnreachable(StreamAssetsError):
     """The lake's storage (a local disk or object store) did not answer or refused access."""
+
+
+def short_error(text: str | None, limit: int = 1500) -> str:
+    """What happened, without the stack traces: the first line and the root cause."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not lines:
+        return "the query stopped with an error"
+    causes = [line for line in lines if line.startswith("Caused by: ")]
+    summary = lines[0][:600]
+    if causes:
+        summary += " | " + causes[-1][:800]
+    return summary[:limit]

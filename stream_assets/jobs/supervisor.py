@@ -1,45 +1,15 @@
-"""Continuous mode: one job keeps the declared queries running until its run is terminated.
+"""Starting, watching, restarting, probing and stopping one continuous run's queries, and the
+Dagster events that report them (plain code: the op in run.py drives it)."""
 
-Launch `continuous_streams` from the UI (Jobs -> continuous_streams -> Launchpad), optionally
-with a selection of tables. Its one op starts every query in one SparkSession with
-processing-time triggers (`runner.start(..., available_now=False)`), holding each table's
-lock, and reports each query to Dagster every few seconds (listener.py). Through Spark
-Connect each query starts in a session of its own (QuerySessions). Terminating the run
-stops every query between two batches; the checkpoints make the next start resume exactly
-where this one stopped. A query that fails is restarted with a growing back-off and reported
-as failed until a batch succeeds again (the health sensor turns that into one alert). The op
-holds each query's concurrency pool slot for as long as it runs (tables/pools.py).
-"""
-
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, suppress
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-import pyspark
-from dagster import (
-    AssetCheckEvaluation,
-    AssetMaterialization,
-    AssetObservation,
-    Config,
-    DagsterExecutionInterruptedError,
-    DagsterRun,
-    DagsterRunStatus,
-    Failure,
-    JobDefinition,
-    OpExecutionContext,
-    in_process_executor,
-    job,
-    op,
-)
-from pydantic import Field
+from dagster import AssetCheckEvaluation, AssetMaterialization, AssetObservation
 from pyspark.sql import SparkSession
-from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
+from pyspark.sql.streaming import StreamingQuery
 
-from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG, OP_NAME, select_tables
 from stream_assets.errors import (
     CheckpointMismatch,
     ExpectationFailed,
@@ -47,7 +17,9 @@ from stream_assets.errors import (
     StreamAssetsError,
     StreamFailed,
     TableBusy,
+    short_error,
 )
+from stream_assets.jobs.config import ContinuousConfig
 from stream_assets.monitoring.health import Status
 from stream_assets.monitoring.lag import processed_offsets
 from stream_assets.monitoring.listener import (
@@ -57,7 +29,6 @@ from stream_assets.monitoring.listener import (
     TERMINATED,
     DeltaWrites,
     QueryEvent,
-    QueryEventListener,
     StreamTracker,
     checkpoint_offsets,
     expectation_evaluations,
@@ -68,21 +39,11 @@ from stream_assets.monitoring.listener import (
     measure_lag,
     stream_events,
 )
-from stream_assets.sinks import is_connect, is_delta_table
-from stream_assets.tables.assets import resource_keys
+from stream_assets.sinks import is_delta_table
 from stream_assets.tables.checkpoint_guard import Cleanup
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.expectations import stopped_by
-from stream_assets.tables.pools import pool_slots
-from stream_assets.tables.runner import StreamContext, exclusive, query_error, start
-from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE
-
-JOB_NAME = "continuous_streams"
-
-
-def resource_keys_of(catalog: Sequence[StreamingTable]) -> set[str]:
-    """Every resource the tables' queries read through (Spark, the lake, Kafka clusters)."""
-    return set().union({"spark", "lake"}, *(resource_keys(t) for t in catalog))
+from stream_assets.tables.runner import StreamContext, query_error, start
 
 Event = AssetMaterialization | AssetObservation | AssetCheckEvaluation
 
@@ -92,93 +53,6 @@ class DerivedChecks(Protocol):
     build_definitions supplies them, since this module sits beside monitoring.checks)."""
 
     def evaluations(self, spark: SparkSession, lake: Any) -> list[AssetCheckEvaluation]: ...
-
-
-class ContinuousConfig(Config):
-    tables: list[str] = Field(
-        default_factory=list,
-        description="Tables whose queries to run (a query's extra tables, like "
-        "dead_letter_queue, select their query); empty: all of them.",
-    )
-    trigger_interval: str | None = Field(
-        default=None,
-        description="Processing-time trigger for every query, e.g. '10 seconds'; default: "
-        "each declaration's trigger_interval.",
-    )
-    trigger_intervals: dict[str, str] = Field(
-        default_factory=dict,
-        description="Per-query processing-time triggers, e.g. {'raw_events': '0 seconds'}; "
-        "they win over trigger_interval. A short trigger lowers latency and makes more, "
-        "smaller Delta commits.",
-    )
-    event_interval_s: float = Field(
-        default=10.0,
-        description="At most one event per asset per this many seconds; batches in between "
-        "are summed into it.",
-    )
-    heartbeat_interval_s: float = Field(
-        default=60.0,
-        description="An idle query still reports (with its Kafka lag) this often.",
-    )
-    restart_on_failure: bool = Field(
-        default=True, description="Restart a failed query (with back-off) instead of failing "
-        "the run.",
-    )
-    restart_backoff_s: float = Field(default=5.0, description="First restart delay; doubles.")
-    max_restart_backoff_s: float = Field(default=120.0, description="Longest restart delay.")
-    max_consecutive_failures: int = Field(
-        default=20, description="Fail the run after this many failures without a good batch "
-        "in between (0: never).",
-    )
-    stop_timeout_s: float = Field(
-        default=60.0,
-        description="On termination, how long to wait for a batch in flight before stopping "
-        "anyway (a stopped batch is rolled back and replayed on the next start).",
-    )
-    poll_interval_s: float = Field(default=1.0, description="Supervision loop period.")
-    source_probe_interval_s: float = Field(
-        default=10.0,
-        description="Ask every Kafka cluster the running queries read whether it answers this "
-        "often (each look waits at most 5 s); an outage is reported at once and the health "
-        "sensor alerts 'source unreachable' long before Spark gives up on the query. 0: never.",
-    )
-    checks_interval_s: float = Field(
-        default=300.0,
-        description="Run a table's derived checks (freshness, schema, keys, dead-letter "
-        "ratio) at most this often, when its query wrote since they last ran, so the UI's "
-        "check status stays current; 0: never (expectations are judged every report).",
-    )
-    max_runtime_s: float | None = Field(
-        default=None,
-        description="Stop every query gracefully after this many seconds and end the run "
-        "successfully; default: run until terminated.",
-    )
-
-    def trigger_for(self, table: StreamingTable) -> str:
-        return (self.trigger_intervals.get(table.name) or self.trigger_interval
-                or table.trigger_interval)
-
-
-def check_trigger_names(catalog: Sequence[StreamingTable], intervals: dict[str, str]) -> None:
-    """A misspelt query name in trigger_intervals would silently keep the default trigger."""
-    unknown = sorted(set(intervals) - {t.name for t in catalog})
-    if unknown:
-        raise Failure(
-            description=f"trigger_intervals names unknown query(ies) {', '.join(unknown)}; "
-            f"queries: {', '.join(t.name for t in catalog)}"
-        )
-
-
-def short_error(text: str | None, limit: int = 1500) -> str:
-    """What happened, without the stack traces: the first line and the root cause."""
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    if not lines:
-        return "the query stopped with an error"
-    causes = [line for line in lines if line.startswith("Caused by: ")]
-    summary = lines[0][:600]
-    if causes:
-        summary += " | " + causes[-1][:800]
-    return summary[:limit]
 
 
 @dataclass
@@ -196,68 +70,6 @@ class Stream:
     unchecked: bool = False  # wrote since its derived checks last ran
     checked_at: float = float("-inf")
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class QuerySessions:
-    """The session each query of a run starts in, each one reporting to the run's listener.
-
-    A MERGE sink takes its Delta transaction ids from session settings (sinks.merge_once).
-    Classic Spark runs every query in a clone of the session that started it, so those
-    settings stay the query's own. Through Spark Connect a query's foreachBatch runs in the
-    very session it was started from: two queries sharing one could commit under each
-    other's ids and lose replay protection. There each query starts in a server-side clone
-    of the run's session (same settings), released when the run ends.
-    """
-
-    def __init__(self, spark: SparkSession, listener: StreamingQueryListener, log: Any) -> None:
-        self.spark = spark
-        self.listener = listener
-        self.log = log
-        self.own: dict[str, SparkSession] = {}
-        self.listening: list[SparkSession] = []
-        if not is_connect(spark):
-            self._listen(spark)
-
-    def for_query(self, name: str) -> SparkSession:
-        if not is_connect(self.spark):
-            return self.spark
-        if name not in self.own:
-            self.own[name] = self._clone(name)
-            self._listen(self.own[name])
-        return self.own[name]
-
-    def _clone(self, name: str) -> SparkSession:
-        try:
-            return self.spark.cloneSession()
-        except Exception as exc:
-            self.log.warning(
-                f"{name}: the Spark Connect server could not give the query a session of its "
-                f"own ({short_error(str(exc), 300)}), so it shares the run's: two MERGE queries "
-                "running at once could commit under each other's transaction ids. Use a server "
-                f"of the client's Spark version ({pyspark.__version__}) or run them in "
-                "separate runs."
-            )
-            return self.spark
-
-    def _listen(self, session: SparkSession) -> None:
-        if not any(s is session for s in self.listening):
-            session.streams.addListener(self.listener)
-            self.listening.append(session)
-
-    def close(self) -> None:
-        """Stop listening, and release the sessions made for queries (stopped by now)."""
-        for session in self.listening:
-            with suppress(Exception):
-                session.streams.removeListener(self.listener)
-        self.listening.clear()
-        for session in self.own.values():
-            if session is not self.spark:
-                # Not session.stop(): in Connect's local mode that stops the server too.
-                with suppress(Exception):
-                    session.client.release_session()
-                with suppress(Exception):
-                    session.client.close()
-        self.own.clear()
 
 
 class Supervisor:
@@ -594,133 +406,3 @@ def _unreachable(kafka: Any, topics: tuple[str, ...], timeout_s: float) -> str |
     except Exception as exc:
         return f"the Kafka probe failed: {short_error(str(exc), 300)}"
     return None
-
-
-def _session_keeping_dagster_interrupts(resource: Any) -> Any:
-    """The SparkSession, without PySpark's SIGINT handler, which would cancel running jobs.
-
-    Dagster turns a terminate request into SIGINT; PySpark's handler (installed when the
-    session starts on the main thread) would cancel the batch in flight instead of letting
-    the op stop the queries between batches.
-    """
-    main = threading.current_thread() is threading.main_thread()
-    handler = signal.getsignal(signal.SIGINT) if main else None
-    session = resource.spark_session
-    if main and handler is not None:
-        signal.signal(signal.SIGINT, handler)
-    return session
-
-
-def _termination_requested(context: OpExecutionContext) -> bool:
-    """The run was marked for termination but no interrupt reached this process.
-
-    Dagster's run launchers deliver a terminate request as an interrupt; this covers
-    launchers and in-process executions that cannot signal the op.
-    """
-    try:
-        run = context.instance.get_run_by_id(context.run_id)
-    except Exception:
-        return False
-    return run is not None and run.status == DagsterRunStatus.CANCELING
-
-
-def _ignore_further_interrupts() -> None:
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, lambda *_: None)
-
-
-def run_continuously(
-    context: OpExecutionContext, config: ContinuousConfig, catalog: Sequence[StreamingTable],
-    checks: Mapping[str, DerivedChecks] | None = None,
-) -> Iterator[Event]:
-    tables = select_tables(catalog, config.tables)
-    check_trigger_names(catalog, config.trigger_intervals)
-    bound = {key: getattr(context.resources, key) for key in resource_keys_of(catalog)}
-    ctx = StreamContext(
-        spark=_session_keeping_dagster_interrupts(context.resources.spark),
-        lake=context.resources.lake,
-        source=bound.get(DEFAULT_KAFKA_RESOURCE),
-        resources=bound,
-    )
-    listener = QueryEventListener()
-    sessions = QuerySessions(ctx.spark, listener, context.log)
-    supervisor = Supervisor(tables, ctx, config, context.log, session_for=sessions.for_query,
-                            checks=checks)
-    context.log.info(f"running {', '.join(t.name for t in tables)} until terminated")
-    with ExitStack() as locks:
-        try:
-            for table in tables:
-                locks.enter_context(exclusive(table, ctx))
-            began = last_look = time.time()
-            while config.max_runtime_s is None or time.time() - began < config.max_runtime_s:
-                supervisor.start_due()
-                supervisor.handle(listener.drain())
-                supervisor.poll()
-                supervisor.probe_sources()
-                if supervisor.fatal is not None:
-                    raise supervisor.fatal
-                yield from supervisor.reports()
-                time.sleep(config.poll_interval_s)
-                if time.time() - last_look >= 5:
-                    last_look = time.time()
-                    if _termination_requested(context):
-                        raise DagsterExecutionInterruptedError()
-            context.log.info(f"max_runtime_s ({config.max_runtime_s:g} s) reached: stopping")
-            supervisor.stop_all(config.stop_timeout_s)
-            supervisor.handle(listener.drain())
-            yield from supervisor.reports(force=True)
-        except (DagsterExecutionInterruptedError, KeyboardInterrupt):
-            _ignore_further_interrupts()
-            context.log.info("termination requested: stopping every query between batches")
-            supervisor.stop_all(config.stop_timeout_s)
-            supervisor.handle(listener.drain())
-            yield from supervisor.reports(force=True)
-            raise
-        except Exception:
-            supervisor.stop_all(config.stop_timeout_s)
-            yield from supervisor.reports(force=True)
-            raise
-        finally:
-            supervisor.stop_all(0)
-            sessions.close()
-
-
-def _continuous(run: DagsterRun) -> bool:
-    return run.tags.get(MODE_TAG) == CONTINUOUS
-
-
-def build_continuous_job(
-    catalog: Sequence[StreamingTable], name: str = JOB_NAME,
-    checks: Mapping[str, DerivedChecks] | None = None,
-) -> JobDefinition:
-    """The continuous job over the given declarations.
-
-    A builder rather than a module-level job, so that this module does not pick the project's
-    tables: project.build_definitions passes the ones it is given, tests pass their own.
-    `checks` are the queries' derived checks (monitoring/checks.table_checks), which the run
-    evaluates every `checks_interval_s` on the tables it wrote.
-    """
-
-    @op(
-        name=OP_NAME,
-        out={},
-        required_resource_keys=resource_keys_of(catalog),
-        description="Runs the selected streaming queries until the run is terminated.",
-    )
-    def run_streams(context: OpExecutionContext, config: ContinuousConfig) -> Iterator[Event]:
-        # Every query's pool slot, before the SparkSession starts: a catch-up run of one of
-        # the tables makes this run wait for it, another continuous run refuses it.
-        with pool_slots(context, select_tables(catalog, config.tables), refuse=_continuous):
-            yield from run_continuously(context, config, catalog, checks)
-
-    @job(
-        name=name,
-        executor_def=in_process_executor,
-        tags={MODE_TAG: CONTINUOUS},
-        description="Continuous mode: every streaming query (or a selection) with "
-        "processing-time triggers in one SparkSession, until the run is terminated.",
-    )
-    def continuous_job() -> None:
-        run_streams()
-
-    return continuous_job
