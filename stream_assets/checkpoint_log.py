@@ -2,7 +2,7 @@
 (`offsets/N`) and committed (`commits/N`), and where the last committed one ended.
 
 The "nothing new" test (tables/pending.py), the backlog and lag measures
-(monitoring/listener.py) and the checkpoint guard read the same few files; they read them
+(monitoring/measures.py) and the checkpoint guard read the same few files; they read them
 here, through the lake's files (lake_files.py), on a local disk or object storage alike.
 """
 

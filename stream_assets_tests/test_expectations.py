@@ -119,12 +119,12 @@ def test_a_wrong_expectation_is_refused_at_load():
 
 
 def test_a_report_judges_expectations_over_the_batches_it_covers():
-    from stream_assets.monitoring.listener import (
-        BatchTotals,
+    from stream_assets.monitoring.report_events import (
         expectation_evaluations,
         expectation_outcomes,
         failing_text,
     )
+    from stream_assets.monitoring.tracker import BatchTotals
     from stream_assets.tables.expectations import OBSERVATION
 
     rules = (expect("positive", "n > 0", max_violation_ratio=0.1),

@@ -9,14 +9,10 @@ from dagster import AssetMaterialization, AssetObservation
 from stream_assets.lake_files import LOCAL_FILES
 from stream_assets.monitoring.health import Status, StreamReport
 from stream_assets.monitoring.lag import TopicLag
-from stream_assets.monitoring.listener import (
-    BatchTotals,
-    StreamTracker,
-    checkpoint_offsets,
-    measure_backlog,
-    stream_events,
-)
+from stream_assets.monitoring.measures import checkpoint_offsets, measure_backlog
 from stream_assets.monitoring.metadata import table_state
+from stream_assets.monitoring.report_events import stream_events
+from stream_assets.monitoring.tracker import BatchTotals, StreamTracker
 
 
 def progress(batch_id: int, rows: int, *, input_rate: float = 100.0, processed_rate: float = 200.0,

@@ -3,8 +3,9 @@
 Launch `continuous_streams` from the UI (Jobs -> continuous_streams -> Launchpad), optionally
 with a selection of tables. Its one op starts every query in one SparkSession with
 processing-time triggers (`runner.start(..., available_now=False)`), holding each table's
-lock, and reports each query to Dagster every few seconds (listener.py). Through Spark
-Connect each query starts in a session of its own (QuerySessions). Terminating the run
+lock, and reports each query to Dagster every few seconds (monitoring/tracker.py and
+report_events.py). Through Spark Connect each query starts in a session of its own
+(QuerySessions). Terminating the run
 stops every query between two batches; the checkpoints make the next start resume exactly
 where this one stopped. A query that fails is restarted with a growing back-off and reported
 as failed until a batch succeeds again (the health sensor turns that into one alert). The op

@@ -22,23 +22,21 @@ from stream_assets.errors import (
 from stream_assets.jobs.config import ContinuousConfig
 from stream_assets.monitoring.health import Status
 from stream_assets.monitoring.lag import processed_offsets
-from stream_assets.monitoring.listener import (
-    IDLE,
-    PROGRESS,
-    STARTED,
-    TERMINATED,
+from stream_assets.monitoring.listener import IDLE, PROGRESS, STARTED, TERMINATED, QueryEvent
+from stream_assets.monitoring.measures import (
     DeltaWrites,
-    QueryEvent,
-    StreamTracker,
     checkpoint_offsets,
+    measure_backlog,
+    measure_lag,
+)
+from stream_assets.monitoring.report_events import (
     expectation_evaluations,
     expectation_outcomes,
     failing_text,
     lag_total,
-    measure_backlog,
-    measure_lag,
     stream_events,
 )
+from stream_assets.monitoring.tracker import StreamTracker
 from stream_assets.sinks import is_delta_table
 from stream_assets.tables.checkpoint_guard import Cleanup
 from stream_assets.tables.declaration import StreamingTable
