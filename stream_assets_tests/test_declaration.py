@@ -76,6 +76,8 @@ def table(**fields) -> StreamingTable:
         ({"table_properties": {"delta.appendOnly": True}}, "table_properties",
          "must be a string"),
         ({"table_properties": "delta.appendOnly=true"}, "table_properties", "a mapping"),
+        ({"late_rows_alert": -1}, "late_rows_alert", "a number of rows"),
+        ({"late_rows_alert": "1000"}, "late_rows_alert", "a number of rows"),
     ],
 )
 def test_a_wrong_declaration_is_refused_naming_the_table_and_the_field(fields, field, says):

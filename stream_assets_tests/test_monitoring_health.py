@@ -300,3 +300,26 @@ def test_an_unreachable_source_alerts_once_in_red_and_resolves_once_when_it_answ
 def test_a_report_of_an_unreachable_source_round_trips_through_dagster_metadata():
     away = report(100.5, source_unreachable="gone", source_unreachable_since=90.25)
     assert StreamReport.from_metadata(away.to_metadata(), 100.5) == away
+
+
+def test_late_rows_above_the_declared_threshold_in_the_window_alert_once_then_resolve():
+    state = HealthState()
+    t = HealthThresholds(late_rows_window_s=600)
+
+    def tick(report_id: int, at: float, late: int) -> list[tuple[str, str]]:
+        seen = view(report(at, late_rows=late), report_id=report_id, late_rows_alert=1000)
+        return [(a.problem, a.state) for a in state.evaluate([seen], at, t)]
+
+    assert tick(1, 100, 600) == []  # 600 in the window
+    assert tick(2, 200, 600) == [(Problem.LATE_ROWS, FIRING)]  # 1,200
+    assert state.outbox[0].detail == (
+        "the watermark dropped 1,200 late rows in the last 10.0 min (alert above 1,000)")
+    assert tick(2, 210, 600) == []  # the same report again counts once
+    assert tick(3, 300, 0) == []  # still 1,200 within the last 10 minutes
+    assert tick(4, 750, 0) == [(Problem.LATE_ROWS, RESOLVED)]  # report 1 and 2 fell out
+
+
+def test_late_rows_are_not_judged_for_a_table_without_a_threshold():
+    state = HealthState()
+    alerts = state.evaluate([view(report(100, late_rows=10**6), report_id=1)], 100, T)
+    assert alerts == []

@@ -49,6 +49,7 @@ def test_batches_between_reports_are_summed_into_one():
     assert (report.batches, report.input_rows, report.kafka_lag) == (3, 60, 7)
     assert report.status == Status.RUNNING and report.last_batch_id == 2
     assert totals.rows_dropped_by_watermark == 3 and totals.batch_duration_ms_max == 300
+    assert report.late_rows == 3
     # 60 rows took 0.6 s of processing and arrived over 0.6 s at 100 rows/s
     assert report.processed_rows_per_second == 100.0
     assert report.input_rows_per_second == 100.0

@@ -275,6 +275,19 @@ def test_delta_version_is_read_from_the_log_without_spark(tmp_path):
     assert delta_log_version("hdfs://namenode/t", LOCAL_FILES) is None
 
 
+def test_a_table_dropping_more_late_rows_than_it_declares_alerts_once(instance, alert_receiver):
+    ticks, before = Ticks(instance, alert_receiver.url), len(alert_receiver.received())
+    run = start_run(instance, ["event_counts"])
+    store_report(instance, run, "event_counts", kafka_lag=None, upstream_versions_waiting=0,
+                 late_rows=31_790)
+    ticks.tick()
+    ticks.tick()
+    [message] = alert_receiver.received()[before:]
+    assert message["text"] == ":large_orange_circle: event_counts: late rows dropped"
+    assert "dropped 31,790 late rows in the last 10.0 min (alert above 1,000)" in (
+        message["blocks"][1]["text"]["text"])
+
+
 def test_each_tick_writes_its_summary_to_the_tick_log(instance, alert_receiver):
     """What the UI's "View logs" of a tick shows: the instance's captured tick log."""
     ticks = Ticks(instance, alert_receiver.url)

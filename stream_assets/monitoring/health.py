@@ -38,6 +38,7 @@ class Problem(StrEnum):
     EXPECTATIONS = "expectations"
     RUN_FAILED = "run_failed"
     SOURCE_UNREACHABLE = "source_unreachable"
+    LATE_ROWS = "late_rows"
 
     @property
     def severe(self) -> bool:
@@ -92,6 +93,9 @@ class StreamReport:
     # a query whose broker is away; the probe says so within seconds.
     source_unreachable: str | None = None
     source_unreachable_since: float | None = None
+    # Rows the query's watermarks dropped as late in the report's batches (Spark's
+    # numRowsDroppedByWatermark: for an aggregation, rows already pre-aggregated per group).
+    late_rows: int = 0
 
     _TIMES = ("last_batch_at", "started_at", "caught_up_at", "source_unreachable_since")
 
@@ -130,6 +134,8 @@ class HealthThresholds:
     dead_letter_ratio: float = 0.05
     dead_letter_window_rows: int = 1000
     dead_letter_min_rows: int = 200
+    # A table's `late_rows_alert` is judged over the reports of this many seconds.
+    late_rows_window_s: float = 600.0
     clear_after: int = 1
 
     def __post_init__(self) -> None:
@@ -151,6 +157,7 @@ class StreamView:
     run_started_at: float | None = None
     ended_because: str | None = None  # why a stream that was running no longer is
     upstream: tuple[str, ...] = ()  # the Delta tables the stream reads, for alert texts
+    late_rows_alert: int | None = None  # the table's declared threshold (None: not judged)
 
 
 @dataclass(frozen=True)
@@ -217,6 +224,7 @@ def problems(
     t: HealthThresholds,
     dead_window: tuple[int, int] | None = None,
     backlog_history: list[int] | None = None,
+    late_window: int | None = None,
 ) -> dict[Problem, str | None]:
     """Each problem that can be judged now: its description if present, None if absent.
 
@@ -301,6 +309,13 @@ def problems(
         )
     if report.failing_expectations is not None:
         found[Problem.EXPECTATIONS] = report.failing_expectations or None
+    if view.late_rows_alert is not None:
+        late = report.late_rows if late_window is None else late_window
+        found[Problem.LATE_ROWS] = (
+            f"the watermark dropped {late:,} late rows in the last "
+            f"{_fmt_s(t.late_rows_window_s)} (alert above {view.late_rows_alert:,})"
+            if late > view.late_rows_alert else None
+        )
     return found
 
 
@@ -311,6 +326,7 @@ _TITLES = {
     Problem.DEAD_LETTERS: "dead-letter rate above threshold",
     Problem.EXPECTATIONS: "expectation failing",
     Problem.SOURCE_UNREACHABLE: "source unreachable",
+    Problem.LATE_ROWS: "late rows dropped",
 }
 
 
@@ -320,6 +336,7 @@ class StreamState:
     lags: list[list[int]] = field(default_factory=list)  # [report_id, lag] samples
     backlog: list[list[int]] = field(default_factory=list)  # [report_id, versions] samples
     dead: list[list[int]] = field(default_factory=list)  # [report_id, rows, dead] samples
+    late: list[list[float]] = field(default_factory=list)  # [report_id, at, late rows] samples
 
 
 @dataclass
@@ -336,7 +353,7 @@ class HealthState:
             {
                 "v": 1,
                 "streams": {n: asdict(s) for n, s in self.streams.items()
-                            if s.open or s.lags or s.backlog or s.dead},
+                            if s.open or s.lags or s.backlog or s.dead or s.late},
                 "outbox": [a.to_dict() for a in self.outbox],
             },
             separators=(",", ":"),
@@ -376,6 +393,7 @@ class HealthState:
                 state.lags.clear()
                 state.backlog.clear()
                 state.dead.clear()
+                state.late.clear()
                 continue
             report = view.report
             lags = self._sample(state.lags, view,
@@ -383,7 +401,9 @@ class HealthState:
             backlog = self._sample(state.backlog, view, None if report is None
                                    else report.upstream_versions_waiting, thresholds)
             window = self._sample_dead_letters(state, view, thresholds)
-            found = problems(view, lags, now, thresholds, window, backlog_history=backlog)
+            late = self._sample_late_rows(state, view, now, thresholds)
+            found = problems(view, lags, now, thresholds, window, backlog_history=backlog,
+                             late_window=late)
             for problem, detail in found.items():
                 incident = state.open.get(problem)
                 if detail is not None:
@@ -433,6 +453,20 @@ class HealthState:
                 break
         del state.dead[: len(state.dead) - keep]
         return (rows, dead) if state.dead else None
+
+    @staticmethod
+    def _sample_late_rows(state: StreamState, view: StreamView, now: float,
+                          t: HealthThresholds) -> int | None:
+        """Late rows over the reports of the last `late_rows_window_s`; None when the stream
+        declares no threshold."""
+        if view.late_rows_alert is None:
+            return None
+        report = view.report
+        if (report is not None and view.report_id is not None
+                and (not state.late or state.late[-1][0] != view.report_id)):
+            state.late.append([view.report_id, report.reported_at, report.late_rows])
+        state.late[:] = [s for s in state.late if s[1] >= now - t.late_rows_window_s]
+        return int(sum(s[2] for s in state.late))
 
     @staticmethod
     def _alert(view: StreamView, problem: str, state: str, incident: Mapping[str, Any],

@@ -122,7 +122,7 @@ def stream_views(
                 stream=table.name, running=not stopped, report=latest.report,
                 report_id=latest.storage_id, run_id=latest.run_id,
                 ended_because="the query was stopped" if stopped else None,
-                upstream=table.upstream_tables,
+                upstream=table.upstream_tables, late_rows_alert=table.late_rows_alert,
             ))
         elif owner is not None:
             record = instance.get_run_record_by_id(owner.run_id)
@@ -131,7 +131,7 @@ def stream_views(
                 started = record.start_time or record.create_timestamp.timestamp()
             views.append(StreamView(
                 stream=table.name, running=True, run_id=owner.run_id, run_started_at=started,
-                upstream=table.upstream_tables,
+                upstream=table.upstream_tables, late_rows_alert=table.late_rows_alert,
             ))
         else:
             reason = None

@@ -185,5 +185,6 @@ class StreamTracker:
             error=self.error if self.status in (Status.FAILED, Status.WAITING) else None,
             source_unreachable=self.source_error,
             source_unreachable_since=self.source_error_since,
+            late_rows=totals.rows_dropped_by_watermark,
         )
         return report, totals

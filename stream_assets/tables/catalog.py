@@ -13,6 +13,10 @@ from stream_assets.tables.writes import DeltaAppend, DeltaMerge
 from stream_assets.transforms import joins, sessions, windows
 from stream_assets.transforms.events import parse_events
 
+# The demo's tables with watermarks: more late rows than this in 10 minutes of a continuous run
+# is one health alert (a producer's clock, or a backlog replayed behind the watermark).
+LATE_ROWS_ALERT = 1000
+
 WINDOW_COLUMNS = {
     "window_start": "Start of the event-time window (inclusive, UTC).",
     "window_end": "End of the event-time window (exclusive, UTC).",
@@ -67,6 +71,7 @@ raw_events = StreamingTable(
 
 event_counts = StreamingTable(
     name="event_counts",
+    late_rows_alert=LATE_ROWS_ALERT,
     sources={"events": upstream("raw_events")},
     transform=windows.tumbling_counts,
     sink=DeltaMerge(),
@@ -79,6 +84,7 @@ event_counts = StreamingTable(
 
 event_duration_stats = StreamingTable(
     name="event_duration_stats",
+    late_rows_alert=LATE_ROWS_ALERT,
     sources={"events": upstream("raw_events")},
     transform=windows.sliding_duration_stats,
     sink=DeltaMerge(),
@@ -94,6 +100,7 @@ event_duration_stats = StreamingTable(
 
 activity_sessions = StreamingTable(
     name="activity_sessions",
+    late_rows_alert=LATE_ROWS_ALERT,
     sources={"events": upstream("raw_events")},
     transform=windows.activity_sessions,
     # Session windows cannot be updated in place by Spark (no update mode), so each session
@@ -114,6 +121,7 @@ activity_sessions = StreamingTable(
 
 impression_clicks = StreamingTable(
     name="impression_clicks",
+    late_rows_alert=LATE_ROWS_ALERT,
     sources={
         "impressions": kafka_topic(schemas.IMPRESSION_TOPIC, parser=joins.impression_records),
         "clicks": kafka_topic(schemas.CLICK_TOPIC, parser=joins.click_records),
@@ -157,6 +165,7 @@ enriched_events = StreamingTable(
 
 user_sessions = StreamingTable(
     name="user_sessions",
+    late_rows_alert=LATE_ROWS_ALERT,
     sources={"events": upstream("raw_events")},
     transform=sessions.user_sessions,
     sink=DeltaMerge(stamp_column=None),

@@ -64,6 +64,9 @@ class StreamingTable:
     without a materialization, stale after an hour; None: no policy). `table_properties` are
     Delta table properties of the table (`delta.*`, e.g. `delta.dataSkippingStatsColumns`):
     set when the table is created, and set again before a run when they differ (writes.py).
+    `late_rows_alert`: in a continuous run, the health sensor alerts once when the table's
+    watermarks drop more than this many rows as late within 10 minutes (None: no alert; the
+    count is in every materialization's `rows_dropped_by_watermark` either way).
     """
 
     name: str
@@ -85,6 +88,7 @@ class StreamingTable:
     tags: Mapping[str, str] = field(default_factory=dict)
     table_properties: Mapping[str, str] = field(default_factory=dict)
     freshness: FreshnessPolicy | None = DEFAULT_FRESHNESS
+    late_rows_alert: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("keys", "nullable_keys", "partition_by", "owners", "expectations"):
@@ -129,6 +133,10 @@ class StreamingTable:
                          "expect_or_drop, or remove dead_letters")
         if self.dead_letter_table is not None and not _NAME.fullmatch(self.dead_letter_table):
             self._refuse("dead_letters", "must be letters, digits and underscores")
+        late = self.late_rows_alert
+        if late is not None and (isinstance(late, bool) or not isinstance(late, int) or late < 0):
+            self._refuse("late_rows_alert", f"must be a number of rows (0 or more) or None, "
+                         f"not {late!r}")
         if self.freshness is not None and not isinstance(self.freshness, FreshnessPolicy):
             self._refuse("freshness", f"{self.freshness!r} is not a FreshnessPolicy, e.g. "
                          "FreshnessPolicy.time_window(fail_window=timedelta(hours=2)), or None")
