@@ -168,6 +168,7 @@ def test_seeded_users_are_a_materialization_the_ui_shows(cli_env, tmp_path):
         assert meta["dagster/row_count"].value == 7
         assert meta["delta_version"].value == DeltaTable(str(path)).version()
         assert [c.name for c in meta["dagster/column_schema"].value.columns] == list(rows[0])
+        assert all(c.description for c in meta["dagster/column_schema"].value.columns)
 
         # Materialized again with the table as it was: the recorded figures, no Spark read.
         from dagster import materialize

@@ -33,6 +33,14 @@ class UserDimensionConfig(Config):
     )
 
 
+USER_COLUMNS = {
+    "user_id": "The user's id, as events carry it in user_id.",
+    "user_name": "Display name.",
+    "user_segment": "Marketing segment.",
+    "registration_date": "When the user registered.",
+}
+
+
 def build_user_dimension(seed: UserSeed) -> AssetsDefinition:
     """The `user_dimension` asset, seeded with `seed(spark, config.users)` when missing.
 
@@ -73,7 +81,7 @@ def build_user_dimension(seed: UserSeed) -> AssetsDefinition:
             "path": MetadataValue.path(path),
             "delta_version": delta_version(spark, path, lake.files),
             "dagster/row_count": frame.count(),
-            "dagster/column_schema": table_schema(frame.schema),
+            "dagster/column_schema": table_schema(frame.schema, USER_COLUMNS),
         }
         if commit is not None:
             meta[COMMIT] = commit_key(commit)
