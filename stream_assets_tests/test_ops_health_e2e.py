@@ -272,6 +272,13 @@ def opened_at_exit(gate: threading.Event) -> Iterator[None]:
         gate.set()
 
 
+def first_records(env: Setup, run: ContinuousRun, health: HealthSensor, table: str) -> None:
+    """Ten records read and reported, and nothing left open from the start-up."""
+    env.send(10, "a")
+    wait_until(lambda: run.rows_read(table) == 10, 120, "the first records", every=health.tick)
+    health.settle(table)
+
+
 def delta_versions(path: str) -> int:
     """The latest version of a local Delta table, straight from its log folder."""
     log = os.path.join(path, "_delta_log")
@@ -338,10 +345,7 @@ def test_a_query_reading_less_per_batch_than_arrives_falls_behind_once_and_recov
     producer = threading.Thread(target=lambda: produce(endless(), env.connection, rate=40),
                                 name="producer", daemon=True)
     with ContinuousRun(instance, [plain_events], env.resources) as run:
-        env.send(10, "a")
-        wait_until(lambda: run.rows_read("plain_events") == 10, 120, "the first records",
-                   every=health.tick)
-        health.settle("plain_events")
+        first_records(env, run, health, "plain_events")
         producer.start()
         try:
             texts = health.wait_for_messages(1, 90, "the falling-behind alert")
@@ -443,11 +447,7 @@ def test_a_broker_outage_is_alerted_within_a_minute_once_and_resolved_once(
         health = HealthSensor(instance, [plain_events], HealthThresholds(
             stall_after_s=600, silent_after_s=600), alert_receiver)
         with ContinuousRun(instance, [plain_events], env.resources) as run:
-            env.send(10, "a")
-            wait_until(lambda: run.rows_read("plain_events") == 10, 120, "the first records",
-                       every=health.tick)
-            health.settle("plain_events")
-
+            first_records(env, run, health, "plain_events")
             broker.stop()
             stopped = time.monotonic()
             texts = health.wait_for_messages(1, 60, "the outage alert")
