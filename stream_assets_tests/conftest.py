@@ -26,6 +26,7 @@ os.environ["STREAM_ASSETS_HOME"] = str(_TEST_HOME)
 # spends a third less CPU than tiered compilation up to C2, on two cores shared by two workers
 # (docs/testing.md). The product's own JVMs keep the default: a stream runs for months.
 os.environ.setdefault("JDK_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1")
+SESSION_JIT = os.environ.get("STREAM_ASSETS_TEST_SESSION_JIT", "-XX:TieredStopAtLevel=4")
 
 # Files whose tests share one `dagster dev` (dagster_dev.py): under pytest-xdist they run on one
 # worker, so the suite starts one webserver, daemon and code server, not one per worker.
@@ -76,10 +77,14 @@ def spark_resource():
 
     # Shared by every test: stopping it in a resource teardown would kill it for the next test.
     # A lake on the test S3 server gives the session its S3A settings itself (DeltaLake.attach).
-    return SparkResource(
-        stop_on_teardown=False,
-        spark_config={"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g"},
-    )
+    config = {"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g"}
+    if SESSION_JIT:
+        # The worker's own JVM lives for the whole run and does most of the work: the full JIT
+        # (a later flag wins over JDK_JAVA_OPTIONS' C1-only).
+        java = SparkResource(spark_config=config).session_config().get(
+            "spark.driver.extraJavaOptions", "")
+        config["spark.driver.extraJavaOptions"] = f"{java} {SESSION_JIT}".strip()
+    return SparkResource(stop_on_teardown=False, spark_config=config)
 
 
 @pytest.fixture(scope="session")
