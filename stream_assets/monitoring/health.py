@@ -427,8 +427,15 @@ class HealthState:
     def _sample(samples: list[list[int]], view: StreamView, value: int | None,
                 t: HealthThresholds) -> list[int]:
         """Adds a new report's measurement (the same report seen again is not a new sample);
-        returns the last `behind_batches + 1` values, oldest first."""
-        if value is not None and view.report_id is not None:
+        returns the last `behind_batches + 1` values, oldest first.
+
+        Only a report that covers a batch is a sample: reports come every `event_interval_s`,
+        and when a batch takes longer, several in a row measure the same processed position.
+        Those repeats made a backlog being worked off look flat, not shrinking, so busy
+        catch-up batches looked like falling behind (a query that completes no batch at all
+        is a stall, judged apart)."""
+        batched = view.report is not None and view.report.batches > 0
+        if value is not None and view.report_id is not None and batched:
             if not samples or samples[-1][0] != view.report_id:
                 samples.append([view.report_id, int(value)])
             del samples[: -(t.behind_batches + 1)]
