@@ -21,10 +21,12 @@ _TEST_HOME = Path(tempfile.mkdtemp(prefix="stream_assets_tests_"))
 os.environ.setdefault("STREAM_ASSETS_JARS", str(Path(__file__).resolve().parent.parent
                                                  / ".stream_assets" / "jars"))
 os.environ["STREAM_ASSETS_HOME"] = str(_TEST_HOME)
-# Every JVM the tests start (Spark drivers, run workers, the broker, the cluster, Connect) lives
-# for seconds to minutes on small data: the C1 compiler alone makes their code fast enough and
-# spends a third less CPU than tiered compilation up to C2, on two cores shared by two workers
-# (docs/testing.md). The product's own JVMs keep the default: a stream runs for months.
+# The JVMs the tests start besides the worker's own SparkSession (run workers, fault drivers,
+# the broker, the cluster, Connect) live for seconds to minutes on small data: the C1 compiler
+# alone makes their code fast enough and spends a third less CPU than tiered compilation up to
+# C2, on two cores shared by two workers (docs/testing.md). The worker's session lives for the
+# whole run and keeps the full JIT (SESSION_JIT, in spark_resource). The product's own JVMs
+# keep the default: a stream runs for months.
 os.environ.setdefault("JDK_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1")
 SESSION_JIT = os.environ.get("STREAM_ASSETS_TEST_SESSION_JIT", "-XX:TieredStopAtLevel=4")
 
@@ -36,10 +38,10 @@ DAGSTER_DEV_FILES = frozenset({
 })
 # The longest groups, longest first (docs/testing.md has the figures): a worker that takes one
 # of them last would leave the other idle at the end of the run. The rest follow in file order.
-LONGEST_FIRST = ("dagster_dev", "test_crash_sweep.py", "test_spark_connect.py",
-                 "test_cluster.py", "test_ops_pools.py", "test_streaming_tables.py",
-                 "test_faults_driver_killed.py", "test_faults_broker.py",
-                 "test_hostile_input.py", "test_refresh.py")
+LONGEST_FIRST = ("dagster_dev", "test_crash_sweep.py", "test_streaming_tables.py",
+                 "test_faults_driver_killed.py", "test_faults_broker.py", "test_ops_pools.py",
+                 "test_hostile_input.py", "test_spark_connect.py", "test_cluster.py",
+                 "test_cli.py")
 
 
 def group_of(nodeid: str) -> str:

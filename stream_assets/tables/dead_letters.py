@@ -46,6 +46,7 @@ SCHEMA = StructType(
     ]
 )
 
+
 def description(table: str) -> str:
     """The dead-letter table's own description in the catalog."""
     return (f"What {table} refused, each once: the record's exact bytes and Kafka position (a "
