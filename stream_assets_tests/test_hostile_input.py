@@ -36,6 +36,7 @@ from pyspark.sql.types import (
 )
 
 from stream_assets import schemas
+from stream_assets.records import reasons as rs
 from stream_assets.tables import dead_letters
 from stream_assets.tables.catalog import raw_events
 from stream_assets.tables.expectations import without_flags
@@ -55,11 +56,11 @@ KAFKA_WITH_HEADERS = StructType(
 )
 
 KNOWN_ERRORS = {
-    ev.NULL_VALUE, ev.EMPTY_VALUE, ev.NOT_UTF8, ev.INVALID_JSON, ev.NOT_OBJECT,
+    rs.NULL_VALUE, rs.EMPTY_VALUE, rs.NOT_UTF8, rs.INVALID_JSON, ev.NOT_OBJECT,
     ev.BAD_TIMESTAMP, ev.TIMESTAMP_RANGE, ev.UNUSABLE_EVENT_TYPE,
-    *(ev.missing(f) for f in ev.REQUIRED_STRINGS),
-    *(ev.wrong_type(f, "a string") for f in (*ev.REQUIRED_STRINGS, *ev.OPTIONAL_STRINGS)),
-    ev.wrong_type("properties", "an object of strings"),
+    *(rs.missing(f) for f in ev.REQUIRED_STRINGS),
+    *(rs.wrong_type(f, "a string") for f in (*ev.REQUIRED_STRINGS, *ev.OPTIONAL_STRINGS)),
+    rs.wrong_type("properties", "an object of strings"),
 }
 EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
@@ -256,12 +257,12 @@ def _oracle(doc: dict, stamp: Stamp) -> Expect | None:
 
     for name in ("event_id", "timestamp"):
         if not present(name):
-            return Expect(ev.missing(name))
+            return Expect(rs.missing(name))
         if not isinstance(doc[name], str):
-            return Expect(ev.wrong_type(name, "a string"))
+            return Expect(rs.wrong_type(name, "a string"))
     for name in ("event_type", "user_id"):
         if present(name) and not isinstance(doc[name], str):
-            return Expect(ev.wrong_type(name, "a string"))
+            return Expect(rs.wrong_type(name, "a string"))
     kind = doc.get("event_type")
     if isinstance(kind, str) and (
         kind == "" or any(ord(c) < 0x20 or ord(c) == 0x7F for c in kind)
@@ -272,7 +273,7 @@ def _oracle(doc: dict, stamp: Stamp) -> Expect | None:
     if props is not None and not (
         isinstance(props, dict) and all(isinstance(v, str) for v in props.values())
     ):
-        return Expect(ev.wrong_type("properties", "an object of strings"))
+        return Expect(rs.wrong_type("properties", "an object of strings"))
     if not stamp.known:
         return None
     if stamp.verdict:
@@ -300,12 +301,12 @@ def hostile_values() -> st.SearchStrategy[Message]:
         event_objects(),
         event_objects(well_formed=True),
         st.binary(max_size=200).map(lambda b: Message(b, shape="random bytes")),
-        st.just(Message(None, expect=Expect(ev.NULL_VALUE), shape="tombstone")),
-        st.just(Message(b"", expect=Expect(ev.EMPTY_VALUE), shape="empty")),
+        st.just(Message(None, expect=Expect(rs.NULL_VALUE), shape="tombstone")),
+        st.just(Message(b"", expect=Expect(rs.EMPTY_VALUE), shape="empty")),
         # Invalid UTF-8 inside an otherwise valid event.
         st.sampled_from([b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\x80"])
         .map(lambda bad: Message(b'{"event_id":"' + bad + b'","timestamp":"2026-01-01T00:00:00Z"}',
-                                 expect=Expect(ev.NOT_UTF8), shape="not utf-8")),
+                                 expect=Expect(rs.NOT_UTF8), shape="not utf-8")),
         # Valid JSON that is not an object.
         JSON_VALUES.filter(lambda v: not isinstance(v, dict)).map(
             lambda v: Message(json.dumps(v).encode(), expect=Expect(ev.NOT_OBJECT),
@@ -335,7 +336,7 @@ def _large(spec: tuple[int, bool]) -> Message:
                                "micros": _micros(datetime(2026, 1, 1, tzinfo=UTC)),
                                "properties": doc["properties"]})
         return Message(json.dumps(doc).encode(), expect=expect, shape="large event")
-    return Message(b"[" + b"1," * (size // 2) + b"x", expect=Expect(ev.INVALID_JSON),
+    return Message(b"[" + b"1," * (size // 2) + b"x", expect=Expect(rs.INVALID_JSON),
                    shape="large invalid")
 
 
@@ -419,8 +420,8 @@ def report_cases(request):
 
 BULK_CASES = 1500
 EDGE_CASES = [
-    Message(None, expect=Expect(ev.NULL_VALUE), shape="tombstone"),
-    Message(b"", expect=Expect(ev.EMPTY_VALUE), shape="empty"),
+    Message(None, expect=Expect(rs.NULL_VALUE), shape="tombstone"),
+    Message(b"", expect=Expect(rs.EMPTY_VALUE), shape="empty"),
     _large((LARGEST_VALUE - 200, True)),
     _large((LARGEST_VALUE - 200, False)),
     Message(_deep(100_000, "array"), shape="deep array"),
@@ -494,14 +495,14 @@ def test_what_the_parser_calls_json_is_what_sparks_strict_parser_calls_json(spar
         # Only an object casts to a map; its values stay VARIANTs, so nothing deep is walked.
         F.try_variant_get(spark_doc, "$", "map<string,variant>").isNotNull()
         .alias("spark_object"),
-    ).where(~F.col("error").isin(ev.NULL_VALUE, ev.EMPTY_VALUE, ev.NOT_UTF8)
+    ).where(~F.col("error").isin(rs.NULL_VALUE, rs.EMPTY_VALUE, rs.NOT_UTF8)
             | F.col("error").isNull()).collect()
     kinds = Counter("invalid" if r.spark_invalid else "object" if r.spark_object else "other"
                     for r in judged)
     assert min(kinds["invalid"], kinds["object"], kinds["other"]) > 20, kinds  # not vacuous
     for row in judged:
         value = values[row.offset]
-        assert (row.error == ev.INVALID_JSON) == row.spark_invalid, value[:200]
+        assert (row.error == rs.INVALID_JSON) == row.spark_invalid, value[:200]
         if not row.spark_invalid:
             assert (row.error == ev.NOT_OBJECT) == (not row.spark_object), value[:200]
 

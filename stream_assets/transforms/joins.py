@@ -16,7 +16,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from stream_assets.transforms.events import EMPTY_VALUE, NOT_UTF8, NULL_VALUE, register_function
+from stream_assets.records.functions import register_function
+from stream_assets.records.reasons import EMPTY_VALUE, NOT_UTF8, NULL_VALUE
 
 IMPRESSION_WATERMARK = "10 minutes"
 CLICK_WATERMARK = "10 minutes"

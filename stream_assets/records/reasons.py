@@ -1,0 +1,22 @@
+"""The reasons a record is refused: part of the contract, since alerts, checks and users
+filter the dead letters on them. The ones about a field name its path (`items[2].qty`)."""
+
+from __future__ import annotations
+
+NULL_VALUE = "null value (tombstone)"
+EMPTY_VALUE = "empty value"
+NOT_UTF8 = "value is not valid UTF-8"
+INVALID_JSON = "invalid JSON"
+NOT_OBJECT = "not a JSON object"
+
+
+def missing(path: str) -> str:
+    return f"missing {path}"
+
+
+def wrong_type(path: str, expected: str) -> str:
+    return f"wrong type: {path} must be {expected}"
+
+
+def duplicate_key(path: str) -> str:
+    return f"duplicate key: {path}"
