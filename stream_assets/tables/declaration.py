@@ -58,7 +58,8 @@ class StreamingTable:
     `keys` identify a row (MERGE keys for DeltaMerge); `unique_keys` says whether they must
     be unique (default: where the sink makes them so), `nullable_keys` which may be null.
     `schema` is the table's declared schema (column names and types), which its `schema` asset
-    check compares with the Delta table; `column_descriptions` show in the UI's column table.
+    check compares with the Delta table (without a transform, a kafka_topic with a record
+    schema declares it); `column_descriptions` show in the UI's column table.
     `expectations` are rules about its rows, judged in every micro-batch (expectations.py).
     `freshness` is the table's Dagster freshness policy (default: warn after 30 minutes
     without a materialization, stale after an hour; None: no policy). `table_properties` are
@@ -102,6 +103,12 @@ class StreamingTable:
         if isinstance(self.table_properties, Mapping):
             object.__setattr__(self, "table_properties", dict(self.table_properties))
         self._validate()
+        if self.schema is None and self.transform is None:
+            # A topic whose records are declared gives the table its columns: the schema check,
+            # keys and partitions are then checked against them like a declared schema.
+            (source,) = self.sources.values()
+            object.__setattr__(self, "schema", source.columns)
+            self._validate_columns()
 
     # -- what is refused at load --------------------------------------------------------------
 

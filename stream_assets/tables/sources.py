@@ -8,14 +8,17 @@ used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from dagster import AssetKey, AssetSpec
 from pyspark.sql import DataFrame
+from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
-from stream_assets.errors import StreamFailed
+from stream_assets.errors import DeclarationError, StreamFailed
+from stream_assets.records.ddl import parse_schema
+from stream_assets.records.json_records import JsonRecords, WrongTypes, with_required
 from stream_assets.sinks import is_delta_table
 
 if TYPE_CHECKING:
@@ -30,6 +33,12 @@ if TYPE_CHECKING:
 Parser = Callable[[DataFrame], DataFrame]
 
 DEFAULT_KAFKA_RESOURCE = "stream_source"
+# Where a record was in Kafka: what every parser keeps for the table's rows.
+KAFKA_POSITION = StructType([
+    StructField("topic", StringType(), False),
+    StructField("partition", IntegerType(), False),
+    StructField("offset", LongType(), False),
+])
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,11 @@ class Source:
         None for a source that has no offsets."""
         raise NotImplementedError
 
+    @property
+    def columns(self) -> StructType | None:
+        """The rows a table that only reads this source gets, when the declaration says."""
+        return None
+
 
 @dataclass(frozen=True)
 class KafkaTopic(Source):
@@ -119,6 +133,14 @@ class KafkaTopic(Source):
 
     def fingerprint(self, ctx: ReadContext) -> str:
         return f"kafka:{self.topic}"
+
+    @property
+    def columns(self) -> StructType | None:
+        """With a declared record schema: the typed fields, `_rescued_data` and the record's
+        position."""
+        if not isinstance(self.parser, JsonRecords):
+            return None
+        return StructType([*self.parser.columns.fields, *KAFKA_POSITION.fields])
 
 
 @dataclass(frozen=True)
@@ -176,7 +198,32 @@ class StaticTable(_ProjectTable):
 
 
 def kafka_topic(topic: str, parser: Parser | None = None,
-                resource: str = DEFAULT_KAFKA_RESOURCE) -> KafkaTopic:
+                resource: str = DEFAULT_KAFKA_RESOURCE, *,
+                schema: StructType | str | None = None, required: Sequence[str] = (),
+                wrong_types: WrongTypes = "dead_letter",
+                format: Literal["json"] = "json") -> KafkaTopic:
+    """A Kafka topic a table reads, through the resource named `resource`.
+
+    Declare what its records hold with `schema` (a StructType, or a DDL string such as
+    "payment_id STRING, amount DECIMAL(12,2), items ARRAY<STRUCT<sku: STRING, qty: INT>>"):
+    each record is read into those typed columns plus `_rescued_data` (whatever did not fit),
+    or refused into the table's dead letters with a reason that names the field
+    (stream_assets/transforms/json_records.py). `required` names fields ("customer.id") that
+    must be present; `wrong_types="rescue"` keeps a record whose optional field has the wrong
+    type, that field null and its value rescued. A `parser` of your own reads a format the
+    project does not know; without either, the table receives Kafka's rows as they are.
+    """
+    if schema is not None:
+        if parser is not None:
+            raise DeclarationError(f"kafka_topic({topic!r}): give a schema or a parser, not both")
+        if format != "json":
+            raise DeclarationError(f"kafka_topic({topic!r}): record format {format!r} is not "
+                                   "supported; 'json' is (a parser of your own reads others)")
+        declared = parse_schema(schema) if isinstance(schema, str) else schema
+        parser = JsonRecords(with_required(declared, required), wrong_types)
+    elif required:
+        raise DeclarationError(f"kafka_topic({topic!r}): `required` names fields of a schema; "
+                               "declare the schema too")
     return KafkaTopic(topic, parser, resource)
 
 
