@@ -47,6 +47,7 @@ _SIMPLE: dict[exp.DataType.Type, DataType] = {
 def parse_schema(ddl: str) -> StructType:
     """'name TYPE [NOT NULL] [COMMENT '...'], ...' as a StructType; DeclarationError if not."""
     try:
+        _refuse_empty_items(ddl)
         statement = sqlglot.parse_one(f"CREATE TABLE t ({ddl})", read="spark")
     except ParseError as exc:
         raise DeclarationError(f"schema {ddl!r} is not Spark DDL ('name TYPE, ...'): "
@@ -55,6 +56,16 @@ def parse_schema(ddl: str) -> StructType:
     if not columns or not all(isinstance(c, exp.ColumnDef) for c in columns):
         raise DeclarationError(f"schema {ddl!r} is not Spark DDL ('name TYPE, ...')")
     return StructType([_field(c, c.name) for c in columns])
+
+
+def _refuse_empty_items(ddl: str) -> None:
+    # sqlglot skips an empty item ("a INT,, b INT", a trailing comma); Spark refuses it.
+    comma = sqlglot.TokenType.COMMA
+    tokens = [None, *(t.token_type for t in sqlglot.tokenize(ddl, read="spark")), None]
+    after_item_ends = (comma, sqlglot.TokenType.R_PAREN, sqlglot.TokenType.GT, None)
+    for before, token, after in zip(tokens, tokens[1:], tokens[2:], strict=False):
+        if token == comma and (before in (comma, None) or after in after_item_ends):
+            raise ParseError("an empty item between commas")
 
 
 def _field(column: exp.ColumnDef, path: str) -> StructField:
