@@ -20,10 +20,10 @@ from dagster import AssetKey, FreshnessPolicy
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter
-from pyspark.sql.types import StructType
+from pyspark.sql.types import BinaryType, StructField, StructType
 
 from stream_assets.errors import DeclarationError
-from stream_assets.tables import dead_letters
+from stream_assets.tables import dead_letters, expectation_sql
 from stream_assets.tables import expectations as quality
 from stream_assets.tables.expectations import DataExpectation
 from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE, Source
@@ -60,7 +60,8 @@ class StreamingTable:
     `schema` is the table's declared schema (column names and types), which its `schema` asset
     check compares with the Delta table (without a transform, a kafka_topic with a record
     schema declares it); `column_descriptions` show in the UI's column table.
-    `expectations` are rules about its rows, judged in every micro-batch (expectations.py).
+    `expectations` are rules about its rows, judged in every micro-batch (expectations.py);
+    their SQL is checked here, against `schema` when there is one (expectation_sql.py).
     `freshness` is the table's Dagster freshness policy (default: warn after 30 minutes
     without a materialization, stale after an hour; None: no policy). `table_properties` are
     Delta table properties of the table (`delta.*`, e.g. `delta.dataSkippingStatsColumns`):
@@ -109,6 +110,7 @@ class StreamingTable:
             (source,) = self.sources.values()
             object.__setattr__(self, "schema", source.columns)
             self._validate_columns()
+        self._validate_conditions()
 
     # -- what is refused at load --------------------------------------------------------------
 
@@ -180,6 +182,31 @@ class StreamingTable:
         if twice:
             self._refuse("expectations", f"{', '.join(twice)} declared twice: a name is an "
                          "asset check")
+
+    def _validate_conditions(self) -> None:
+        """Each rule parses as Spark SQL and, where the table's columns are known, names them."""
+        columns = self._judged_columns
+        for e in self.expectations:
+            problem = expectation_sql.problem(e.condition, columns)
+            if problem:
+                raise DeclarationError(f"table {self.name!r}, expectation {e.name!r}: "
+                                       f"{e.condition!r} {problem}")
+
+    @property
+    def _judged_columns(self) -> StructType | None:
+        """The columns an expectation sees, None when only the query knows them.
+
+        Without a transform, rules judge the parser's rows before they are routed, so Kafka's
+        `key` and `value` are there too (build_stream).
+        """
+        if self.schema is None:
+            return None
+        if self.transform is not None or not self.parsed_sources:
+            return self.schema
+        names = {n.lower() for n in self.schema.fieldNames()}
+        record = [StructField(n, BinaryType()) for n in dead_letters.RECORD_COLUMNS
+                  if n not in names]
+        return StructType([*self.schema.fields, *record])
 
     @property
     def _drops(self) -> bool:
