@@ -328,8 +328,13 @@ def fresh(world: World, base: str | None, name: str, drop: tuple[str, ...] = ())
 # -- the sweeps ---------------------------------------------------------------------------------
 
 
-def test_raw_events_first_batch_crashes_at_every_file_and_restarts_exactly(world):
-    """Every kill point of raw_events' first batch, from an empty lake: one image each."""
+@pytest.fixture(scope="module")
+def first_batch(world) -> list[tuple[str, str, Path]]:
+    """One run of raw_events' first batch from an empty lake, with an image at every point.
+
+    The restarts are shared by the two tests below (by where the crash is in the batch), so
+    that neither takes over two minutes on a busy machine; together they restart every image.
+    """
     root = fresh(world, None, "raw-first")
     images = world.root / "raw-first-images"
     crashes, killed = crash_run(world.driver(root, "raw_events", "raw-first"), root, images,
@@ -345,24 +350,57 @@ def test_raw_events_first_batch_crashes_at_every_file_and_restarts_exactly(world
                     "tables/dead_letter_queue/_delta_log/.00000000000000000000.json.*.tmp",
                     "checkpoints/raw_events/commits/0"):
         assert any(fnmatch.fnmatchcase(p, pattern) for p in points), (pattern, points)
+    report("raw_events, first batch (every point)", [(h, p) for h, p, _ in crashes])
+    return crashes
+
+
+def _split_at_plan(crashes: list[tuple[str, str, Path]]
+                   ) -> tuple[list[tuple[str, str, Path]], list[tuple[str, str, Path]]]:
+    """The crashes before batch 0's plan (offsets/0) is on disk, and the others (in order)."""
+    points = [p for _, p, _ in crashes]
+    plan_at = points.index("checkpoints/raw_events/offsets/0")
+    return crashes[:plan_at], crashes[plan_at:]
+
+
+def restart_each(world: World, crashes: list[tuple[str, str, Path]]) -> dict[str, str]:
+    """Restart every image; the `checkpoint_cleaned` metadata of the restarts that had one."""
     cleaned = {}
     for how, point, lake in crashes:
         meta = world.restart_and_check(lake, catalog.raw_events, how, point)
         if "checkpoint_cleaned" in meta:
             cleaned[point] = meta["checkpoint_cleaned"].value
-        # Nothing is removed once a batch is committed.
-        if fnmatch.fnmatchcase(point, "checkpoints/raw_events/commits/*0*"):
-            assert point not in cleaned or "commits/0" not in point, (point, cleaned[point])
+    return cleaned
+
+
+def test_raw_events_first_batch_crashes_before_its_plan_restart_exactly(world, first_batch):
+    """Every point before offsets/0 exists: the marker, the query id, the start offsets."""
+    before, _ = _split_at_plan(first_batch)
+    cleaned = restart_each(world, before)
     # The issue's crash: the first offsets file's temporary file is removed, and said so.
-    issue = next(p for p in points if fnmatch.fnmatchcase(p, "*/offsets/.0.*.tmp"))
+    issue = next(p for _, p, _ in before if fnmatch.fnmatchcase(p, "*/offsets/.0.*.tmp"))
     assert "offsets/.0." in cleaned[issue] and "starts as new" in cleaned[issue], cleaned
-    # And the same point with a real SIGKILL.
-    killed_root = fresh(world, None, "raw-first-kill")
-    kills, killed = crash_run(world.driver(killed_root, "raw_events", "raw-first-kill"),
-                              killed_root, images, plan(kill="*/offsets/.0.*.tmp"))
+
+
+def test_raw_events_first_batch_crashes_after_its_plan_restart_exactly(world, first_batch):
+    """Every point from offsets/0 on: both tables' Delta commits and commits/0."""
+    _, after = _split_at_plan(first_batch)
+    cleaned = restart_each(world, after)
+    # A planned batch is replayed, never started anew; once committed, nothing is removed.
+    assert not any("starts as new" in text for text in cleaned.values()), cleaned
+    points = [p for _, p, _ in after]
+    committed = points[points.index("checkpoints/raw_events/commits/0"):]
+    assert not set(committed) & set(cleaned), cleaned
+
+
+def test_raw_events_first_batch_killed_at_its_first_offsets_file_restarts_exactly(world):
+    """The same point as the issue's crash image, with a real SIGKILL."""
+    root = fresh(world, None, "raw-first-kill")
+    kills, killed = crash_run(world.driver(root, "raw_events", "raw-first-kill"), root,
+                              world.root / "raw-first-kill-images",
+                              plan(kill="*/offsets/.0.*.tmp"))
     assert killed, kills
-    world.restart_and_check(killed_root, catalog.raw_events, "kill", kills[0][1])
-    report("raw_events, first batch (every point)", [(h, p) for h, p, _ in crashes + kills])
+    world.restart_and_check(root, catalog.raw_events, "kill", kills[0][1])
+    report("raw_events, first batch (SIGKILL)", [(h, p) for h, p, _ in kills])
 
 
 def hadoop_checksum(point: str) -> bool:
