@@ -252,7 +252,17 @@ def test_example_tables_equal_plain_python_and_grow_incrementally(example, proje
     first = list(example.generate_orders(240, seed=1, bad_share=0.2, customers=20, prefix="a"))
     assert {r.kind for r in first} == {"good", *REASONS}  # every kind of bad record is there
     project.send(first)
-    project.materialize()
+    result = project.materialize()
+    # Schema drift: the rows the parser read (the negative amounts are dropped only after)
+    # whose JSON has fields ORDER does not name, and those names, in a WARN check.
+    with_extra = [r for r in first if r.kind in ("good", "negative_amount")
+                  and set(json.loads(r.value)) - DECLARED]
+    (drift,) = [e for e in result.get_asset_check_evaluations()
+                if e.check_name == "rescued_data"]
+    assert (drift.passed, drift.severity.value) == (False, "WARN")
+    assert drift.metadata["rows_failed"].value == len(with_extra) > 0
+    assert drift.metadata["fields"].value == ["coupon"]
+    assert drift.description.endswith("kept in _rescued_data: coupon"), drift.description
     # delta-rs alone in between: a Spark read of three tables costs seconds on a busy driver.
     assert_tables_hold(None, project, first)
     # What the schema check compares: the declared column types are the written ones.

@@ -142,3 +142,38 @@ def test_a_report_judges_expectations_over_the_batches_it_covers():
     assert (positive.check_name, positive.passed, positive.severity.value) == (
         "positive", True, "WARN")
     assert has_id.metadata["rows_failed"].value == 2
+
+
+def test_rescued_fields_are_counted_and_named_for_the_check_and_the_alert(spark):
+    """A table of a declared record schema gets the `rescued_data` rule: the rows carrying
+    fields the schema does not name, and those names, through the same observed metrics."""
+    from stream_assets.monitoring.report_events import expectation_outcomes, failing_text
+    from stream_assets.monitoring.tracker import BatchTotals
+    from stream_assets.tables.expectations import OBSERVATION, ROWS, verdict_columns
+
+    table = StreamingTable(name="pay", sources={"p": kafka_topic("p", schema="id STRING")},
+                           dead_letters="pay_dead_letters")
+    (rule,) = [e for e in table.expectations if e.name == "rescued_data"]
+    assert (rule.action, rule.max_violation_ratio) == ("warn", 0.0)
+    values = [b'{"id": "a"}', b'{"id": "b", "tip": 1}', b'{"id": "c", "tip": 2, "v2": {}}',
+              b'{"id": "d", "note": null}', b"not json"]
+    parsed = table.sources["p"].parser(kafka_bytes_frame(spark, values))
+    counted = F.col("error").isNull()
+    observed = parsed.withColumns(verdict_columns([rule])).agg(
+        F.count_if(counted).alias(ROWS), *rule.metrics(counted)).collect()[0].asDict()
+    totals = BatchTotals()
+    totals.add({"numInputRows": len(values), "observedMetrics": {OBSERVATION: observed}})
+    (outcome,) = [o for o in expectation_outcomes(table.expectations, totals)
+                  if o.expectation is rule]
+    # Written here from the values: three of the four JSON objects carry other fields.
+    assert (outcome.rows, outcome.violations, outcome.fields) == (4, 3, ("note", "tip", "v2"))
+    assert not outcome.passed and outcome.severity == "WARN"
+    assert outcome.description == ("3 of 4 rows carried fields the schema does not name, kept "
+                                   "in _rescued_data: note, tip, v2")
+    assert failing_text([outcome]) == ("rescued_data: fields the schema does not name in 3 of "
+                                       "4 rows: note, tip, v2")
+    # A declaration's own rule of that name replaces it (a share of drift it accepts).
+    own = expect("rescued_data", "_rescued_data IS NULL", max_violation_ratio=0.5)
+    table = StreamingTable(name="pay", sources={"p": kafka_topic("p", schema="id STRING")},
+                           expectations=(own,))
+    assert [e for e in table.expectations if e.name == "rescued_data"] == [own]

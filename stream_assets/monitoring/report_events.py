@@ -127,7 +127,7 @@ def expectation_outcomes(expectations: Sequence[DataExpectation], totals: BatchT
     nothing to judge)."""
     if not expectations or not totals.batches:
         return []
-    return quality.outcomes(quality.observed_counts(totals.reports, expectations), expectations)
+    return quality.judge(totals.reports, expectations)
 
 
 def failing_text(outcomes: Sequence[quality.Outcome]) -> str | None:
@@ -135,11 +135,7 @@ def failing_text(outcomes: Sequence[quality.Outcome]) -> str | None:
     nothing was judged."""
     if not outcomes:
         return None
-    return "; ".join(
-        f"{o.expectation.name}: {o.ratio:.1%} of {o.rows} rows violated "
-        f"(allowed {o.expectation.max_violation_ratio:.2%})"
-        for o in outcomes if not o.passed
-    )
+    return "; ".join(o.summary for o in outcomes if not o.passed)
 
 
 def expectation_evaluations(table: str, outcomes: Sequence[quality.Outcome]

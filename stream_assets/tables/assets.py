@@ -283,7 +283,7 @@ def expectation_check_specs(table: StreamingTable) -> list[AssetCheckSpec]:
     return [
         AssetCheckSpec(
             e.name, asset=AssetKey(table.name),
-            description=f"Expectation ({e.action}): {e.condition}",
+            description=e.check_description,
             metadata={"action": e.action, "condition": e.condition},
         )
         for e in table.expectations
@@ -303,8 +303,7 @@ def check_result(table: StreamingTable, outcome: quality.Outcome) -> AssetCheckR
 
 def expectation_results(table: StreamingTable, progress: list[dict]
                         ) -> Iterator[AssetCheckResult]:
-    counts = quality.observed_counts(progress, table.expectations)
-    for outcome in quality.outcomes(counts, table.expectations):
+    for outcome in quality.judge(progress, table.expectations):
         yield check_result(table, outcome)
 
 

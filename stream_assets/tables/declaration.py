@@ -104,12 +104,17 @@ class StreamingTable:
         if isinstance(self.table_properties, Mapping):
             object.__setattr__(self, "table_properties", dict(self.table_properties))
         self._validate()
-        if self.schema is None and self.transform is None:
-            # A topic whose records are declared gives the table its columns: the schema check,
-            # keys and partitions are then checked against them like a declared schema.
+        if self.transform is None:
+            # A topic whose records are declared gives the table its columns (the schema check,
+            # keys and partitions are then checked against them like a declared schema) and
+            # its rules (rescued data), unless the declaration names a rule the same.
             (source,) = self.sources.values()
-            object.__setattr__(self, "schema", source.columns)
-            self._validate_columns()
+            own = {e.name for e in self.expectations}
+            object.__setattr__(self, "expectations", (
+                *self.expectations, *(r for r in source.rules if r.name not in own)))
+            if self.schema is None:
+                object.__setattr__(self, "schema", source.columns)
+                self._validate_columns()
         self._validate_conditions()
 
     # -- what is refused at load --------------------------------------------------------------

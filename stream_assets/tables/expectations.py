@@ -13,8 +13,8 @@ on a cluster and through Spark Connect. Pure functions of DataFrames; nothing he
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pyspark.sql import Column, DataFrame
@@ -26,6 +26,7 @@ Action = Literal["warn", "drop", "fail"]
 ACTIONS: tuple[Action, ...] = ("warn", "drop", "fail")
 OBSERVATION = "stream_assets_expectations"
 ROWS = "rows"
+RESCUED_CHECK = "rescued_data"
 # A name is a Dagster check name: letters, digits and underscores.
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
@@ -66,6 +67,68 @@ class DataExpectation:
     def metric(self) -> str:
         return f"failed_{self.name}"
 
+    @property
+    def check_description(self) -> str:
+        """What the rule's asset check is, in the UI."""
+        return f"Expectation ({self.action}): {self.condition}"
+
+    def metrics(self, counted: Column) -> list[Column]:
+        """What a batch observes for this rule, over the rows `counted` selects."""
+        return [F.count_if(counted & ~F.col(_flag(self))).alias(self.metric)]
+
+    def describe(self, outcome: Outcome) -> str:
+        """The check's description of an outcome of this rule."""
+        if outcome.stopped_batch:
+            return f"a batch violated {self.condition}; nothing of it was written"
+        done = {"warn": "kept", "drop": "sent to the dead letters", "fail": "stopped the batch"}
+        return (f"{outcome.violations} of {outcome.rows} rows violated {self.condition} "
+                f"({done[self.action]}); allowed share {self.max_violation_ratio:.2%}")
+
+    def summary(self, outcome: Outcome) -> str:
+        """One line for an alert about a failing outcome."""
+        return (f"{self.name}: {outcome.ratio:.1%} of {outcome.rows} rows violated "
+                f"(allowed {self.max_violation_ratio:.2%})")
+
+
+@dataclass(frozen=True)
+class RescuedFields(DataExpectation):
+    """Rows with fields their record schema does not name (kept in `column`): schema drift.
+
+    Every table read with a declared record schema has this rule, as the check
+    `rescued_data` (WARN): it fails while records carry fields the schema does not name, and
+    its description names them, so the health sensor's alert says which fields to declare.
+    """
+
+    column: str = "_rescued_data"
+
+    @classmethod
+    def of(cls, column: str) -> RescuedFields:
+        return cls(RESCUED_CHECK, f"`{column}` IS NULL", "warn", 0.0, column)
+
+    @property
+    def check_description(self) -> str:
+        return (f"Schema drift: rows with fields the record schema does not name (kept in "
+                f"{self.column}); warns, naming them, until the schema declares them")
+
+    @property
+    def fields_metric(self) -> str:
+        return f"fields_{self.name}"
+
+    def metrics(self, counted: Column) -> list[Column]:
+        keys = F.when(counted, F.json_object_keys(F.col(self.column)))
+        names = F.array_sort(F.array_distinct(F.flatten(F.collect_set(keys))))
+        return [*super().metrics(counted), names.alias(self.fields_metric)]
+
+    def describe(self, outcome: Outcome) -> str:
+        if not outcome.violations:
+            return f"no row of {outcome.rows} carried a field the schema does not name"
+        return (f"{outcome.violations} of {outcome.rows} rows carried fields the schema does "
+                f"not name, kept in {self.column}: {', '.join(outcome.fields)}")
+
+    def summary(self, outcome: Outcome) -> str:
+        return (f"{self.name}: fields the schema does not name in {outcome.violations} of "
+                f"{outcome.rows} rows: {', '.join(outcome.fields)}")
+
 
 def expect(name: str, condition: str, *, max_violation_ratio: float = 0.0) -> DataExpectation:
     """Count the rows that violate `condition`; keep them in the table."""
@@ -102,7 +165,7 @@ def judged(rows: DataFrame, expectations: Sequence[DataExpectation],
     flagged = rows.withColumns(verdict_columns(expectations))
     is_row = counted if counted is not None else F.lit(True)
     metrics = [F.count_if(is_row).alias(ROWS)]
-    metrics += [F.count_if(is_row & ~F.col(_flag(e))).alias(e.metric) for e in expectations]
+    metrics += [metric for e in expectations for metric in e.metrics(is_row)]
     return flagged.observe(OBSERVATION, *metrics)
 
 
@@ -149,11 +212,30 @@ def observed_counts(progress: Sequence[Mapping], expectations: Sequence[DataExpe
                     ) -> dict[str, int]:
     """The counts of every batch in `progress` (progress reports as JSON dicts), added up."""
     total = {ROWS: 0, **{e.name: 0 for e in expectations}}
-    for report in progress:
-        observed = (report.get("observedMetrics") or {}).get(OBSERVATION)
+    for observed in _observed(progress):
         for name, count in counts_of(observed, expectations).items():
             total[name] += count
     return total
+
+
+def _observed(progress: Sequence[Mapping]) -> Iterator[Mapping[str, object]]:
+    for report in progress:
+        observed = (report.get("observedMetrics") or {}).get(OBSERVATION)
+        if observed:
+            yield observed
+
+
+def judge(progress: Sequence[Mapping], expectations: Sequence[DataExpectation]
+          ) -> list[Outcome]:
+    """Each expectation's outcome over the batches of `progress` (progress reports as dicts)."""
+    outcomes_ = outcomes(observed_counts(progress, expectations), expectations)
+    named = {}
+    for e in expectations:
+        if isinstance(e, RescuedFields):
+            names = {n for observed in _observed(progress)
+                     for n in observed.get(e.fields_metric) or ()}
+            named[e.name] = tuple(sorted(names))
+    return [replace(o, fields=named.get(o.expectation.name, ())) for o in outcomes_]
 
 
 @dataclass(frozen=True)
@@ -165,6 +247,8 @@ class Outcome:
     violations: int
     # A `fail` expectation that stopped a batch: no counts reach the progress then.
     stopped_batch: bool = False
+    # What the rows named, for a rule that observes names (RescuedFields).
+    fields: tuple[str, ...] = ()
 
     @property
     def ratio(self) -> float:
@@ -184,12 +268,11 @@ class Outcome:
 
     @property
     def description(self) -> str:
-        e = self.expectation
-        if self.stopped_batch:
-            return f"a batch violated {e.condition}; nothing of it was written"
-        done = {"warn": "kept", "drop": "sent to the dead letters", "fail": "stopped the batch"}
-        return (f"{self.violations} of {self.rows} rows violated {e.condition} "
-                f"({done[e.action]}); allowed share {e.max_violation_ratio:.2%}")
+        return self.expectation.describe(self)
+
+    @property
+    def summary(self) -> str:
+        return self.expectation.summary(self)
 
     def metadata(self) -> dict[str, object]:
         if self.stopped_batch:
@@ -202,6 +285,7 @@ class Outcome:
             "max_violation_ratio": self.expectation.max_violation_ratio,
             "action": self.expectation.action,
             "condition": self.expectation.condition,
+            **({"fields": list(self.fields)} if self.fields else {}),
         }
 
 

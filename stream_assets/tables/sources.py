@@ -18,8 +18,9 @@ from pyspark.sql.types import IntegerType, LongType, StringType, StructField, St
 
 from stream_assets.errors import DeclarationError, StreamFailed
 from stream_assets.records.ddl import parse_schema
-from stream_assets.records.json_records import JsonRecords, WrongTypes, with_required
+from stream_assets.records.json_records import RESCUED, JsonRecords, WrongTypes, with_required
 from stream_assets.sinks import is_delta_table
+from stream_assets.tables.expectations import DataExpectation, RescuedFields
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -96,6 +97,11 @@ class Source:
         """The rows a table that only reads this source gets, when the declaration says."""
         return None
 
+    @property
+    def rules(self) -> tuple[DataExpectation, ...]:
+        """Expectations every table that only reads this source gets."""
+        return ()
+
 
 @dataclass(frozen=True)
 class KafkaTopic(Source):
@@ -141,6 +147,13 @@ class KafkaTopic(Source):
         if not isinstance(self.parser, JsonRecords):
             return None
         return StructType([*self.parser.columns.fields, *KAFKA_POSITION.fields])
+
+    @property
+    def rules(self) -> tuple[DataExpectation, ...]:
+        """With a declared record schema: the `rescued_data` check (schema drift)."""
+        if not isinstance(self.parser, JsonRecords):
+            return ()
+        return (RescuedFields.of(RESCUED),)
 
 
 @dataclass(frozen=True)
