@@ -19,7 +19,7 @@ from typing import Any
 from stream_assets import paths
 from stream_assets.errors import MissingJars
 
-POM_DIR = paths.PROJECT_ROOT / "jvm"
+POM_DIR = paths.INSTALL_ROOT / "jvm"
 UDF_SOURCES = POM_DIR / "udf" / "src" / "main" / "java"
 UDF_JAR = "stream-assets-udf.jar"
 _STAMP = ".resolved-from"

@@ -34,7 +34,7 @@ from stream_assets.resources import (
 from stream_assets.tables.assets import CatchUpConfig
 from stream_assets.tables.dimensions import UserDimensionConfig
 
-TARGET = paths.PROJECT_ROOT / "docs" / "configuration.md"
+TARGET = paths.INSTALL_ROOT / "docs" / "configuration.md"
 
 RESOURCES: list[tuple[str, type[BaseModel], str]] = [
     ("spark", SparkResource, "The SparkSession: local, a cluster master, or Spark Connect."),
@@ -55,9 +55,14 @@ RUN_CONFIGS: list[tuple[str, type[BaseModel], str]] = [
     ("asset `user_dimension`", UserDimensionConfig, "The demo's batch dimension table."),
 ]
 ENVIRONMENT: list[tuple[str, str]] = [
-    (paths.HOME_ENV, "Everything written at run time (default `./.stream_assets`): `tables/`, "
-     "`checkpoints/`, `kafka/`, `jars/`, `dagster/`, `locks/`."),
-    ("STREAM_ASSETS_JARS", "A jar folder other than `$STREAM_ASSETS_HOME/jars`."),
+    (paths.HOME_ENV, "Where the project writes at run time: `tables/`, `checkpoints/`, "
+     "`kafka/` (the local broker), `locks/`, and `dagster/` where `make demo` puts "
+     "DAGSTER_HOME. Default: `.stream_assets/` in the dg project root (the nearest folder at "
+     "or above the working directory whose `pyproject.toml` has a `[tool.dg]` section), else "
+     "in the working directory."),
+    (paths.JARS_ENV, "The JVM jars' folder. Default: `$STREAM_ASSETS_HOME/jars` when "
+     "STREAM_ASSETS_HOME is set, else `.stream_assets/jars/` in the stream_assets checkout, "
+     "where `stream-assets setup` resolves them."),
     (kafka.BOOTSTRAP_ENV, f"Default `bootstrap_servers` (else `{kafka.DEFAULT_BOOTSTRAP}`); "
      "the local broker listens on its port."),
     (alerting.WEBHOOK_ENV, "Slack-compatible webhook for alerts (a secret; never logged)."),
