@@ -15,10 +15,13 @@ so the value is neither in the YAML nor in the resource configuration the UI sho
 # run time.
 import difflib
 import importlib
+import os
 import re
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Annotated, Any
 
 import dagster as dg
@@ -29,6 +32,7 @@ from stream_assets.errors import DeclarationError
 from stream_assets.monitoring.check_config import ChecksConfig
 from stream_assets.project import build_definitions
 from stream_assets.resources import DeltaLake, EventHubsSource, KafkaSource, SparkResource
+from stream_assets.resources.kafka import BOOTSTRAP_ENV
 from stream_assets.tables.declaration import StreamingTable
 
 # Fields whose value is a secret: only "{{ env.NAME }}" is taken for them.
@@ -153,8 +157,24 @@ def build_resource(
         if name in secrets:
             values[name] = _secret(value, f"{where}.{name}")
         else:
+            _refuse_unset_variable(value, f"{where}.{name}")
             values[name] = context.resolve_value(value)
     return resource(**values)
+
+
+def _refuse_unset_variable(value: Any, where: str) -> None:
+    """A field that is only "{{ env.NAME }}" with NAME unset would reach the resource as None
+    (a type error that names neither the field nor the variable): say which to set."""
+    match = _ENV_TEMPLATE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        return
+    variable = match.group(1) or match.group(2)
+    if variable not in os.environ:
+        raise DeclarationError(
+            f"{where}: the environment variable {variable} is not set; export it, or put "
+            f"'{variable}=...' in the project's .env (dg reads it), or remove the field to keep "
+            "its default (docs/configuration.md)"
+        )
 
 
 def _secret(value: Any, where: str) -> EnvVar | None:
@@ -202,13 +222,30 @@ def _checks_per_table(_context: dg.ResolutionContext, raw: Mapping[str, BaseMode
 
 
 class StreamingTablesScaffolder(dg.Scaffolder):
-    """`dg scaffold defs stream_assets.StreamingTablesComponent NAME`: a defs.yaml to edit."""
+    """`dg scaffold defs stream_assets.StreamingTablesComponent NAME`: a defs.yaml to edit.
+
+    It names the project's own `tables` module and the broker variable the resources read
+    and docs/configuration.md lists (STREAM_ASSETS_KAFKA_BOOTSTRAP), so a project that
+    follows docs/components.md loads as scaffolded.
+    """
 
     def scaffold(self, request: dg.ScaffoldRequest) -> None:
         dg.scaffold_component(request, {
-            "tables": "my_project.tables:TABLES",
-            "kafka": {"stream_source": {"bootstrap_servers": "{{ env.KAFKA_BOOTSTRAP }}"}},
+            "tables": f"{_root_module(request.project_root)}.tables:TABLES",
+            "kafka": {"stream_source": {"bootstrap_servers": f"{{{{ env.{BOOTSTRAP_ENV} }}}}"}},
         })
+
+
+def _root_module(project_root: Path | None) -> str:
+    """The dg project's root module (pyproject.toml's [tool.dg.project]), else `my_project`."""
+    if project_root is None:
+        return "my_project"
+    try:
+        settings = tomllib.loads((project_root / "pyproject.toml").read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return "my_project"
+    module = settings.get("tool", {}).get("dg", {}).get("project", {}).get("root_module")
+    return module if isinstance(module, str) and module else "my_project"
 
 
 @dg.scaffold_with(StreamingTablesScaffolder)

@@ -21,6 +21,7 @@ import pytest
 from stream_assets import StreamingTablesComponent
 from stream_assets.dev.generator import GOOD, generate_events
 from stream_assets.dev.producer import produce
+from stream_assets.resources import kafka
 from stream_assets.resources.kafka import KafkaConnection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,6 +149,16 @@ def test_a_dg_project_with_the_component_loads_and_materializes_a_table(
         r.event["event_id"] for r in records if r.kind == GOOD)
     refused = spark.read.format("delta").load(str(lake / "tables" / "clicks_refused"))
     assert refused.count() == sum(1 for r in records if r.kind != GOOD)
+
+
+def test_a_field_whose_variable_is_not_set_is_refused_naming_both(monkeypatch):
+    monkeypatch.delenv(kafka.BOOTSTRAP_ENV, raising=False)
+    with pytest.raises(Exception) as raised:
+        StreamingTablesComponent.resolve_from_yaml(
+            "tables: stream_assets.tables.catalog:TABLES\nkafka: {stream_source: "
+            "{bootstrap_servers: '{{ env." + kafka.BOOTSTRAP_ENV + " }}'}}")
+    assert (f"kafka.stream_source.bootstrap_servers: the environment variable "
+            f"{kafka.BOOTSTRAP_ENV} is not set; export it") in str(raised.value)
 
 
 def test_the_demo_is_a_dg_project_whose_component_dg_lists():
