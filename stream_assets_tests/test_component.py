@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -29,6 +30,38 @@ VENV = Path(sys.executable).parent.parent
 DG = Path(sys.executable).parent / "dg"
 BOOTSTRAP_ENV = "STREAM_ASSETS_TEST_COMPONENT_BOOTSTRAP"
 PASSWORD_ENV = "STREAM_ASSETS_TEST_COMPONENT_PASSWORD"
+COMPONENTS_DOC = ROOT / "docs" / "components.md"
+CONFIGURATION_DOC = ROOT / "docs" / "configuration.md"
+ENV_NAME = re.compile(r"\{\{\s*env\.([A-Za-z_]\w*)\s*\}\}")
+# What `create-dagster project my-project` (1.13) writes, as docs/components.md starts from.
+CREATE_DAGSTER_PYPROJECT = """\
+[project]
+name = "my_project"
+requires-python = ">=3.10,<3.15"
+version = "0.1.0"
+dependencies = [
+    "dagster",
+]
+
+[dependency-groups]
+dev = [
+    "dagster-dg-cli",
+    "dagster-webserver",
+]
+
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[tool.dg]
+directory_type = "project"
+
+[tool.dg.project]
+root_module = "my_project"
+registry_modules = [
+    "my_project.components.*",
+]
+"""
 
 PYPROJECT = """\
 [project]
@@ -79,13 +112,31 @@ def write_project(root: Path, name: str, defs_yaml: str) -> Path:
 
 
 def dg_cli(project: Path, *args: str, env: dict[str, str] | None = None,
-           ) -> subprocess.CompletedProcess[str]:
-    """The real `dg`, run in the project with this interpreter's environment as its venv."""
-    environ = {**os.environ, **(env or {}), "VIRTUAL_ENV": str(VENV),
+           unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """The real `dg`, run in the project with this interpreter's environment as its venv.
+
+    The project is on the path as installed, in either layout (`src/` or not)."""
+    environ = {**{k: v for k, v in os.environ.items() if k not in unset}, **(env or {}),
+               "VIRTUAL_ENV": str(VENV),
                "PYTHONPATH": os.pathsep.join(
-                   p for p in (str(project), str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+                   p for p in (str(project / "src"), str(project), str(ROOT),
+                               os.environ.get("PYTHONPATH")) if p)}
     return subprocess.run([str(DG), *args], cwd=project, env=environ, capture_output=True,
                           text=True, timeout=240)
+
+
+def documented_file(path: str) -> str:
+    """The content docs/components.md gives for `path` (the fenced block after it)."""
+    found = re.search(rf"`{re.escape(path)}`:\n\n```\w*\n(.*?)```", COMPONENTS_DOC.read_text(),
+                      re.DOTALL)
+    assert found, f"docs/components.md shows no {path}"
+    return found.group(1)
+
+
+def documented_variables() -> set[str]:
+    """The environment variables docs/configuration.md lists (generated from the code)."""
+    section = CONFIGURATION_DOC.read_text().split("## Environment variables", 1)[1]
+    return set(re.findall(r"^\| `(\w+)` \|", section.split("\n## ", 1)[0], re.MULTILINE))
 
 
 @pytest.mark.integration
@@ -149,6 +200,52 @@ def test_a_dg_project_with_the_component_loads_and_materializes_a_table(
         r.event["event_id"] for r in records if r.kind == GOOD)
     refused = spark.read.format("delta").load(str(lake / "tables" / "clicks_refused"))
     assert refused.count() == sum(1 for r in records if r.kind != GOOD)
+
+
+def test_the_documented_dg_project_loads_with_the_scaffolded_component(tmp_path):
+    """docs/components.md's step by step: create-dagster 1.13's layout, the page's
+    definitions.py and tables.py, the component from the real `dg scaffold`, the page's .env."""
+    project = tmp_path / "my-project"
+    package = project / "src" / "my_project"
+    (package / "defs").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(CREATE_DAGSTER_PYPROJECT)
+    (package / "__init__.py").write_text("")
+    (package / "defs" / "__init__.py").write_text("")
+    for name in ("definitions.py", "tables.py"):
+        (package / name).write_text(documented_file(f"src/my_project/{name}"))
+
+    scaffolded = dg_cli(project, "scaffold", "defs", "stream_assets.StreamingTablesComponent",
+                        "streams")
+    assert scaffolded.returncode == 0, scaffolded.stdout + scaffolded.stderr
+    defs_yaml = (package / "defs" / "streams" / "defs.yaml").read_text()
+    assert defs_yaml == documented_file("src/my_project/defs/streams/defs.yaml")
+    # The scaffold names the broker variable stream_assets itself reads, as documented.
+    assert set(ENV_NAME.findall(defs_yaml)) == {kafka.BOOTSTRAP_ENV}
+    assert kafka.BOOTSTRAP_ENV in documented_variables()
+
+    # Until the variable is set, `dg check defs` says which one.
+    unset = dg_cli(project, "check", "defs", unset=(kafka.BOOTSTRAP_ENV,))
+    assert unset.returncode != 0
+    assert (f"kafka.stream_source.bootstrap_servers: the environment variable "
+            f"{kafka.BOOTSTRAP_ENV} is not set") in unset.stdout + unset.stderr
+
+    env_line = re.search(r"echo '(\w+=[^']*)' >> \.env", COMPONENTS_DOC.read_text())
+    assert env_line, "docs/components.md sets no variable in .env"
+    (project / ".env").write_text(env_line.group(1) + "\n")
+    checked = dg_cli(project, "check", "defs", unset=(kafka.BOOTSTRAP_ENV,))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    listed = dg_cli(project, "list", "defs", "--json", unset=(kafka.BOOTSTRAP_ENV,))
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    listing = json.loads(listed.stdout)
+    assert {a["asset_key"] for a in listing["assets"]} == {
+        "orders", "orders_dead_letters", "kafka/orders"}
+    assert "continuous_streams" in {j["name"] for j in listing["jobs"]}
+
+
+def test_the_docs_name_the_broker_variable_the_resources_read():
+    for doc in (COMPONENTS_DOC, ROOT / "README.md"):
+        named = re.findall(r"bootstrap_servers:\s*['\"]\{\{\s*env\.(\w+)", doc.read_text())
+        assert named and set(named) == {kafka.BOOTSTRAP_ENV}, doc.name
 
 
 def test_a_field_whose_variable_is_not_set_is_refused_naming_both(monkeypatch):
