@@ -1,7 +1,7 @@
 """How each derived check is configured: on or off, WARN or ERROR, blocking, and its limits.
 
 `ChecksConfig` is part of the public API (`stream_assets.ChecksConfig`): `build_definitions`
-and the component take one, and `per_table` overrides it for named queries.
+and the component take one, and `checks_per_table` overrides it for named queries.
 """
 
 from typing import Literal
@@ -50,7 +50,12 @@ class SchemaExpectation(Expectation):
 
 
 class ChecksConfig(Config):
-    """One expectation per kind of check; build_checks applies it to every table."""
+    """The derived asset checks every table gets: one setting per kind of check.
+
+    `build_definitions(checks=...)` applies it to every table, `checks_per_table={name: ...}`
+    to the named ones (the component's `checks` and `checks_per_table` alike). Each check's
+    fields (enabled, severity, blocking and its limit): docs/configuration.md.
+    """
 
     freshness: FreshnessExpectation = Field(
         default_factory=FreshnessExpectation, description="Last Delta commit recent enough."

@@ -82,9 +82,11 @@ class DeltaLake(ConfigurableResource):
     _files: LakeFiles | None = PrivateAttr(default=None)
 
     def table_path(self, table: str) -> str:
+        """Where the Delta table `table` lives: `<tables_root>/<table>`."""
         return f"{self.tables_root.rstrip('/')}/{table}"
 
     def checkpoint_path(self, query: str) -> str:
+        """Where the streaming query `query` keeps its checkpoint: `<checkpoints_root>/<query>`."""
         return f"{self.checkpoints_root.rstrip('/')}/{query}"
 
     @property

@@ -65,7 +65,8 @@ class SparkResource(LazyPySparkResource):
 
     `master` takes `local[*]`, `spark://host:7077`, `k8s://...` or `yarn`; `remote` takes a
     Spark Connect URL (`sc://host:15002`) and wins over `master`. The session starts on first
-    use and is stopped when Dagster tears the resource down.
+    use (`context.resources.spark.spark_session` in an asset of your own) and is stopped when
+    Dagster tears the resource down.
     """
 
     master: str = Field(default="local[*]", description="Spark master URL.")

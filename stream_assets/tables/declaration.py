@@ -54,21 +54,27 @@ class StreamingTable:
     returns the rows to write. Without a transform the table is its one source's rows, parsed
     by the source's parser when it has one. Records a parser refuses land in `dead_letters`
     (default `<name>_dead_letters`) with the reason, in the same micro-batch, exactly once.
+    `sink` says how the rows are written (DeltaAppend, the default, or DeltaMerge on `keys`);
+    `partition_by` names the Delta table's partition columns.
 
     `keys` identify a row (MERGE keys for DeltaMerge); `unique_keys` says whether they must
     be unique (default: where the sink makes them so), `nullable_keys` which may be null.
     `schema` is the table's declared schema (column names and types), which its `schema` asset
     check compares with the Delta table (without a transform, a kafka_topic with a record
     schema declares it); `column_descriptions` show in the UI's column table.
-    `expectations` are rules about its rows, judged in every micro-batch (expectations.py);
-    their SQL is checked here, against `schema` when there is one (expectation_sql.py).
+    `expectations` are rules about its rows, judged in every micro-batch (`expect`, ...);
+    their SQL is checked here, against `schema` when there is one. A table that reads a
+    kafka_topic with a record schema also gets the `rescued_data` rule (schema drift).
     `freshness` is the table's Dagster freshness policy (default: warn after 30 minutes
     without a materialization, stale after an hour; None: no policy). `table_properties` are
     Delta table properties of the table (`delta.*`, e.g. `delta.dataSkippingStatsColumns`):
-    set when the table is created, and set again before a run when they differ (writes.py).
+    set when the table is created, and set again before a run when they differ.
     `late_rows_alert`: in a continuous run, the health sensor alerts once when the table's
     watermarks drop more than this many rows as late within 10 minutes (None: no alert; the
     count is in every materialization's `rows_dropped_by_watermark` either way).
+    `trigger_interval` is the processing-time trigger of the continuous job (a catch-up run
+    reads everything new and stops); `description`, `group`, `owners` and `tags` are its
+    Dagster asset's.
     """
 
     name: str

@@ -35,8 +35,12 @@ _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678
 class DataExpectation:
     """One rule about a table's rows. Build it with `expect`, `expect_or_drop`, `expect_or_fail`.
 
-    `max_violation_ratio` is the share of a batch's rows that may violate it before its asset
-    check fails (and the health sensor alerts); 0 means any violation fails the check.
+    `name` names its asset check and, for `drop`, the dead letters' reason; `condition` is a
+    Spark SQL boolean expression a row passes when it is true (null is a violation); `action`
+    is what a violating row does: `warn` (kept, counted), `drop` (sent to the dead letters) or
+    `fail` (the batch is not written). `max_violation_ratio` is the share of a batch's rows
+    that may violate it before its asset check fails (and the health sensor alerts); 0 means
+    any violation fails the check.
     """
 
     name: str

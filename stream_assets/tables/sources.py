@@ -28,10 +28,14 @@ if TYPE_CHECKING:
     from stream_assets.resources.kafka import KafkaCompatibleSource
     from stream_assets.resources.lake import DeltaLake
 
-# A parser turns Kafka rows into the table's rows. It keeps Kafka's `key`, `value`, `topic`,
-# `partition` and `offset` columns and adds `error`: null for a usable record, else the reason
-# it is not one (the record then lands in the table's dead letters, exactly once).
 Parser = Callable[[DataFrame], DataFrame]
+"""A function that turns a topic's Kafka rows into the table's rows: `kafka_topic(parser=...)`.
+
+It keeps Kafka's `key`, `value`, `topic`, `partition` and `offset` columns and adds `error`:
+null for a usable record, else the reason it is not one (the record then lands in the table's
+dead letters, exactly once). A pure DataFrame function, tested like a transform;
+`kafka_topic(schema=...)` builds one for JSON records.
+"""
 
 DEFAULT_KAFKA_RESOURCE = "stream_source"
 # Where a record was in Kafka: what every parser keeps for the table's rows.
@@ -63,8 +67,10 @@ class ReadContext:
 
 
 class Source:
-    """Base of the kinds of source. Streaming sources feed the query; static ones are read
-    once per micro-batch (a stream-static join)."""
+    """Base of the kinds of source: `KafkaTopic`, `DeltaStream`, `StaticTable`, made by
+    `kafka_topic`, `upstream` and `static`. Streaming sources feed the query; static ones are
+    read once per micro-batch (a stream-static join). A new kind of source is a subclass
+    (docs/architecture.md, "Add a kind of source")."""
 
     streaming: bool = True
     # Kafka topics (logical names) and upstream tables this source reads, for lag, lineage and
@@ -176,7 +182,11 @@ class _ProjectTable(Source):
 
 @dataclass(frozen=True)
 class DeltaStream(_ProjectTable):
-    """Another table of the project, read as a Delta streaming source."""
+    """Another table of the project, read as a Delta streaming source: `upstream(table)`.
+
+    Each micro-batch reads the table's new commits once (Delta's streaming source keeps its
+    place in the reading table's checkpoint). The table must be materialized first.
+    """
 
     @property
     def upstream_tables(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -192,9 +202,11 @@ class DeltaStream(_ProjectTable):
 
 @dataclass(frozen=True)
 class StaticTable(_ProjectTable):
-    """A Delta table joined to the stream at its latest version in each micro-batch.
+    """A Delta table joined to the stream at its latest version in each micro-batch:
+    `static(table)`.
 
     It has no offsets: a new version of it is read by the next batch, and does not start one.
+    docs/dimensions.md shows how such a table is written and joined.
     """
 
     streaming: ClassVar[bool] = False
@@ -221,7 +233,7 @@ def kafka_topic(topic: str, parser: Parser | None = None,
     "payment_id STRING, amount DECIMAL(12,2), items ARRAY<STRUCT<sku: STRING, qty: INT>>"):
     each record is read into those typed columns plus `_rescued_data` (whatever did not fit),
     or refused into the table's dead letters with a reason that names the field
-    (stream_assets/transforms/json_records.py). `required` names fields ("customer.id") that
+    (stream_assets/records/json_records.py). `required` names fields ("customer.id") that
     must be present; `wrong_types="rescue"` keeps a record whose optional field has the wrong
     type, that field null and its value rescued. A `parser` of your own reads a format the
     project does not know; without either, the table receives Kafka's rows as they are.
@@ -241,8 +253,20 @@ def kafka_topic(topic: str, parser: Parser | None = None,
 
 
 def upstream(table: str) -> DeltaStream:
+    """Another table of the project, read as a stream: each micro-batch gets its new rows.
+
+    `table` is a table declared in the same `build_definitions` (a dead-letter table too); it
+    becomes this table's upstream asset, and a full refresh of it resets this table as well.
+    """
     return DeltaStream(table)
 
 
 def static(table: str) -> StaticTable:
+    """A batch Delta table joined to the stream, read at its latest version in each
+    micro-batch (a stream-static join); a new version shows from the next batch on, and rows
+    already written keep what they were joined with.
+
+    `table` is the name of an asset passed to `build_definitions(assets=...)` (or a declared
+    table), stored at the lake's `table_path(table)`. docs/dimensions.md shows one.
+    """
     return StaticTable(table)

@@ -43,7 +43,11 @@ class WriteTarget:
 
 
 class Sink:
-    """Base of the sink kinds."""
+    """Base of the sink kinds: `DeltaAppend` (the default) and `DeltaMerge`.
+
+    A sink writes one micro-batch (`write_batch`) exactly once per batch id; the Delta writes
+    themselves live in stream_assets/sinks.py.
+    """
 
     output_mode: str = "append"
     # Whether the table's keys identify one row by construction (an upsert on them).
