@@ -45,7 +45,7 @@ class WriteTarget:
 class Sink:
     """Base of the sink kinds: `DeltaAppend` (the default) and `DeltaMerge`.
 
-    A sink writes one micro-batch (`write_batch`) exactly once per batch id; the Delta writes
+    Each writes a micro-batch exactly once, also when a restart replays it; the Delta writes
     themselves live in stream_assets/sinks.py.
     """
 
