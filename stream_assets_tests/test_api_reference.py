@@ -55,6 +55,6 @@ def test_rendering_starts_no_jvm_and_ignores_the_environment():
     )
     env = {**os.environ, paths.HOME_ENV: "/nonexistent/other-home",
            "STREAM_ASSETS_KAFKA_BOOTSTRAP": "broker.elsewhere:19092"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=paths.PROJECT_ROOT, env=env,
+    result = subprocess.run([sys.executable, "-c", script], cwd=paths.INSTALL_ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -27,7 +27,7 @@ from pydantic_core import PydanticUndefined
 import stream_assets
 from stream_assets import paths
 
-TARGET = paths.PROJECT_ROOT / "docs" / "api.md"
+TARGET = paths.INSTALL_ROOT / "docs" / "api.md"
 
 # (title, what the group is for, its names in reading order). Every name of __all__ is in
 # exactly one group; the test holds that.
