@@ -41,6 +41,10 @@ class DeclarationError(StreamAssetsError):
     """A table declaration that cannot work; the message names the table and the field."""
 
 
+class SchemaChangeRefused(StreamAssetsError):
+    """A declared schema changed in a way the rows already in its table cannot follow."""
+
+
 class ExpectationFailed(StreamFailed):
     """A row violated a `fail` expectation: the batch was not written."""
 

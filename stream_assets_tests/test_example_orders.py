@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from dagster import AssetKey, AssetsDefinition, DagsterInstance, materialize
+from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
 from stream_assets import DeltaLake, KafkaSource
@@ -45,6 +46,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CENT = Decimal("0.01")
 # The fields the example's ORDER schema names (its DDL, read by hand).
 DECLARED = {"order_id", "customer_id", "country", "amount", "ordered_at"}
+TABLE_NAMES = ("orders", "orders_dead_letters", "order_totals")
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +129,6 @@ def spark_rows(spark, path: str) -> list[dict[str, Any]]:
 
 
 def delta_rs_rows(path: str) -> list[dict[str, Any]]:
-    from deltalake import DeltaTable
-
     rows = DeltaTable(path).to_pyarrow_table().to_pylist()
     for row in rows:
         for name, value in row.items():
@@ -234,8 +234,6 @@ def written(result, node: str) -> dict[str, int]:
 def merged_rows(project: Project, since_version: int) -> int:
     """Rows inserted or updated by order_totals' MERGE commits after `since_version`, from
     Delta's own log as delta-rs reads it."""
-    from deltalake import DeltaTable
-
     total = 0
     for commit in DeltaTable(project.lake.table_path("order_totals")).history():
         if commit["version"] > since_version and commit.get("operation") == "MERGE":
@@ -282,8 +280,6 @@ def test_example_tables_equal_plain_python_and_grow_incrementally(example, proje
         assert [(f.name, f.dataType.simpleString())
                 for f in getattr(example, table).schema.fields] == declared, table
     before = updated_at(project)
-    from deltalake import DeltaTable
-
     totals_version = DeltaTable(project.lake.table_path("order_totals")).version()
 
     # The second batch touches only some customers: the others' rows must not be rewritten.
@@ -333,3 +329,59 @@ def test_the_example_loads_as_a_code_location(example):
     graph = example.defs.resolve_asset_graph()
     assert graph.get(AssetKey("order_totals")).parent_keys == {AssetKey("orders")}
     assert graph.get(AssetKey("orders")).parent_keys == {AssetKey(["kafka", "orders"])}
+
+
+def test_a_field_added_to_the_schema_evolves_the_table_in_place(example, project, spark):
+    """The producer's `coupon` is rescued until the declaration names it; then the table
+    grows a column (old rows read null) without a refresh, and a change that is not additive
+    is refused before anything is written."""
+    import dataclasses
+
+    from stream_assets import build_definitions, kafka_topic
+
+    def redeclare(ddl: str) -> None:
+        orders = dataclasses.replace(
+            example.orders, sources={"orders": kafka_topic(example.TOPIC, schema=ddl)},
+            schema=None, expectations=(example.orders.expectations[0],))
+        defs = build_definitions([orders, example.order_totals])
+        project.assets = [a for a in defs.assets or () if isinstance(a, AssetsDefinition)]
+
+    first = list(example.generate_orders(100, seed=3, bad_share=0.1, customers=8, prefix="e"))
+    project.send(first)
+    result = project.materialize()
+    (drift,) = [e for e in result.get_asset_check_evaluations()
+                if e.check_name == "rescued_data"]
+    assert drift.metadata["fields"].value == ["coupon"]
+
+    # Not additive: refused before anything is written, naming the column and both types.
+    versions = {t: DeltaTable(project.lake.table_path(t)).version() for t in TABLE_NAMES}
+    redeclare(example.ORDER.replace("amount DECIMAL(12,2)", "amount DOUBLE"))
+    refused = materialize(project.assets, resources=project.resources,
+                          instance=project.instance, raise_on_error=False)
+    assert not refused.success
+    message = " ".join(e.message or "" for e in refused.all_events if e.is_failure)
+    assert "amount changes type from decimal(12,2) to double" in message, message
+    assert "full refresh" in message and "'orders'" in message
+    assert {t: DeltaTable(project.lake.table_path(t)).version() for t in TABLE_NAMES} == versions
+
+    # Additive: the next run adds the column; the records sent since carry it.
+    redeclare(example.ORDER + ", coupon STRING")
+    second = list(example.generate_orders(60, seed=4, bad_share=0.1, customers=8, prefix="f"))
+    project.send(second)
+    result = project.materialize()
+    meta = result.asset_materializations_for_node("orders")[0].metadata
+    assert "coupon" in meta["schema_evolved"].value
+    (drift,) = [e for e in result.get_asset_check_evaluations()
+                if e.check_name == "rescued_data"]
+    assert drift.passed, drift.description
+    coupons = {r.order["order_id"]: r.order.get("coupon") for r in second if r.order}
+    for reader, rows in readers(spark, project.lake, "orders").items():
+        got = {r["order_id"]: r["coupon"] for r in rows}
+        assert len(got) == len(rows), f"{reader}: an order landed twice"
+        # Each good order once; the earlier ones read null, the coupon stays in their
+        # rescued data.
+        assert got == {**dict.fromkeys(expected_orders(first)), **coupons}, reader
+    totals = {r["customer_id"]: {k: r[k] for k in ("order_count", "total_amount",
+                                                     "first_order_at", "last_order_at")}
+              for r in delta_rs_rows(project.lake.table_path("order_totals"))}
+    assert totals == expected_totals(first + second)

@@ -98,3 +98,20 @@ def test_event_log_side_is_the_stream_health_check():
     assert behind.severity == AssetCheckSeverity.WARN
     healthy = health_evaluation(AssetKey("raw_events"), {}, [alert(RESOLVED)])
     assert healthy.passed
+
+
+def test_a_continuous_report_carries_the_sensors_latest_verdict():
+    from dagster import instance_for_test
+
+    from stream_assets.monitoring.alerts import carried_health
+
+    with instance_for_test() as instance:
+        healthy = carried_health(instance, "raw_events")
+        assert healthy.passed and "no alert" in healthy.description
+        behind = health_evaluation(AssetKey("raw_events"), {"behind": {"detail": "slow"}}, [])
+        instance.report_runless_asset_event(behind)
+        carried = carried_health(instance, "raw_events")
+        assert (carried.passed, carried.severity, carried.description) == (
+            False, AssetCheckSeverity.WARN, behind.description)
+        assert carried.metadata["open_problems"].value == "behind"
+        assert carried.target_materialization_data is None  # it targets the newest one

@@ -137,6 +137,24 @@ def assert_derived_checks_ran(instance, run_id: str, sent: list[Record]) -> None
             assert latest.passed, (table, check, latest.description)
 
 
+def assert_health_on_every_materialization(instance, run_id: str, table: str) -> None:
+    """Each materialization of the main table is followed, in the same report, by a
+    stream_health verdict: the UI never shows the check grey for the latest one."""
+    from dagster import DagsterEventType, EventRecordsFilter
+
+    materialized = [r.storage_id for r in instance.get_event_records(EventRecordsFilter(
+        DagsterEventType.ASSET_MATERIALIZATION, asset_key=AssetKey(table)), limit=1000)
+        if r.run_id == run_id]
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(AssetKey(table), "stream_health"), limit=1000)
+    verdicts = sorted(r.id for r in history if r.run_id == run_id)
+    assert materialized and verdicts, (materialized, verdicts)
+    for storage_id in materialized:
+        assert any(v > storage_id for v in verdicts), f"{table}: no verdict after {storage_id}"
+    latest = max((r for r in history if r.run_id == run_id), key=lambda r: r.id)
+    assert latest.event.dagster_event.event_specific_data.passed  # no incident was raised
+
+
 def test_continuous_job_reports_every_batch_stops_on_terminate_and_resumes_exactly_once(
     kafka_broker, topic_factory, spark_resource, spark, any_lake
 ):
@@ -170,6 +188,7 @@ def test_continuous_job_reports_every_batch_stops_on_terminate_and_resumes_exact
         assert reports[-1].kafka_lag == 0  # everything read: nothing waits in the topic
         assert_standard_metadata(instance, run.run_id, lake, sent)
         assert_derived_checks_ran(instance, run.run_id, sent)
+        assert_health_on_every_materialization(instance, run.run_id, "raw_events")
 
         # A second run resumes from the checkpoint: it reads only what is new.
         sent += send(list(generate_events(200, bad_ratio=0.1, seed=7, id_prefix="c")))

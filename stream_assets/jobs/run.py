@@ -22,6 +22,7 @@ from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG, OP_NAME, select_
 from stream_assets.jobs.config import ContinuousConfig, check_trigger_names
 from stream_assets.jobs.sessions import QuerySessions
 from stream_assets.jobs.supervisor import DerivedChecks, Event, Supervisor
+from stream_assets.monitoring.alerts import carried_health
 from stream_assets.monitoring.listener import QueryEventListener
 from stream_assets.tables.assets import resource_keys
 from stream_assets.tables.declaration import StreamingTable
@@ -86,7 +87,8 @@ def run_continuously(
     listener = QueryEventListener()
     sessions = QuerySessions(ctx.spark, listener, context.log)
     supervisor = Supervisor(tables, ctx, config, context.log, session_for=sessions.for_query,
-                            checks=checks)
+                            checks=checks,
+                            health=lambda table: carried_health(context.instance, table))
     context.log.info(f"running {', '.join(t.name for t in tables)} until terminated")
     with ExitStack() as locks:
         try:

@@ -82,9 +82,12 @@ class Supervisor:
         clock: Callable[[], float] = time.time,
         session_for: Callable[[str], SparkSession] | None = None,
         checks: Mapping[str, DerivedChecks] | None = None,
+        health: Callable[[str], AssetCheckEvaluation] | None = None,
     ) -> None:
         self.ctx = ctx
         self.checks = dict(checks or {})
+        # The stream_health verdict each report carries (alerts.carried_health).
+        self.health = health
         self.config = config
         self.log = log
         self.clock = clock
@@ -281,6 +284,8 @@ class Supervisor:
             events.extend(stream_events(stream.table.name, stream.table.tables, report,
                                         totals, written, lags, backlog, self._states(stream)))
             events.extend(expectation_evaluations(stream.table.name, outcomes))
+            if self.health is not None:
+                events.append(self.health(stream.table.name))
             events.extend(stream.extra.pop("failed_checks", []))
             if any(written.values()):
                 stream.unchecked = True

@@ -11,7 +11,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from dagster import AssetCheckEvaluation, AssetCheckSeverity, AssetKey
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckKey,
+    AssetCheckSeverity,
+    AssetKey,
+    DagsterInstance,
+)
 
 from stream_assets.monitoring.health import FIRING, RESOLVED, Alert, Problem
 from stream_assets.resources.alerting import AlertSink
@@ -101,3 +107,27 @@ def health_evaluation(
             "alerts": _clip("; ".join(f"{a.summary} ({a.state})" for a in alerts), 2000),
         },
     )
+
+
+def carried_health(instance: DagsterInstance, table: str) -> AssetCheckEvaluation:
+    """`stream_health` for a continuous report of `table`: the health sensor's latest verdict
+    (its open incidents), or healthy while it has raised none.
+
+    The UI judges a check against the asset's latest materialization, which a continuous run
+    replaces with each report; the sensor records a verdict only when an alert starts or ends.
+    Carried with every report, the verdict stays on the latest materialization.
+    """
+    key = AssetCheckKey(AssetKey(table), HEALTH_CHECK)
+    record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key]).get(key)
+    event = record.event.dagster_event if record and record.event else None
+    latest = event.event_specific_data if event else None
+    if not isinstance(latest, AssetCheckEvaluation):
+        return AssetCheckEvaluation(
+            asset_key=key.asset_key, check_name=HEALTH_CHECK, passed=True,
+            severity=AssetCheckSeverity.WARN,
+            description="healthy: stream_health_sensor has raised no alert",
+            metadata={"open_problems": "-"})
+    # Without its target: a verdict carried forward belongs to the newest materialization.
+    return AssetCheckEvaluation(
+        asset_key=key.asset_key, check_name=HEALTH_CHECK, passed=latest.passed,
+        severity=latest.severity, description=latest.description, metadata=latest.metadata)

@@ -214,8 +214,9 @@ def build_health_checks(
     specs = [
         AssetCheckSpec(HEALTH_CHECK, asset=AssetKey(t.name),
                        description="The continuous query is not failed, stalled, behind, cut off "
-                       "from its sources or dead-lettering above the threshold (updated by "
-                       "stream_health_sensor).")
+                       "from its sources or dead-lettering above the threshold (judged by "
+                       "stream_health_sensor; a continuous run carries its verdict with "
+                       "each report).")
         for t in catalog
     ]
 

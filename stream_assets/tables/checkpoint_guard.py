@@ -74,6 +74,9 @@ class Cleanup:
     # Files of a checkpoint that never planned a batch that no crash leaves there.
     unrecognized: list[str] = field(default_factory=list)
     started_over: bool = False
+    # Not the checkpoint's, but reported with it: the columns the start added to the table
+    # because its declared schema grew (schema_evolution.py).
+    columns_added: list[str] = field(default_factory=list)
 
     def metadata(self) -> dict[str, str]:
         """For a run's metadata: only what happened, nothing when the checkpoint was clean."""
@@ -88,6 +91,11 @@ class Cleanup:
             meta["checkpoint_leftovers"] = (
                 "temporary files of an interrupted write, kept because the checkpoint holds "
                 f"committed batches (Spark never reads them): {', '.join(self.kept)}"
+            )
+        if self.columns_added:
+            meta["schema_evolved"] = (
+                f"the declared schema grew: added {', '.join(self.columns_added)} to the table "
+                "(rows written before read null there)"
             )
         if self.unrecognized:
             meta["checkpoint_unrecognized"] = (

@@ -31,7 +31,13 @@ from stream_assets.errors import (
     TableBusy,
 )
 from stream_assets.resources.lake import DeltaLake
-from stream_assets.sinks import delta_version, is_connect, set_properties
+from stream_assets.sinks import (
+    delta_log_version,
+    delta_version,
+    is_connect,
+    set_properties,
+    sql_path,
+)
 from stream_assets.tables.checkpoint_guard import (
     Cleanup,
     guard_checkpoint,
@@ -40,6 +46,7 @@ from stream_assets.tables.checkpoint_guard import (
 )
 from stream_assets.tables.context import StreamContext
 from stream_assets.tables.declaration import StreamingTable
+from stream_assets.tables.schema_evolution import Added, additions, evolve
 
 
 @contextmanager
@@ -140,6 +147,9 @@ def start(
     if not source_checked:
         ctx.check_reachable(table)
     guard_checkpoint(table, ctx, cleanup)
+    added = evolve_schema(table, ctx)
+    if cleanup is not None:
+        cleanup.columns_added.extend(a.sql().replace("`", "") for a in added)
     # A declaration whose table properties changed since the table was created.
     set_properties(ctx.spark, ctx.lake.table_path(table.name), table.property_pairs)
     stream = table.build_stream(read_sources(table, ctx))
@@ -155,6 +165,19 @@ def start(
         return writer.start()
     except (PySparkException, Py4JJavaError) as exc:
         raise query_error(table, ctx, exc, "could not start") from exc
+
+
+def evolve_schema(table: StreamingTable, ctx: StreamContext) -> list[Added]:
+    """Grow the table to its declared schema before the query writes, or refuse the change
+    (schema_evolution.py); nothing to do without a declared schema or a table yet."""
+    declared = table.schema_of(table.name)
+    path = ctx.lake.table_path(table.name)
+    if declared is None or delta_log_version(path, ctx.lake.files) is None:
+        return []
+    written = ctx.spark.read.format("delta").load(path).schema
+    added = additions(table.name, written, declared)
+    evolve(ctx.spark, sql_path(path), added)
+    return added
 
 
 # Signs that Spark failed to *parse* the checkpoint's files (not to write them: a full disk is
