@@ -142,15 +142,16 @@ def assert_health_on_every_materialization(instance, run_id: str, table: str) ->
     stream_health verdict: the UI never shows the check grey for the latest one."""
     from dagster import DagsterEventType, EventRecordsFilter
 
-    materialized = [r.storage_id for r in instance.get_event_records(EventRecordsFilter(
+    materialized = [r.timestamp for r in instance.get_event_records(EventRecordsFilter(
         DagsterEventType.ASSET_MATERIALIZATION, asset_key=AssetKey(table)), limit=1000)
         if r.run_id == run_id]
     history = instance.event_log_storage.get_asset_check_execution_history(
         AssetCheckKey(AssetKey(table), "stream_health"), limit=1000)
-    verdicts = sorted(r.id for r in history if r.run_id == run_id)
+    # Event times, not ids: check executions are numbered in a table of their own.
+    verdicts = sorted(r.event.timestamp for r in history if r.run_id == run_id)
     assert materialized and verdicts, (materialized, verdicts)
-    for storage_id in materialized:
-        assert any(v > storage_id for v in verdicts), f"{table}: no verdict after {storage_id}"
+    for at in materialized:
+        assert any(v >= at for v in verdicts), f"{table}: no verdict after the one at {at}"
     latest = max((r for r in history if r.run_id == run_id), key=lambda r: r.id)
     assert latest.event.dagster_event.event_specific_data.passed  # no incident was raised
 
@@ -177,6 +178,12 @@ def test_continuous_job_reports_every_batch_stops_on_terminate_and_resumes_exact
             sent += send(list(generate_events(100, seed=6, id_prefix="b")))
             wait_until(lambda: run.rows_read() == 600, 120, "the next 100 records")
             assert run.terminate() == DagsterRunStatus.CANCELED
+        # A Terminate is the expected end: the step succeeded, nothing is shown as errored.
+        from dagster import DagsterEventType
+
+        steps = {e.dagster_event.event_type for e in instance.all_logs(run.run_id)
+                 if e.dagster_event is not None and e.dagster_event.is_step_event}
+        assert DagsterEventType.STEP_SUCCESS in steps and DagsterEventType.STEP_FAILURE not in steps
 
         reports = [r for _, r in run.reports()]
         assert reports[0].status == "starting" and reports[-1].status == "stopped"

@@ -74,6 +74,12 @@ def test_kafka_source_maps_logical_topics_and_keeps_fail_on_data_loss():
     assert options["startingOffsets"] == "earliest"
     assert options["maxOffsetsPerTrigger"] == "1000"
     assert "kafka.sasl.jaas.config" not in options
+    # The continuous job's cap applies only where the resource sets none.
+    source = KafkaSource(bootstrap_servers="b:1")
+    assert "maxOffsetsPerTrigger" not in source.spark_options("events")
+    assert source.spark_options("events", batch_limit=500)["maxOffsetsPerTrigger"] == "500"
+    capped = KafkaSource(bootstrap_servers="b:1", max_offsets_per_trigger=1000)
+    assert capped.spark_options("events", batch_limit=500)["maxOffsetsPerTrigger"] == "1000"
     # Not Kafka's 500 ms: a micro-batch's tasks would wait on the fetch left pending by the last.
     assert options["kafka.fetch.max.wait.ms"] == "20"
     custom = KafkaSource(bootstrap_servers="b:1", fetch_max_wait_ms=100,

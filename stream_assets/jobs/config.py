@@ -62,6 +62,13 @@ class ContinuousConfig(Config):
         "ratio) at most this often, when its query wrote since they last ran, so the UI's "
         "check status stays current; 0: never (expectations are judged every report).",
     )
+    max_records_per_batch: int | None = Field(
+        default=100_000, ge=1,
+        description="Most Kafka records a micro-batch reads when the stream source sets no "
+        "max_offsets_per_trigger (Spark's maxOffsetsPerTrigger): a backlog is worked off in "
+        "bounded batches, so each query reports within a trigger interval plus one batch of "
+        "starting. None: no cap (a first batch reads the whole backlog).",
+    )
     max_runtime_s: float | None = Field(
         default=None,
         description="Stop every query gracefully after this many seconds and end the run "

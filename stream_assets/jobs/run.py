@@ -11,11 +11,13 @@ from dagster import (
     DagsterExecutionInterruptedError,
     DagsterRun,
     DagsterRunStatus,
+    HookContext,
     JobDefinition,
     OpExecutionContext,
     in_process_executor,
     job,
     op,
+    success_hook,
 )
 
 from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG, OP_NAME, select_tables
@@ -83,6 +85,7 @@ def run_continuously(
         lake=context.resources.lake,
         source=bound.get(DEFAULT_KAFKA_RESOURCE),
         resources=bound,
+        kafka_batch_limit=config.max_records_per_batch,
     )
     listener = QueryEventListener()
     sessions = QuerySessions(ctx.spark, listener, context.log)
@@ -118,7 +121,11 @@ def run_continuously(
             supervisor.stop_all(config.stop_timeout_s)
             supervisor.handle(listener.drain())
             yield from supervisor.reports(force=True)
-            raise
+            if not _termination_requested(context):
+                raise
+            # Terminate is how a continuous run ends: the queries stopped cleanly and reported,
+            # so the step succeeds, and the job's hook ends the run Canceled (end_as_canceled).
+            context.log.info("every query stopped; the run ends Canceled")
         except Exception:
             supervisor.stop_all(config.stop_timeout_s)
             yield from supervisor.reports(force=True)
@@ -126,6 +133,21 @@ def run_continuously(
         finally:
             supervisor.stop_all(0)
             sessions.close()
+
+
+@success_hook(name="end_as_canceled")
+def end_as_canceled(context: HookContext) -> None:
+    """A run that was terminated and whose op stopped its queries cleanly ends Canceled.
+
+    Dagster has no outcome for an op that ends because its run was terminated: an interrupt
+    raised in the op fails the step (a red step and a stack trace for an expected stop), and a
+    clean return ends the run successful. Raised after the step's success, the interrupt makes
+    Dagster end the run Canceled with the step green.
+    """
+    run = context.instance.get_run_by_id(context.run_id)
+    if run is not None and run.status == DagsterRunStatus.CANCELING:
+        raise DagsterExecutionInterruptedError(
+            "terminated: every query stopped between batches after its last report")
 
 
 def _continuous(run: DagsterRun) -> bool:
@@ -159,6 +181,7 @@ def build_continuous_job(
     @job(
         name=name,
         executor_def=in_process_executor,
+        hooks={end_as_canceled},
         tags={MODE_TAG: CONTINUOUS},
         description="Continuous mode: every streaming query (or a selection) with "
         "processing-time triggers in one SparkSession, until the run is terminated.",

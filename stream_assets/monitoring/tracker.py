@@ -90,6 +90,7 @@ class StreamTracker:
 
     def on_started(self, now: float) -> None:
         self.started_at = now
+        self.urgent = True  # the asset shows its query started (and its backlog) at once
         if self.status != Status.FAILED:
             self.status = Status.STARTING
 

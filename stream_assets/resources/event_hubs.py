@@ -111,8 +111,9 @@ class EventHubsSource(KafkaCompatibleSource):
             "Listen rights)"
         )
 
-    def read_stream(self, spark: SparkSession, topic: str) -> DataFrame:
-        kafka = super().read_stream(spark, topic)
+    def read_stream(self, spark: SparkSession, topic: str, batch_limit: int | None = None
+                    ) -> DataFrame:
+        kafka = super().read_stream(spark, topic, batch_limit)
         # The Kafka endpoint exposes the hub's sequence number as the Kafka offset.
         return kafka.withColumns(
             {

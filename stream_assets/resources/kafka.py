@@ -228,7 +228,9 @@ class KafkaCompatibleSource(ConfigurableResource):
         finally:
             consumer.close()
 
-    def spark_options(self, topic: str) -> dict[str, str]:
+    def spark_options(self, topic: str, batch_limit: int | None = None) -> dict[str, str]:
+        """Spark's Kafka options for `topic`; `batch_limit` caps a micro-batch's records when
+        the resource sets no cap of its own (the continuous job's bounded first batches)."""
         options = self.connection().spark_options()
         options.update(
             {
@@ -238,14 +240,17 @@ class KafkaCompatibleSource(ConfigurableResource):
                 "kafka.fetch.max.wait.ms": str(self.fetch_max_wait_ms),
             }
         )
-        if self.max_offsets_per_trigger:
-            options["maxOffsetsPerTrigger"] = str(self.max_offsets_per_trigger)
+        cap = self.max_offsets_per_trigger or batch_limit
+        if cap:
+            options["maxOffsetsPerTrigger"] = str(cap)
         options.update(self.extra_options)
         return options
 
-    def read_stream(self, spark: SparkSession, topic: str) -> DataFrame:
+    def read_stream(self, spark: SparkSession, topic: str, batch_limit: int | None = None
+                    ) -> DataFrame:
         """The raw Kafka DataFrame: key, value, topic, partition, offset, timestamp, headers."""
-        return spark.readStream.format("kafka").options(**self.spark_options(topic)).load()
+        options = self.spark_options(topic, batch_limit)
+        return spark.readStream.format("kafka").options(**options).load()
 
 
 class BrokerLook:

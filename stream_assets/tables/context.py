@@ -28,6 +28,8 @@ class StreamContext:
     # Every resource of the run by key, for sources that name their own (a second Kafka
     # cluster); `source` is the default one, bound to stream_source.
     resources: Mapping[str, Any] = field(default_factory=dict)
+    # Cap on a micro-batch's Kafka records where the source resource sets none (ReadContext).
+    kafka_batch_limit: int | None = None
 
     def __post_init__(self) -> None:
         if self.spark is not None:  # None in tests of what runs before Spark
@@ -55,4 +57,4 @@ class StreamContext:
     def read_context(self, table: StreamingTable) -> ReadContext:
         default = {DEFAULT_KAFKA_RESOURCE: self.source} if self.source is not None else {}
         resources = {**default, **self.resources}
-        return ReadContext(self.spark, self.lake, resources, table.name)
+        return ReadContext(self.spark, self.lake, resources, table.name, self.kafka_batch_limit)

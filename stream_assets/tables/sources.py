@@ -55,6 +55,9 @@ class ReadContext:
     resources: Mapping[str, Any]
     # Which table is reading, for error messages.
     reader: str
+    # The most Kafka records a micro-batch reads when the source resource sets no cap (the
+    # continuous job bounds its batches so a backlog does not hold back its first report).
+    kafka_batch_limit: int | None = None
 
     def kafka(self, key: str) -> KafkaCompatibleSource:
         try:
@@ -141,7 +144,8 @@ class KafkaTopic(Source):
         )
 
     def read(self, ctx: ReadContext) -> DataFrame:
-        return ctx.kafka(self.resource).read_stream(ctx.spark, self.topic)
+        return ctx.kafka(self.resource).read_stream(ctx.spark, self.topic,
+                                                    ctx.kafka_batch_limit)
 
     def fingerprint(self, ctx: ReadContext) -> str:
         return f"kafka:{self.topic}"
