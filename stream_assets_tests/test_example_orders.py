@@ -359,7 +359,9 @@ def test_a_field_added_to_the_schema_evolves_the_table_in_place(example, project
     refused = materialize(project.assets, resources=project.resources,
                           instance=project.instance, raise_on_error=False)
     assert not refused.success
-    message = " ".join(e.message or "" for e in refused.all_events if e.is_failure)
+    errors = [e.step_failure_data.error for e in refused.all_events if e.is_step_failure]
+    message = " ".join(f"{error.message} {error.cause.message if error.cause else ''}"
+                       for error in errors)
     assert "amount changes type from decimal(12,2) to double" in message, message
     assert "full refresh" in message and "'orders'" in message
     assert {t: DeltaTable(project.lake.table_path(t)).version() for t in TABLE_NAMES} == versions

@@ -185,6 +185,18 @@ def recorded_properties(instance: DagsterInstance, name: str) -> dict[str, str]:
     return dict(recorded.value) if recorded is not None else {}
 
 
+def recorded_column_schema(instance: DagsterInstance, name: str) -> TableSchema | None:
+    """The columns the table's last materialization recorded, None when it recorded none."""
+    recorded = _last_metadata(instance, name).get("dagster/column_schema")
+    return recorded.value if recorded is not None else None
+
+
+def recorded_columns(instance: DagsterInstance, name: str) -> list[tuple[str, str]] | None:
+    """(name, type) of each column the table's last materialization recorded."""
+    schema = recorded_column_schema(instance, name)
+    return None if schema is None else [(c.name, c.type) for c in schema.columns]
+
+
 def _last_metadata(instance: DagsterInstance, name: str) -> Mapping[str, Any]:
     """The metadata of the table's last materialization, {} when there is none."""
     event = instance.get_latest_materialization_event(AssetKey(name))

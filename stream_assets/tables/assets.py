@@ -26,6 +26,8 @@ from stream_assets.errors import StreamFailed
 from stream_assets.monitoring.metadata import (
     PROPERTIES_KEY,
     query_metadata,
+    recorded_column_schema,
+    recorded_columns,
     recorded_properties,
     recorded_state,
     row_count_after,
@@ -155,6 +157,8 @@ def build_asset(table: StreamingTable, cascade: refresh.Cascade | None = None):
         if check is not None and not check.new:
             check = properties_check(context.instance, table, check)
         if check is not None and not check.new:
+            check = schema_check(context.instance, table, check)
+        if check is not None and not check.new:
             skipped = skipped_results(context, table, bound["lake"], check)
             if skipped is not None:
                 yield from skipped
@@ -247,6 +251,20 @@ def properties_check(instance: Any, table: StreamingTable, check: InputCheck) ->
                       f"({', '.join(changed)})", check.positions)
 
 
+def schema_check(instance: Any, table: StreamingTable, check: InputCheck) -> InputCheck:
+    """`check`, unless the declared schema differs from the columns the table's last
+    materialization recorded: then the query starts, and its start grows the table to the
+    declaration or refuses the change (tables/schema_evolution.py)."""
+    declared = table.schema_of(table.name)
+    if declared is None:
+        return check
+    recorded = recorded_columns(instance, table.name)
+    if recorded is None or dict(recorded) == {f.name: f.dataType.simpleString()
+                                              for f in declared.fields}:
+        return check
+    return InputCheck(True, f"{check.reason}, but the declared schema changed", check.positions)
+
+
 def properties_metadata(table: StreamingTable, name: str) -> dict[str, Any]:
     """The declared table properties the main table holds after a run (none are declared for
     the dead letters)."""
@@ -266,8 +284,12 @@ def skipped_results(context: AssetExecutionContext, table: StreamingTable, lake:
         version = delta_log_version(path, lake.files)
         if recorded is None or recorded[0] != version:
             return None
+        columns = recorded_column_schema(context.instance, name)
         results.append(MaterializeResult(asset_key=AssetKey(name), metadata={
             **table_state(path, recorded[0], recorded[1], recorded[2]),
+            # Carried forward with the state: the table as it stands, which the next run's
+            # schema check compares with the declaration (schema_check).
+            **({"dagster/column_schema": columns} if columns is not None else {}),
             "rows_read": 0, "batches": 0, "rows_written": 0,
             **check.metadata(), **{k: MetadataValue.json(v) if isinstance(v, dict) else v
                                    for k, v in check.positions.items()},
