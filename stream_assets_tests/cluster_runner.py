@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -131,7 +132,7 @@ def summary(result, tables) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
-    from dagster import materialize
+    from dagster import DagsterInstance, materialize
 
     from stream_assets.resources import DeltaLake, KafkaSource, SparkResource
     from stream_assets.tables import catalog
@@ -151,9 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     assets = [build_asset(t) for t in tables]
     imported = time.perf_counter()
     runs = []
+    instance = DagsterInstance.ephemeral()
     for _ in range(args.runs):
         begin = time.perf_counter()
-        result = materialize(assets, resources=resources, raise_on_error=False)
+        result = materialize(assets, resources=resources, raise_on_error=False,
+                             instance=instance)
         seconds = time.perf_counter() - begin
         if not result.success:
             failure = next((e for e in result.all_events if e.is_step_failure), None)
@@ -161,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
             message = error.to_string() if error else "no step failure recorded"
             print(f"materialization failed:\n{message}", file=sys.stderr)
             return 1
-        runs.append({"seconds": seconds, "assets": summary(result, tables)})
+        # What the run warned about (a retried query, ...), as its log shows it.
+        warnings = [entry.user_message for entry in instance.all_logs(result.run_id)
+                    if entry.dagster_event is None and entry.level >= logging.WARNING]
+        runs.append({"seconds": seconds, "assets": summary(result, tables),
+                     "warnings": warnings})
     report = {"import_seconds": imported - started, "runs": runs}
     print(RESULT_PREFIX + json.dumps(report), flush=True)
     return 0

@@ -12,6 +12,7 @@ predict (`ClusterEvents.expected`, read back with delta-rs by `lake_tables`).
 from __future__ import annotations
 
 import contextlib
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -96,7 +97,19 @@ def spark_cluster(tmp_path_factory) -> Iterator[StandaloneCluster]:
 
 @pytest.fixture(scope="module")
 def connect_server(tmp_path_factory) -> Iterator[ConnectServer]:
-    """A Spark Connect server (local[2] inside) with the project's jars and Delta settings."""
-    with ConnectServer(tmp_path_factory.mktemp("spark_connect"),
-                       conf={"spark.sql.shuffle.partitions": "2"}) as server:
+    """A Spark Connect server (local[2] inside) with the project's jars and Delta settings.
+
+    Its Python workers start through `slow_worker_start.sh`: once `server.home / "slow-once"`
+    exists, the next worker starts 12 s late, past the 10 s Spark waits for it to connect
+    back, as on a loaded server (issue 27); every other start is immediate.
+    """
+    home = tmp_path_factory.mktemp("spark_connect")
+    python = home / "slow_worker_start.sh"
+    python.write_text(
+        "#!/bin/sh\n"
+        f'if [ -e "{home}/slow-once" ] && mkdir "{home}/slow-done" 2>/dev/null; then sleep 12; fi\n'
+        f'exec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    with ConnectServer(home, conf={"spark.sql.shuffle.partitions": "2"},
+                       python=python) as server:
         yield server

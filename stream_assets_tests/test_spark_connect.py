@@ -24,7 +24,9 @@ TABLES = ("raw_events", "event_counts", "user_sessions")
 
 @pytest.fixture(scope="module")
 def connect_run(connect_server, cluster_events, tmp_path_factory):
-    """Two materializations through the server: all the input, then nothing new."""
+    """Two materializations through the server: all the input, then nothing new. The first
+    foreachBatch worker starts too late (connect_server's `slow-once`), as on a loaded server."""
+    (connect_server.home / "slow-once").touch()
     lake = lake_at(tmp_path_factory.mktemp("connect_run"))
     report = materialize_elsewhere(
         ["--remote", connect_server.url],
@@ -48,6 +50,17 @@ def test_connect_run_writes_each_record_once(connect_run, cluster_events, connec
     first = report["runs"][0]["assets"]
     assert first["raw_events"]["rows_read"] == len(cluster_events.records)
     assert first["raw_events"]["rows_written"] == sum(expected.events.values())
+
+
+def test_a_worker_that_connects_back_late_is_retried_and_lands_each_record_once(
+        connect_run, connect_server, cluster_events):
+    """The server missed the first foreachBatch worker's connect-back (a busy server), and the
+    run retried the query from its checkpoint: the tables still hold each record once."""
+    lake, report = connect_run
+    assert (connect_server.home / "slow-done").is_dir(), "no worker started late"
+    warnings = report["runs"][0]["warnings"]
+    assert any("did not connect back in time" in w for w in warnings), warnings
+    assert lake_tables(lake) == cluster_events.expected()
 
 
 def test_foreach_batch_merge_through_connect_equals_the_reference(connect_run, cluster_events,

@@ -265,8 +265,12 @@ class ConnectServer:
     """
 
     def __init__(self, home: Path, *, master: str = "local[2]", driver_memory: str = "1g",
-                 conf: Mapping[str, str] | None = None, extra_jars: Iterable[Path] = ()):
+                 conf: Mapping[str, str] | None = None, extra_jars: Iterable[Path] = (),
+                 python: Path | None = None):
         self.home = Path(home)
+        # The interpreter of its Python workers (foreachBatch, UDFs): Spark Connect takes it
+        # from PYSPARK_PYTHON, not from spark.pyspark.python. Default: this one.
+        self.python = python
         self.master, self.driver_memory = master, driver_memory
         self.conf = dict(conf or {})
         self.extra_jars = [Path(j) for j in extra_jars]
@@ -306,6 +310,8 @@ class ConnectServer:
 
     def start(self, timeout_s: float = 180) -> ConnectServer:
         env = _base_env(self.home)
+        if self.python is not None:
+            env["PYSPARK_PYTHON"] = str(self.python)
         command = [
             str(spark_home() / "bin" / "spark-submit"),
             "--class", CONNECT_SERVER_CLASS,

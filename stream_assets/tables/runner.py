@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
+from dagster import get_dagster_logger
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame
@@ -353,20 +354,58 @@ def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False
                 for t in topics
             }
         cleanup = Cleanup()
-        query = start(table, ctx, available_now=True, source_checked=True, cleanup=cleanup)
-        try:
-            while not query.awaitTermination(_STOP_POLL_S):
-                if _stop_requested.is_set():  # the `finally` below stops the query
-                    raise StreamFailed(f"{table.name}: the run was terminated; its query "
-                                       "stopped, and the next run resumes from its checkpoint")
-        except PySparkException as exc:
-            raise query_error(table, ctx, exc, "failed") from exc
-        finally:
-            if query.isActive:
-                query.stop()
+        progress: list[dict] = []
+        for attempt in range(1, _WORKER_START_ATTEMPTS + 1):
+            retry = attempt < _WORKER_START_ATTEMPTS
+            try:
+                query = start(table, ctx, available_now=True, source_checked=True,
+                              cleanup=cleanup)
+            except StreamAssetsError as exc:
+                if retry and exc.__cause__ is not None and worker_start_failed(exc.__cause__):
+                    _worker_retry(table, attempt)
+                    continue
+                raise
+            try:
+                while not query.awaitTermination(_STOP_POLL_S):
+                    if _stop_requested.is_set():  # the `finally` below stops the query
+                        raise StreamFailed(f"{table.name}: the run was terminated; its query "
+                                           "stopped, and the next run resumes from its "
+                                           "checkpoint")
+                break
+            except PySparkException as exc:
+                if retry and worker_start_failed(exc):
+                    _worker_retry(table, attempt)
+                    continue
+                raise query_error(table, ctx, exc, "failed") from exc
+            finally:
+                progress += [progress_dict(p) for p in query.recentProgress]
+                if query.isActive:
+                    query.stop()
         after = {t: delta_version(ctx.spark, p, files) for t, p in ctx.table_paths(table).items()}
-        progress = [progress_dict(p) for p in query.recentProgress]
         return CatchUpResult(progress, before, after, initial, cleanup, deleted)
+
+
+# Spark starts a foreachBatch's Python worker with a fixed 10 s wait for it to connect back
+# (PythonWorkerFactory.createSimpleWorker, not configurable in 4.2); a loaded Spark Connect
+# server misses it now and then, and the query fails before its batch is committed.
+_WORKER_START_FAILED = ("Python worker failed to connect back",
+                        "Timed out while waiting for the Python worker to connect back")
+_WORKER_START_ATTEMPTS = 3
+
+
+def _worker_retry(table: StreamingTable, attempt: int) -> None:
+    # The batch replays from the checkpoint; the sinks' transaction ids keep whatever part of
+    # it landed from landing twice.
+    get_dagster_logger().warning(
+        "%s: the Python worker of its foreachBatch did not connect back in time (a busy Spark "
+        "server); retrying from the checkpoint (attempt %d of %d)", table.name, attempt + 1,
+        _WORKER_START_ATTEMPTS)
+
+
+def worker_start_failed(exc: BaseException) -> bool:
+    """Whether a query failed only because its Python worker did not start in time."""
+    details = f"{exc}\n{getattr(exc, '_stackTrace', '') or ''}"
+    return any(sign in details for sign in _WORKER_START_FAILED)
 
 
 def progress_dict(progress) -> dict:
