@@ -43,8 +43,16 @@ SCHEMA = StructType(
         StructField("key", BinaryType(), True),
         # The table whose parser refused the record.
         StructField("refused_by", StringType(), False),
+        # Set by a re-drive (stream_assets/tables/redrive.py), null until then. Tables written
+        # before these columns existed gain them in place (ALTER TABLE ADD COLUMNS).
+        StructField("redrive_plan", LongType(), True),
+        StructField("redriven_at", TimestampType(), True),
+        StructField("redriven_version", LongType(), True),
     ]
 )
+# The columns a re-drive sets: null in every letter a query writes.
+REDRIVE_PLAN, REDRIVEN_AT, REDRIVEN_VERSION = REDRIVE_COLUMNS = (
+    "redrive_plan", "redriven_at", "redriven_version")
 
 
 def description(table: str) -> str:
@@ -66,6 +74,10 @@ COLUMN_DESCRIPTIONS = {
     "raw_bytes": "The record's value, byte for byte.",
     "key": "The record's key, byte for byte.",
     "refused_by": "The table whose parser refused the record.",
+    "redrive_plan": "Set when a re-drive chose the record because it now passes: the version "
+    "of this table the re-drive planned from (its transaction version on the table).",
+    "redriven_at": "When a re-drive appended the record to the table (null: not re-driven).",
+    "redriven_version": "The table's Delta version that holds the re-driven record.",
 }
 
 
@@ -88,7 +100,12 @@ def _letter(table: str) -> Column:
         value.alias("raw_bytes"),
         F.col("key"),
         F.lit(table).alias("refused_by"),
+        *_not_redriven(),
     )
+
+
+def _not_redriven() -> list[Column]:
+    return [F.lit(None).cast(SCHEMA[name].dataType).alias(name) for name in REDRIVE_COLUMNS]
 
 
 def usable(parsed: DataFrame) -> DataFrame:
@@ -144,6 +161,7 @@ def expectation_letter(rows: DataFrame, reason: Column, table: str) -> Column:
         F.lit(None).cast("binary").alias("raw_bytes"),
         F.lit(None).cast("binary").alias("key"),
         F.lit(table).alias("refused_by"),
+        *_not_redriven(),
     )
 
 

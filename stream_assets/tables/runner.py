@@ -148,9 +148,12 @@ def start(
     if not source_checked:
         ctx.check_reachable(table)
     guard_checkpoint(table, ctx, cleanup)
-    added = evolve_schema(table, ctx)
-    if cleanup is not None:
-        cleanup.columns_added.extend(a.sql().replace("`", "") for a in added)
+    for name in table.tables:
+        added = evolve_table(table, name, ctx)
+        if cleanup is not None:
+            # The dead letters' columns named with their table: "the table" is the query's.
+            prefix = "" if name == table.name else f"{name}."
+            cleanup.columns_added.extend(prefix + a.sql().replace("`", "") for a in added)
     # A declaration whose table properties changed since the table was created.
     set_properties(ctx.spark, ctx.lake.table_path(table.name), table.property_pairs)
     stream = table.build_stream(read_sources(table, ctx))
@@ -168,15 +171,17 @@ def start(
         raise query_error(table, ctx, exc, "could not start") from exc
 
 
-def evolve_schema(table: StreamingTable, ctx: StreamContext) -> list[Added]:
-    """Grow the table to its declared schema before the query writes, or refuse the change
-    (schema_evolution.py); nothing to do without a declared schema or a table yet."""
-    declared = table.schema_of(table.name)
-    path = ctx.lake.table_path(table.name)
+def evolve_table(table: StreamingTable, name: str, ctx: StreamContext) -> list[Added]:
+    """Grow one of the query's tables to its declared schema before the query writes, or
+    refuse the change (schema_evolution.py); nothing to do without a declared schema or a table
+    yet. The dead letters' schema is the package's (dead_letters.SCHEMA): a dead-letter table
+    written before a column was added to it (the re-drive's marks) gains it here."""
+    declared = table.schema_of(name)
+    path = ctx.lake.table_path(name)
     if declared is None or delta_log_version(path, ctx.lake.files) is None:
         return []
     written = ctx.spark.read.format("delta").load(path).schema
-    added = additions(table.name, written, declared)
+    added = additions(name, written, declared)
     evolve(ctx.spark, sql_path(path), added)
     return added
 
