@@ -10,6 +10,7 @@ other's batches.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
@@ -20,6 +21,8 @@ from stream_assets.lake_files import LakeFiles
 
 TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION = "spark.databricks.delta.write.txnVersion"
+# A commit's userMetadata (DESCRIBE HISTORY shows it): what wrote it, for a re-drive to find.
+USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 
 
 def app_id(query: str, table: str) -> str:
@@ -28,19 +31,24 @@ def app_id(query: str, table: str) -> str:
 
 def append_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
                 partition_by: tuple[str, ...] = (),
-                properties: tuple[tuple[str, str], ...] = ()) -> None:
+                properties: tuple[tuple[str, str], ...] = (), *,
+                app: str | None = None, note: str | None = None) -> None:
     """Append a batch to a Delta table, skipped if this batch id was already committed.
 
     `properties` (`delta.*`) become the table's properties when this write creates it; Delta
-    ignores them on a table that exists (set_properties changes those)."""
+    ignores them on a table that exists (set_properties changes those). `app` replaces the
+    query's transaction app id (a re-drive has its own); `note` becomes the commit's
+    userMetadata."""
     writer = (
         df.write.format("delta")
         .mode("append")
-        .option("txnAppId", app_id(query, table))
+        .option("txnAppId", app or app_id(query, table))
         .option("txnVersion", batch_id)
         # New columns in the batch may be added, never silently dropped.
         .option("mergeSchema", "true")
     )
+    if note is not None:
+        writer = writer.option("userMetadata", note)
     for key, value in properties:
         writer = writer.option(key, value)
     if partition_by:
@@ -49,7 +57,8 @@ def append_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
 
 
 def merge_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
-               keys: tuple[str, ...], properties: tuple[tuple[str, str], ...] = ()) -> None:
+               keys: tuple[str, ...], properties: tuple[tuple[str, str], ...] = (), *,
+               app: str | None = None, note: str | None = None) -> None:
     """Upsert a batch on `keys`, skipped if this batch id was already committed.
 
     MERGE takes its transaction identifiers from session settings rather than writer
@@ -58,13 +67,14 @@ def merge_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
     Connect the batch's session is the session the query was started from, shared by every
     query started there (see docs/cluster.md), so queries that run at once must each start in
     a session of their own: the continuous job does (jobs.QuerySessions); a catch-up run
-    starts one query at a time.
+    starts one query at a time. `app` and `note` as for append_once.
     """
     spark = df.sparkSession
     if not is_delta_table(spark, path):
         # First batch: MERGE into nothing is an insert, and the append records the same
         # transaction id, so a replay of this batch is skipped by the MERGE path below.
-        append_once(df, path, query, table, batch_id, properties=properties)
+        append_once(df, path, query, table, batch_id, properties=properties, app=app,
+                    note=note)
         return
     # Spark's own DataFrame.mergeInto (not DeltaTable.merge): the same Delta MERGE, and it
     # also runs over Spark Connect, where DeltaTable needs Delta's server plugins. The target
@@ -80,8 +90,10 @@ def merge_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
         # Skipping one is safe: Delta's transaction check only asks for increasing versions.
         if df.isEmpty():
             return
-        spark.conf.set(TXN_APP_ID, app_id(query, table))
+        spark.conf.set(TXN_APP_ID, app or app_id(query, table))
         spark.conf.set(TXN_VERSION, str(batch_id))
+        if note is not None:
+            spark.conf.set(USER_METADATA, note)
         try:
             (
                 df.alias("s")
@@ -95,6 +107,7 @@ def merge_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
         finally:
             spark.conf.unset(TXN_APP_ID)
             spark.conf.unset(TXN_VERSION)
+            spark.conf.unset(USER_METADATA)
     finally:
         df.unpersist()
 
@@ -151,6 +164,29 @@ def history_frame(spark: SparkSession, path: str, limit: int) -> DataFrame:
     The same columns as DeltaTable.history, for a classic or a Spark Connect session.
     """
     return spark.sql(f"DESCRIBE HISTORY {sql_path(path)} LIMIT {int(limit)}")
+
+
+def noted_commit(spark: SparkSession, path: str, note: str,
+                 since: datetime | None = None) -> int | None:
+    """The version of the table's newest commit whose userMetadata is `note`, None if none.
+
+    Reads the history newest first, a growing page at a time, and no further back than
+    `since` (when the commit cannot be older), so a recent commit is found without reading
+    the whole log."""
+    limit, oldest_seen = 64, None
+    while True:
+        rows = history_frame(spark, path, limit).select(
+            "version", "timestamp", "userMetadata").collect()
+        found = [r["version"] for r in rows if r["userMetadata"] == note]
+        if found:
+            return max(found)
+        oldest = min(rows, key=lambda r: r["version"], default=None)
+        if oldest is None or oldest["version"] in (0, oldest_seen):
+            return None
+        if since is not None and oldest["timestamp"].replace(tzinfo=None) < \
+                since.replace(tzinfo=None):
+            return None
+        oldest_seen, limit = oldest["version"], limit * 8
 
 
 def delta_history(spark: SparkSession, path: str, limit: int) -> list[dict]:

@@ -40,6 +40,10 @@ class WriteTarget:
     # The declaration's table properties, as (key, value) pairs: the writes that can create the
     # table pass them, and Delta keeps them as the new table's properties.
     properties: tuple[tuple[str, str], ...] = ()
+    # A writer other than the query (a re-drive): its own transaction app id, and the
+    # commit's userMetadata.
+    app_id: str | None = None
+    note: str | None = None
 
 
 class Sink:
@@ -84,7 +88,8 @@ class DeltaAppend(Sink):
 
     def write_batch(self, batch: DataFrame, batch_id: int, target: WriteTarget) -> None:
         sinks.append_once(batch, target.path, target.query, target.table, batch_id,
-                          target.partition_by, target.properties)
+                          target.partition_by, target.properties, app=target.app_id,
+                          note=target.note)
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ class DeltaMerge(Sink):
         if self.stamp_column:
             batch = batch.withColumn(self.stamp_column, F.lit(datetime.now(UTC)))
         sinks.merge_once(batch, target.path, target.query, target.table, batch_id, target.keys,
-                         target.properties)
+                         target.properties, app=target.app_id, note=target.note)
 
 
 def split_writer(sink: Sink, target: WriteTarget, dead: WriteTarget | None,
