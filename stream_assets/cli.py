@@ -1,4 +1,5 @@
-"""`stream-assets`: set up the JVM jars, run the local broker, produce demo data, reset tables."""
+"""`stream-assets`: set up the JVM jars, run the local broker, produce demo data, reset tables,
+re-drive dead letters."""
 
 from __future__ import annotations
 
@@ -339,6 +340,86 @@ def reset(table: str, yes: bool, tables_spec: str, definitions_spec: str | None)
         click.echo(f"{query}: deleted {', '.join(gone) if gone else 'nothing (none existed)'}")
     click.echo(f"reset {', '.join(n for t in closure for n in t.tables)}; the next "
                "materialization of each rebuilds it (upstream first: 'Materialize all')")
+
+
+@main.command()
+@click.argument("table")
+@click.option("--reason", "reasons", multiple=True,
+              help="Only dead letters refused for this reason (their `error`, exactly); "
+              "repeat for several. Default: every reason.")
+@click.option("--since", "refused_since", default=None,
+              help="Only dead letters refused at or after this time (ISO-8601; UTC when no "
+              "offset is given).")
+@click.option("--until", "refused_until", default=None,
+              help="Only dead letters refused before this time (ISO-8601).")
+@click.option("--dry-run", is_flag=True,
+              help="Report per reason how many would pass and how many still fail, with a "
+              "sample of each; write nothing.")
+@click.option("--definitions", "definitions_spec", default="stream_assets.definitions:defs",
+              show_default=True,
+              help="MODULE:ATTRIBUTE of your project's Definitions (build_definitions' result), "
+              "whose redrive_dead_letters job and resources this runs.")
+def redrive(table: str, reasons: tuple[str, ...], refused_since: str | None,
+            refused_until: str | None, dry_run: bool, definitions_spec: str) -> None:
+    """Re-drive TABLE's dead letters through its current declaration, exactly once: those
+    that pass now are appended to TABLE (with their Kafka position) and marked, the others
+    stay with the reason they get now.
+
+    Runs the project's redrive_dead_letters job, as the Launchpad does, in the Dagster
+    instance at DAGSTER_HOME (refused while a continuous run of it writes TABLE).
+    """
+    from dagster import DagsterInstance
+
+    from stream_assets.jobs.redrive import JOB_NAME, OP_NAME
+    from stream_assets.jobs.redrive_report import SUMMARY
+
+    defs = _definitions(definitions_spec)
+    try:
+        job = defs.resolve_job_def(JOB_NAME)
+    except Exception:
+        raise click.BadParameter(f"{definitions_spec!r} has no {JOB_NAME} job: none of its "
+                                 "tables has dead letters to re-drive") from None
+    if not os.environ.get("DAGSTER_HOME"):
+        click.echo("DAGSTER_HOME is not set: the run is recorded nowhere the UI reads, and "
+                   "continuous runs are not asked (the writer lock still guards this "
+                   "machine)", err=True)
+    instance = (DagsterInstance.get() if os.environ.get("DAGSTER_HOME")
+                else DagsterInstance.ephemeral())
+    config = {"table": table, "reasons": list(reasons), "refused_since": refused_since,
+              "refused_until": refused_until, "dry_run": dry_run}
+    result = job.execute_in_process(run_config={"ops": {OP_NAME: {"config": config}}},
+                                    instance=instance, raise_on_error=False)
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        error = failure.step_failure_data.error if failure is not None else None
+        message = error.message.strip() if error is not None else "see the run's logs"
+        click.echo(f"error: re-drive of {table} failed (run {result.run_id}): {message}",
+                   err=True)
+        sys.exit(1)
+    for event in result.all_events:
+        data = event.event_specific_data
+        found = getattr(data, "materialization", None) or getattr(data, "asset_observation",
+                                                                  None)
+        if found is not None and SUMMARY in found.metadata:
+            click.echo(found.metadata[SUMMARY].value)
+            break
+    click.echo(f"run {result.run_id}")
+
+
+def _definitions(spec: str):
+    """The Definitions at MODULE:ATTRIBUTE."""
+    import importlib
+
+    from dagster import Definitions
+
+    module_name, _, attribute = spec.partition(":")
+    try:
+        defs = getattr(importlib.import_module(module_name), attribute or "defs")
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"cannot load definitions from {spec!r}: {exc}") from None
+    if not isinstance(defs, Definitions):
+        raise click.BadParameter(f"{spec!r} is not a Definitions")
+    return defs
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from dagster import (
 
 from stream_assets.continuous_runs import continuous_writers
 from stream_assets.errors import DeclarationError, StreamAssetsError
-from stream_assets.jobs import build_continuous_job
+from stream_assets.jobs import build_continuous_job, build_redrive_job
 from stream_assets.monitoring.check_config import ChecksConfig
 from stream_assets.monitoring.checks import build_all_checks, table_checks
 from stream_assets.monitoring.sensors import (
@@ -34,6 +34,7 @@ from stream_assets.resources import DeltaLake, KafkaSource, SparkResource
 from stream_assets.resources.alerting import alert_sink_from_env
 from stream_assets.tables.assets import build_asset, source_specs
 from stream_assets.tables.declaration import StreamingTable
+from stream_assets.tables.redrive_plan import refusal
 from stream_assets.tables.refresh import Cascade
 
 
@@ -164,7 +165,8 @@ def build_definitions(
     """The Dagster definitions of a project's streaming tables.
 
     For each table: its catch-up asset (and its dead letters'), its checks, its place in the
-    continuous job and in the health and catch-up sensors. `resources` are added to (and
+    continuous job and in the health and catch-up sensors; the `redrive_dead_letters` job for
+    the tables whose dead letters can be parsed again. `resources` are added to (and
     override) `default_resources()`; bind another Kafka cluster under the key its sources name.
     `assets` are the project's other assets, e.g. the batch tables its streams join.
     `checks` sets the derived checks' thresholds for every table, `checks_per_table` for the
@@ -182,7 +184,9 @@ def build_definitions(
         asset_checks=[*build_all_checks(tables, checks, checks_per_table),
                       build_health_checks(tables)],
         jobs=[build_continuous_job(
-            tables, checks=table_checks(tables, checks, checks_per_table))],
+            tables, checks=table_checks(tables, checks, checks_per_table)),
+            # Re-driving dead letters, when a table has some it can re-drive.
+            *([build_redrive_job(tables)] if any(refusal(t) is None for t in tables) else [])],
         sensors=[
             build_health_sensor(tables),
             build_run_failure_sensor(),

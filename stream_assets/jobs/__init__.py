@@ -12,11 +12,14 @@ as failed until a batch succeeds again (the health sensor turns that into one al
 holds each query's concurrency pool slot for as long as it runs (tables/pools.py).
 
 The package: config.py (the run configuration), sessions.py (a query's Spark session),
-supervisor.py (the queries' life and their reports), run.py (the op and the job).
+supervisor.py (the queries' life and their reports), run.py (the op and the job). Beside it,
+the re-drive job (`redrive_dead_letters`): redrive.py (its config, op and job) and
+redrive_report.py (what it tells Dagster).
 """
 
 from stream_assets.errors import short_error
 from stream_assets.jobs.config import ContinuousConfig, check_trigger_names
+from stream_assets.jobs.redrive import RedriveConfig, build_redrive_job
 from stream_assets.jobs.run import JOB_NAME, build_continuous_job, resource_keys_of
 from stream_assets.jobs.sessions import QuerySessions
 from stream_assets.jobs.supervisor import DerivedChecks, Supervisor
@@ -26,8 +29,10 @@ __all__ = [
     "ContinuousConfig",
     "DerivedChecks",
     "QuerySessions",
+    "RedriveConfig",
     "Supervisor",
     "build_continuous_job",
+    "build_redrive_job",
     "check_trigger_names",
     "resource_keys_of",
     "short_error",
