@@ -392,6 +392,8 @@ def redrive(table: str, reasons: tuple[str, ...], refused_since: str | None,
     if not result.success:
         failure = next((e for e in result.all_events if e.is_step_failure), None)
         error = failure.step_failure_data.error if failure is not None else None
+        while error is not None and error.cause is not None:
+            error = error.cause  # Dagster's wrapper around what the op raised
         message = error.message.strip() if error is not None else "see the run's logs"
         click.echo(f"error: re-drive of {table} failed (run {result.run_id}): {message}",
                    err=True)

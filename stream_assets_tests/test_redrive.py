@@ -226,3 +226,30 @@ def test_fixed_parser_redrives_dead_letters_once_even_when_killed(
         want.setdefault(record["customer"], []).append(record["amount"])
     assert {r["customer"]: (r["payments"], r["total"]) for r in rows(lake, "payment_totals")} \
         == {c: (len(a), sum(a)) for c, a in want.items()}
+
+
+def test_redrive_is_refused_while_a_continuous_run_writes_the_table(spark_resource, workdir):
+    from dagster import DagsterRun, DagsterRunStatus
+    from dagster._core.utils import make_new_run_id
+
+    from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG
+
+    instance = DagsterInstance.ephemeral()
+    running = instance.add_run(DagsterRun(
+        job_name="continuous_streams", run_id=make_new_run_id(),
+        tags={MODE_TAG: CONTINUOUS}, status=DagsterRunStatus.STARTED))
+    lake = DeltaLake(tables_root=str(workdir / "tables"),
+                     checkpoints_root=str(workdir / "checkpoints"))
+    defs = project.definitions(2, {"spark": spark_resource, "lake": lake,
+                                   "stream_source": KafkaSource()})
+    result = defs.resolve_job_def(JOB_NAME).execute_in_process(
+        run_config={"ops": {OP_NAME: {"config": {"table": "payments"}}}},
+        instance=instance, raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    error = failure.step_failure_data.error
+    while error.cause is not None:  # Dagster's wrapper around what the op raised
+        error = error.cause
+    message = error.message
+    assert f"continuous run {running.run_id} writes payments" in message, message
+    assert not (workdir / "tables").exists()
