@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -148,14 +149,25 @@ def kill_redrive_at_its_append(pipeline: Pipeline, workdir: Path, bootstrap: str
             out.close()
 
 
-def test_fixed_parser_redrives_dead_letters_once_even_when_killed(
-        kafka_broker, topic_factory, spark_resource, workdir):
-    topic = topic_factory("payments", partitions=2)
+class Phases:
+    """The records sent and what the test saw between its phases, in order (one topic and
+    lake for the module's tests, which run in this file's order)."""
+
+    def __init__(self, pipeline: Pipeline, sent: list[dict], between: str, topic: str,
+                 workdir: Path) -> None:
+        self.pipeline, self.sent, self.between = pipeline, sent, between
+        self.topic, self.workdir = topic, workdir
+
+
+@pytest.fixture(scope="module")
+def phases(kafka_broker, spark_resource, tmp_path_factory) -> Iterator[Phases]:
+    """Two stretches of the new format, each caught up by parser v1."""
+    workdir = tmp_path_factory.mktemp("redrive")
+    topic = f"payments-{os.urandom(4).hex()}"
+    kafka_broker.create_topics([topic], partitions=2)
     lake = DeltaLake(tables_root=str(workdir / "tables"),
                      checkpoints_root=str(workdir / "checkpoints"))
     pipeline = Pipeline(spark_resource, lake, kafka_broker.bootstrap, topic)
-
-    # Two stretches of the new format, each caught up by parser v1.
     first = stretch(0, good=20, epoch=10, negative_epoch=2, negative=2)
     send(kafka_broker.bootstrap, topic, first)
     pipeline.materialize(1, "payments", "payment_totals")
@@ -164,14 +176,17 @@ def test_fixed_parser_redrives_dead_letters_once_even_when_killed(
     second = stretch(100, good=10, epoch=7, negative_epoch=1, negative=0)
     send(kafka_broker.bootstrap, topic, second)
     pipeline.materialize(1, "payments")
-    sent = first + second
     letters = rows(lake, "payments_dead_letters")
     assert Counter(r["error"] for r in letters) == {project.BAD_TS: 20,
                                                    project.NOT_POSITIVE: 2}
+    yield Phases(pipeline, first + second, between, topic, workdir)
+    kafka_broker.delete_topics([topic])
 
-    # Dry run: per reason, what v2 would do; nothing written.
+
+def test_a_dry_run_counts_what_the_fixed_parser_would_redrive_and_writes_nothing(phases):
+    lake = phases.pipeline.lake
     versions = (delta_version(lake, "payments"), delta_version(lake, "payments_dead_letters"))
-    meta = pipeline.redrive(dry_run=True)["observed"]
+    meta = phases.pipeline.redrive(dry_run=True)["observed"]
     assert meta["redriven"].value == 17
     assert meta["still_failing_by_reason"].value == {project.NOT_POSITIVE: 5}
     assert meta["redriven_by_reason"].value == {project.BAD_TS: 17}
@@ -180,9 +195,11 @@ def test_fixed_parser_redrives_dead_letters_once_even_when_killed(
     assert versions == (delta_version(lake, "payments"),
                         delta_version(lake, "payments_dead_letters"))
 
-    # The first stretch, by the time it was refused: exactly its ten good records.
+
+def test_a_redrive_by_time_appends_exactly_the_first_stretch_and_marks_it(phases):
+    lake = phases.pipeline.lake
     before = {(r["partition"], r["offset"]) for r in rows(lake, "payments")}
-    events = pipeline.redrive(refused_until=between)
+    events = phases.pipeline.redrive(refused_until=phases.between)
     into = events["payments"]["redriven_into_version"].value
     assert events["payments"]["redriven"].value == 10
     assert events["payments"]["still_failing_by_reason"].value == {project.NOT_POSITIVE: 4}
@@ -198,8 +215,12 @@ def test_fixed_parser_redrives_dead_letters_once_even_when_killed(
                    if r["redrive_plan"] is None) == {project.BAD_TS: 8,
                                                      project.NOT_POSITIVE: 4}
 
+
+def test_a_killed_redrive_runs_again_without_doubling_and_downstream_follows(
+        phases, kafka_broker):
+    pipeline, lake, topic = phases.pipeline, phases.pipeline.lake, phases.topic
     # The second re-drive, killed right after its append, then run again.
-    kill_redrive_at_its_append(pipeline, workdir, kafka_broker.bootstrap, topic)
+    kill_redrive_at_its_append(pipeline, phases.workdir, kafka_broker.bootstrap, topic)
     interrupted = [r for r in rows(lake, "payments_dead_letters")
                    if r["redrive_plan"] is not None and r["redriven_version"] is None]
     assert len(interrupted) == 7, "the kill did not land between the append and the marks"
@@ -217,12 +238,13 @@ def test_fixed_parser_redrives_dead_letters_once_even_when_killed(
     positions = Counter((r["partition"], r["offset"]) for r in table) + Counter(
         (r["partition"], r["offset"]) for r in dead if r["redriven_version"] is None)
     assert positions == Counter(broker_messages(kafka_broker.bootstrap, topic).keys())
-    assert Counter(r["id"] for r in table) == Counter(r["id"] for r in sent if passes_v2(r))
+    assert Counter(r["id"] for r in table) == Counter(r["id"] for r in phases.sent
+                                                      if passes_v2(r))
     notes = [c for c in DeltaTable(lake.table_path("payments")).history()
              if str(c.get("userMetadata", "")).startswith("stream_assets redrive")]
     assert len(notes) == 2, notes  # the killed run's append was not made twice
     want: dict[str, list[int]] = {}
-    for record in filter(passes_v2, sent):
+    for record in filter(passes_v2, phases.sent):
         want.setdefault(record["customer"], []).append(record["amount"])
     assert {r["customer"]: (r["payments"], r["total"]) for r in rows(lake, "payment_totals")} \
         == {c: (len(a), sum(a)) for c, a in want.items()}
