@@ -52,7 +52,9 @@ def event_row(i: int, offset: int | None = None, event_id: str | None = None) ->
 
 
 def dead_row(i: int) -> tuple:
-    return ("{oops", "invalid JSON", NOW, "events", 1, i, b"{oops", None, "raw_events")
+    # Not re-driven: the three re-drive marks are null.
+    return ("{oops", "invalid JSON", NOW, "events", 1, i, b"{oops", None, "raw_events",
+            None, None, None)
 
 
 def write(spark, path, rows, schema):
