@@ -75,7 +75,7 @@ def test_a_planned_batch_is_resumed_only_temporary_files_go(tmp_path):
                                                        "state/0/0/1.zip"}
 
 
-def test_nothing_is_removed_from_a_checkpoint_with_a_committed_batch(tmp_path):
+def test_a_committed_checkpoint_keeps_the_temporary_files_of_a_batch_not_committed_yet(tmp_path):
     files = {**BEFORE_FIRST_BATCH, "offsets/0": OFFSETS_0,
              "commits/0": 'v1\n{"nextBatchWatermarkMs":0}',
              f"offsets/.1.{UUID}.tmp": "", f"state/0/0/.2.zip.{OTHER}.TID3.tmp": "",
@@ -84,10 +84,38 @@ def test_nothing_is_removed_from_a_checkpoint_with_a_committed_batch(tmp_path):
     cleanup = Cleanup()
     checkpoint_guard._remove_marker_temps(Checkpoint(str(root), LOCAL_FILES), cleanup)
     clean_interrupted_writes(Checkpoint(str(root), LOCAL_FILES), cleanup)
-    assert listing(root) == set(files) and not cleanup.removed
+    # Only the marker's temporary file goes: the marker was written whole since. Those of
+    # batch 1 (planned after the last commit) stay until it commits.
+    marker_temp = f".{checkpoint_guard.MARKER}.abc123_x.tmp"
+    assert listing(root) == set(files) - {marker_temp} and not cleanup.removed
+    assert cleanup.stale == [marker_temp]
     assert f"offsets/.1.{UUID}.tmp" in cleanup.kept
-    assert f".{checkpoint_guard.MARKER}.abc123_x.tmp" in cleanup.kept
     assert "kept" in cleanup.metadata()["checkpoint_leftovers"]
+
+
+def test_temporary_files_no_batch_can_use_are_removed_from_a_committed_checkpoint(tmp_path):
+    # Batches 0 and 1 committed, 2 planned: temporary files of batches up to 1 (state version
+    # 2 is batch 1's), of a file written whole since (metadata, the marker) go, with Hadoop's
+    # checksum files; those of batch 2, which its replay rewrites, stay until it commits.
+    committed = {**BEFORE_FIRST_BATCH, checkpoint_guard.MARKER: "{}",
+                 "offsets/0": OFFSETS_0, "offsets/1": OFFSETS_0, "offsets/2": OFFSETS_0,
+                 "commits/0": 'v1\n{"nextBatchWatermarkMs":0}',
+                 "commits/1": 'v1\n{"nextBatchWatermarkMs":0}',
+                 "state/0/0/1.delta": "", "state/0/0/2.delta": ""}
+    stale = {f"offsets/.1.{UUID}.tmp": "", f"offsets/..1.{UUID}.tmp.crc": "",
+             f"commits/.0.{OTHER}.tmp": "", f"state/0/0/.2.delta.{UUID}.TID7.tmp": "",
+             f".metadata.{OTHER}.tmp": "", f".{checkpoint_guard.MARKER}.abc123_x.tmp": "{"}
+    live = {f"commits/.2.{UUID}.tmp": "", f"state/0/0/.3.delta.{OTHER}.TID9.tmp": ""}
+    root = layout(tmp_path, {**committed, **stale, **live})
+    cleanup = Cleanup()
+    checkpoint_guard._remove_marker_temps(Checkpoint(str(root), LOCAL_FILES), cleanup)
+    clean_interrupted_writes(Checkpoint(str(root), LOCAL_FILES), cleanup)
+    assert sorted(cleanup.stale) == sorted(stale) and not cleanup.removed
+    assert sorted(cleanup.kept) == sorted(live)
+    assert listing(root) == set(committed) | set(live)
+    meta = cleanup.metadata()
+    assert f"offsets/.1.{UUID}.tmp" in meta["checkpoint_temp_files_removed"]
+    assert f"commits/.2.{UUID}.tmp" in meta["checkpoint_leftovers"]
 
 
 def test_files_that_are_not_leftovers_are_kept(tmp_path):

@@ -38,7 +38,7 @@ from stream_assets.monitoring.report_events import (
 )
 from stream_assets.monitoring.tracker import StreamTracker
 from stream_assets.sinks import is_delta_table
-from stream_assets.tables.checkpoint_guard import Cleanup
+from stream_assets.tables.checkpoint_guard import QUIET_CLEANUP, Cleanup
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.expectations import stopped_by
 from stream_assets.tables.runner import StreamContext, query_error, start
@@ -149,7 +149,7 @@ class Supervisor:
         stream.tracker.on_started(self.clock())
         for key, text in cleanup.metadata().items():
             # Leftovers kept in a committed checkpoint stay there: say so quietly, every run.
-            log = self.log.info if key == "checkpoint_leftovers" else self.log.warning
+            log = self.log.info if key in QUIET_CLEANUP else self.log.warning
             log(f"{table.name}: {key}: {text}")
         self.log.info(f"{table.name}: query started "
                       f"(trigger every {self.config.trigger_for(table)})")

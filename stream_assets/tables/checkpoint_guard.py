@@ -33,6 +33,8 @@ MARKER = "stream_assets.json"
 _SPARK_TEMP = re.compile(
     r"\..+\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(\.TID\d+)?\.tmp(\.crc)?"
 )
+# The final name of a state store file: its version (batch id + 1) and kind.
+_STATE_FILE = re.compile(r"(\d+)\.(delta|snapshot|zip|changelog)")
 # The marker's temporary file (lake_files.LakeFiles.write_text: tempfile.mkstemp's random part).
 _MARKER_TEMP = re.compile(re.escape(f".{MARKER}.") + r"[a-z0-9_]+\.tmp")
 # What Spark writes before it plans the first batch: the query id and the Kafka source's
@@ -65,6 +67,10 @@ def _fingerprint(table: StreamingTable, ctx: StreamContext) -> dict:
     }
 
 
+# What a run's log says at info level: routine tidying of a committed checkpoint.
+QUIET_CLEANUP = frozenset({"checkpoint_leftovers", "checkpoint_temp_files_removed"})
+
+
 @dataclass
 class Cleanup:
     """What the guard removed from a checkpoint, and the leftovers it kept (relative paths)."""
@@ -74,6 +80,9 @@ class Cleanup:
     # Files of a checkpoint that never planned a batch that no crash leaves there.
     unrecognized: list[str] = field(default_factory=list)
     started_over: bool = False
+    # Temporary files of a checkpoint with committed batches that no batch can use any more
+    # (removed: `stale_temps`).
+    stale: list[str] = field(default_factory=list)
     # Not the checkpoint's, but reported with it: the columns the start added to the table
     # because its declared schema grew (schema_evolution.py).
     columns_added: list[str] = field(default_factory=list)
@@ -87,10 +96,15 @@ class Cleanup:
             meta["checkpoint_cleaned"] = (
                 f"removed what an interrupted run left ({why}): {', '.join(self.removed)}"
             )
+        if self.stale:
+            meta["checkpoint_temp_files_removed"] = (
+                "temporary files of interrupted writes that no batch can use any more (their "
+                f"batch is committed, or their file was written since): {', '.join(self.stale)}"
+            )
         if self.kept:
             meta["checkpoint_leftovers"] = (
-                "temporary files of an interrupted write, kept because the checkpoint holds "
-                f"committed batches (Spark never reads them): {', '.join(self.kept)}"
+                "temporary files of an interrupted write of a batch not committed yet, kept "
+                f"until it is (Spark never reads them): {', '.join(self.kept)}"
             )
         if self.columns_added:
             meta["schema_evolved"] = (
@@ -154,11 +168,17 @@ def _remove_marker_temps(checkpoint: Checkpoint, cleanup: Cleanup) -> None:
     Removed before the marker is checked: on a first run it is the checkpoint's only file,
     and would make the checkpoint look like one not written by stream_assets.
     """
-    temps = [n for n in checkpoint.names() if _MARKER_TEMP.fullmatch(n)]
+    names = checkpoint.names()
+    temps = [n for n in names if _MARKER_TEMP.fullmatch(n)]
     if not temps:
         return
     if checkpoint.is_committed():
-        cleanup.kept.extend(temps)
+        if MARKER not in names:
+            cleanup.kept.extend(temps)
+            return
+        # The marker was written whole since: its temporary file is no one's.
+        checkpoint.remove(temps)
+        cleanup.stale.extend(temps)
         return
     checkpoint.remove(temps)
     cleanup.removed.extend(temps)
@@ -169,9 +189,13 @@ def clean_interrupted_writes(checkpoint: Checkpoint, cleanup: Cleanup) -> None:
 
     Called under the writer lock (runner.exclusive), so no query of ours is writing it.
 
-    * A committed batch: nothing is removed. Spark ignores temporary files once batch 0 is
-      committed, and a checkpoint that holds committed batches is the only record of what its
-      tables hold; the leftovers are only reported.
+    * A committed batch: only temporary files go that no batch can use any more
+      (`stale_temps`): those of a batch at or before the last committed one, or whose final
+      file exists beside them. Spark never reads a temporary file (it writes one, then renames
+      it into place), and the writer lock keeps every writer of ours out meanwhile; those of a
+      batch planned after the last commit are kept and reported, as the batch's replay
+      rewrites them. The final files, the only record of what the tables hold, stay: Spark
+      purges them itself beyond `minBatchesToRetain`.
     * Planned (a complete offsets/N) but never committed: Spark wrote offsets/N before any
       write of batch N, so the tables may hold part of it. The query must resume and replay
       it (the sinks' transaction ids make the replay exact): only temporary files go.
@@ -188,7 +212,11 @@ def clean_interrupted_writes(checkpoint: Checkpoint, cleanup: Cleanup) -> None:
         return
     temps = [f for f in files if _SPARK_TEMP.fullmatch(f.rsplit("/", 1)[-1])]
     if checkpoint.is_committed():
-        cleanup.kept.extend(temps)
+        stale = stale_temps(temps, set(files), checkpoint.batches("commits")[-1])
+        if stale:
+            checkpoint.remove(stale)
+            cleanup.stale.extend(stale)
+        cleanup.kept.extend(t for t in temps if t not in stale)
         return
     removable = list(temps)
     if not checkpoint.has_offsets():
@@ -201,6 +229,40 @@ def clean_interrupted_writes(checkpoint: Checkpoint, cleanup: Cleanup) -> None:
     if removable:
         checkpoint.remove(removable)
         cleanup.removed.extend(sorted(removable))
+
+
+def _final_name(temp: str) -> str:
+    """The file a Spark temporary file (or its checksum file) was to become, by path."""
+    folder, _, name = temp.rpartition("/")
+    if name.startswith("..") and name.endswith(".crc"):
+        name = name[1:-len(".crc")]  # Hadoop's checksum of the temporary file
+    final = re.sub(r"\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+                   r"(\.TID\d+)?\.tmp$", "", name[1:])
+    return f"{folder}/{final}" if folder else final
+
+
+def stale_temps(temps: list[str], files: set[str], last_committed: int) -> list[str]:
+    """The temporary files (relative paths) of a checkpoint whose batches up to
+    `last_committed` are committed that no batch can use any more.
+
+    A temporary file of offsets/N or commits/N with N at or before the last commit, of a
+    state file of version V (written by batch V - 1) at or before it, or of any file whose
+    final version exists (the query id, a source's start offsets, a state schema): its write
+    was finished by another attempt, or its batch needs it no more. Anything else (a batch
+    planned after the commit, a name not known here) is not claimed.
+    """
+    stale = []
+    for temp in temps:
+        final = _final_name(temp)
+        folder, _, name = final.rpartition("/")
+        batch = None
+        if folder in ("offsets", "commits") and name.isdigit():
+            batch = int(name)
+        elif final.startswith("state/") and (match := _STATE_FILE.fullmatch(name)):
+            batch = int(match.group(1)) - 1
+        if (batch is not None and batch <= last_committed) or final in files:
+            stale.append(temp)
+    return stale
 
 
 def has_offsets(checkpoint: str, files: LakeFiles) -> bool:
