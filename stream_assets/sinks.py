@@ -9,7 +9,9 @@ other's batches.
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from datetime import datetime
 
 from delta.tables import DeltaTable
@@ -17,6 +19,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from stream_assets.errors import LakeUnreachable
 from stream_assets.lake_files import LakeFiles
 
 TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
@@ -95,7 +98,7 @@ def merge_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
         if note is not None:
             spark.conf.set(USER_METADATA, note)
         try:
-            (
+            retry_on_conflict(lambda: (
                 df.alias("s")
                 .mergeInto(target, F.expr(condition))
                 .whenMatched()
@@ -103,13 +106,44 @@ def merge_once(df: DataFrame, path: str, query: str, table: str, batch_id: int,
                 .whenNotMatched()
                 .insertAll()
                 .merge()
-            )
+            ))
         finally:
             spark.conf.unset(TXN_APP_ID)
             spark.conf.unset(TXN_VERSION)
             spark.conf.unset(USER_METADATA)
     finally:
         df.unpersist()
+
+
+# Delta's conflicts between a MERGE and a compaction (or a VACUUM-free rewrite) committed
+# meanwhile: the losing transaction committed nothing, so it may simply run again on the new
+# snapshot. Not ConcurrentTransactionException: two writers of one transaction id.
+_CONFLICT = re.compile(r"Concurrent(DeleteRead|DeleteDelete|Append)Exception|"
+                       r"DELTA_CONCURRENT_(DELETE_READ|DELETE_DELETE|APPEND)")
+CONFLICT_RETRIES = 5
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether Delta refused a commit because another one changed the files it read."""
+    return bool(_CONFLICT.search(f"{type(exc).__name__}: {exc}"[:4000]))
+
+
+def retry_on_conflict(write, retries: int = CONFLICT_RETRIES):
+    """Run a Delta write, again (up to `retries` more times) after a concurrent-modification
+    conflict, which leaves nothing committed.
+
+    The table's writer and the maintenance job's compaction meet here (docs/operations.md,
+    "Maintenance"): whichever commits second reads the new snapshot and tries once more. A
+    MERGE's transaction id keeps a batch that did commit from being merged twice.
+    """
+    for attempt in range(retries + 1):
+        try:
+            return write()
+        except Exception as exc:
+            if attempt == retries or not is_conflict(exc):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return None
 
 
 def set_properties(spark: SparkSession, path: str,
@@ -229,3 +263,54 @@ def delta_version(spark: SparkSession, path: str, files: LakeFiles) -> int | Non
     if not is_delta_table(spark, path):
         return None
     return delta_history(spark, path, 1)[0]["version"]
+
+
+# The actions of a commit that change no row a reader sees: the commit's own description, and
+# files added or removed with `dataChange: false` (OPTIMIZE rewrites rows into other files;
+# VACUUM's START and END commits carry only commitInfo). Delta's streaming source skips such
+# commits, so a query reading the table as a stream has nothing new after them.
+_QUIET = frozenset({"commitInfo"})
+# Beyond this many commits to read, "nothing new" is not worth proving: the query starts.
+QUIET_COMMITS_READ = 50
+
+
+def changes_data(path: str, version: int, files: LakeFiles) -> bool:
+    """Whether one commit of a Delta table may change its rows (True when it cannot be told).
+
+    Read from the commit file without Spark. Only a commit whose every action is commitInfo,
+    or an add or remove of a file with `dataChange: false`, changes nothing: a schema or
+    protocol change, change data, or a commit file already cleaned from the log count as a
+    change, so whoever asks looks for himself.
+    """
+    location = f"{path.rstrip('/')}/_delta_log/{version:020d}.json"
+    try:
+        text = files.read_text(location)
+    except (OSError, UnicodeDecodeError, LakeUnreachable):
+        return True
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            action = json.loads(line)
+        except ValueError:
+            return True
+        for kind, body in action.items():
+            if kind in _QUIET:
+                continue
+            if kind in ("add", "remove") and isinstance(body, dict) \
+                    and body.get("dataChange") is False:
+                continue
+            return True
+    return False
+
+
+def quiet_versions(path: str, first: int, last: int, files: LakeFiles) -> bool:
+    """Whether versions `first`..`last` of a Delta table all change no rows (`changes_data`):
+    True for an empty range, False when there are more than QUIET_COMMITS_READ to read or the
+    table's log cannot be read without Spark. Read newest first: the usual answer after new
+    writes is found in the first file."""
+    if last < first:
+        return True
+    if last - first + 1 > QUIET_COMMITS_READ or files.resolve(path) is None:
+        return False
+    return not any(changes_data(path, v, files) for v in range(last, first - 1, -1))

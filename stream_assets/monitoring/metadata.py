@@ -18,6 +18,11 @@ from stream_assets.monitoring.lag import parse_offsets
 # Delta's operation metrics that count the rows a MERGE changed; its numOutputRows also counts
 # the unchanged rows it copied into rewritten files, so it is no count of rows written.
 _MERGED = ("numTargetRowsInserted", "numTargetRowsUpdated")
+# Operations that never change the table's rows: compaction rewrites them into other files
+# (its files carry dataChange false), VACUUM deletes only files no version reads any more, and
+# table properties and added columns (nullable: rows read null there) move no row.
+ROWS_UNCHANGED = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES",
+                            "UNSET TBLPROPERTIES", "ADD COLUMNS"})
 
 
 def kafka_ranges(
@@ -122,7 +127,8 @@ def row_count_after(
     small catch-up run would otherwise pay every time. `recorded` is the (Delta version,
     row count) of the last materialization; the count carries forward only when it was
     taken at `before`, the new commits cover every version up to `after`, and each is an
-    append or a MERGE whose metrics say how rows changed. Otherwise None: count the table.
+    append or a MERGE whose metrics say how rows changed, or changes no row (ROWS_UNCHANGED:
+    a compaction, a VACUUM, a property set). Otherwise None: count the table.
     """
     if before is None:
         base, first = 0, 0
@@ -141,6 +147,8 @@ def row_count_after(
         elif commit.get("operation") == "MERGE" and "numTargetRowsInserted" in metrics:
             base += int(metrics["numTargetRowsInserted"] or 0)
             base -= int(metrics.get("numTargetRowsDeleted", 0) or 0)
+        elif commit.get("operation") in ROWS_UNCHANGED:
+            continue
         else:
             return None
     return base

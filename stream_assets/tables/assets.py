@@ -35,9 +35,10 @@ from stream_assets.monitoring.metadata import (
     table_schema,
     table_state,
 )
-from stream_assets.sinks import delta_history, delta_log_version
+from stream_assets.sinks import commit_of, delta_history, quiet_versions
 from stream_assets.tables import dead_letters, refresh
 from stream_assets.tables import expectations as quality
+from stream_assets.tables.checkpoint_guard import QUIET_CLEANUP
 from stream_assets.tables.declaration import StreamingTable, describe
 from stream_assets.tables.pending import InputCheck, pending_input
 from stream_assets.tables.pools import check_pool_settings
@@ -196,7 +197,7 @@ def build_asset(table: StreamingTable, cascade: refresh.Cascade | None = None):
             shared.update(refresh.refreshed_metadata(table, cascade, result.deleted, in_run))
         for key, text in result.cleanup.metadata().items():
             # Leftovers kept in a committed checkpoint stay there: say so quietly, every run.
-            log = context.log.info if key == "checkpoint_leftovers" else context.log.warning
+            log = context.log.info if key in QUIET_CLEANUP else context.log.warning
             log(f"{table.name}: {key}: {text}")
         context.log.info(
             f"{table.name}: read {shared['rows_read']} rows in {shared['batches']} batch(es) "
@@ -280,13 +281,12 @@ def skipped_results(context: AssetExecutionContext, table: StreamingTable, lake:
     results: list[MaterializeResult | AssetCheckResult] = []
     for name in table.tables:
         path = lake.table_path(name)
-        recorded = recorded_state(context.instance, name)
-        version = delta_log_version(path, lake.files)
-        if recorded is None or recorded[0] != version:
+        state = state_since(recorded_state(context.instance, name), path, lake.files)
+        if state is None:
             return None
         columns = recorded_column_schema(context.instance, name)
         results.append(MaterializeResult(asset_key=AssetKey(name), metadata={
-            **table_state(path, recorded[0], recorded[1], recorded[2]),
+            **table_state(path, *state),
             # Carried forward with the state: the table as it stands, which the next run's
             # schema check compares with the declaration (schema_check).
             **({"dagster/column_schema": columns} if columns is not None else {}),
@@ -298,6 +298,27 @@ def skipped_results(context: AssetExecutionContext, table: StreamingTable, lake:
     context.log.info(f"{table.name}: {check.reason}; query not started")
     results.extend(expectation_results(table, []))
     return results
+
+
+def state_since(recorded: tuple[int, int, float] | None, path: str, files: Any
+                ) -> tuple[int, int, float] | None:
+    """(version, row count, commit time) of the table now, from what its last materialization
+    recorded, or None when that does not describe it.
+
+    Commits since then that change no row (a compaction, a VACUUM: `sinks.quiet_versions`)
+    carry the recorded count forward to the newest version; the recorded commit must still be
+    the table's (same commit time), so a table deleted and rebuilt is counted afresh.
+    """
+    latest = commit_of(path, files)
+    if recorded is None or latest is None or recorded[0] > latest[0]:
+        return None
+    if recorded[0] == latest[0]:
+        return recorded
+    anchor = files.mtime(f"{path.rstrip('/')}/_delta_log/{recorded[0]:020d}.json")
+    if anchor is None or abs(anchor - recorded[2]) >= 0.001 \
+            or not quiet_versions(path, recorded[0] + 1, latest[0], files):
+        return None
+    return latest[0], recorded[1], latest[1]
 
 
 def expectation_check_specs(table: StreamingTable) -> list[AssetCheckSpec]:

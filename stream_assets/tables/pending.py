@@ -8,6 +8,9 @@ query: anything that cannot be told (a store read only through Spark, a batch pl
 committed, a table missing under its checkpoint, two Delta sources whose offset lines cannot
 be told apart) starts it, and the query, its checkpoint guard and Spark decide as before.
 
+Commits that change no data (a compaction's, a VACUUM's: `sinks.changes_data`) are no input:
+Delta's streaming source skips them, so a query behind only by those has nothing to read.
+
 Skipping is exact for stateful tables too: with no new input Spark would run no batch either
 (an `availableNow` run ends after the no-data batch that follows a watermark move, and a
 restarted query runs none before new data arrives), so no window closes and no state expires.
@@ -30,7 +33,7 @@ from stream_assets.monitoring.lag import (
     versions_waiting,
 )
 from stream_assets.resources.kafka import BrokerLook
-from stream_assets.sinks import delta_log_version
+from stream_assets.sinks import delta_log_version, quiet_versions
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,15 @@ def pending_input(
         if latest is None:
             return InputCheck(True, f"{name} has no Delta log to compare with")
         behind = versions_waiting(delta[0], latest)
-        positions["upstream_versions_waiting"] = {name: behind}
         positions["upstream_latest_version"] = {name: latest}
+        position = delta[0]
+        if behind and position.index < 0 and not position.initial_snapshot and quiet_versions(
+                path, latest - behind + 1, latest, files):
+            # Compactions and VACUUMs of the upstream table since: Delta's streaming source
+            # skips commits that change no data, so the query would read nothing.
+            positions["upstream_versions_without_data"] = {name: behind}
+            behind = 0
+        positions["upstream_versions_waiting"] = {name: behind}
         if behind:
             waiting.append(f"{behind} {name} version(s) wait")
     if waiting:
