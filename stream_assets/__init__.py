@@ -27,6 +27,7 @@ _EXPORTS = {
     "Sink": "stream_assets.tables.writes",
     "DeltaAppend": "stream_assets.tables.writes",
     "DeltaMerge": "stream_assets.tables.writes",
+    "Maintenance": "stream_assets.tables.maintenance",
     "DataExpectation": "stream_assets.tables.expectations",
     "expect": "stream_assets.tables.expectations",
     "expect_or_drop": "stream_assets.tables.expectations",
@@ -54,6 +55,7 @@ __all__ = [
     "EventHubsSource",
     "KafkaSource",
     "KafkaTopic",
+    "Maintenance",
     "Parser",
     "Sink",
     "Source",
@@ -85,6 +87,7 @@ if TYPE_CHECKING:
         expect_or_drop,
         expect_or_fail,
     )
+    from stream_assets.tables.maintenance import Maintenance
     from stream_assets.tables.sources import (
         DeltaStream,
         KafkaTopic,

@@ -143,6 +143,16 @@ class LakeFiles:
         return sorted(i.path[len(base):] for i in infos
                       if i.type == pafs.FileType.File and i.path.startswith(base))
 
+    def folder_size(self, folder: str) -> tuple[int, int]:
+        """(files, bytes) directly in a folder ((0, 0) when it does not exist)."""
+        filesystem, path = self._at(folder)
+        try:
+            infos = filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        except OSError as exc:
+            raise self._unreachable(folder, exc) from exc
+        sizes = [i.size or 0 for i in infos if i.type == pafs.FileType.File]
+        return len(sizes), sum(sizes)
+
     def is_dir(self, location: str) -> bool:
         filesystem, path = self._at(location)
         try:

@@ -20,7 +20,13 @@ from dagster import (
 
 from stream_assets.continuous_runs import continuous_writers
 from stream_assets.errors import DeclarationError, StreamAssetsError
-from stream_assets.jobs import build_continuous_job, build_redrive_job
+from stream_assets.jobs import (
+    build_continuous_job,
+    build_maintenance_job,
+    build_maintenance_schedule,
+    build_redrive_job,
+)
+from stream_assets.jobs.maintenance import DEFAULT_CRON
 from stream_assets.monitoring.check_config import ChecksConfig
 from stream_assets.monitoring.checks import build_all_checks, table_checks
 from stream_assets.monitoring.sensors import (
@@ -161,6 +167,7 @@ def build_definitions(
     checks: ChecksConfig | None = None,
     checks_per_table: Mapping[str, ChecksConfig] | None = None,
     sensors: Sequence[SensorDefinition] = (),
+    maintenance_schedule: str | None = DEFAULT_CRON,
 ) -> Definitions:
     """The Dagster definitions of a project's streaming tables.
 
@@ -170,7 +177,8 @@ def build_definitions(
     override) `default_resources()`; bind another Kafka cluster under the key its sources name.
     `assets` are the project's other assets, e.g. the batch tables its streams join.
     `checks` sets the derived checks' thresholds for every table, `checks_per_table` for the
-    named ones.
+    named ones. `maintenance_schedule` is the cron of the `maintain_tables` job (compaction and
+    VACUUM as each table's `maintenance` says; hourly by default), None for no schedule.
     """
     tables = list(tables)
     bound = {**default_resources(), **(resources or {})}
@@ -178,15 +186,18 @@ def build_definitions(
                                                   else [a.key])]
     check_tables(tables, other_keys)
     _check_resources(tables, bound)
+    maintenance = build_maintenance_job(tables)
     return Definitions(
         assets=[*source_specs(tables), *assets,
                 *(build_asset(t, _cascade(tables, t)) for t in tables)],
         asset_checks=[*build_all_checks(tables, checks, checks_per_table),
                       build_health_checks(tables)],
         jobs=[build_continuous_job(
-            tables, checks=table_checks(tables, checks, checks_per_table)),
+            tables, checks=table_checks(tables, checks, checks_per_table)), maintenance,
             # Re-driving dead letters, when a table has some it can re-drive.
             *([build_redrive_job(tables)] if any(refusal(t) is None for t in tables) else [])],
+        schedules=[build_maintenance_schedule(maintenance, maintenance_schedule)]
+        if maintenance_schedule else [],
         sensors=[
             build_health_sensor(tables),
             build_run_failure_sensor(),

@@ -13,6 +13,7 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType
 from stream_assets import (
     DeclarationError,
     DeltaMerge,
+    Maintenance,
     StreamingTable,
     build_definitions,
     kafka_topic,
@@ -78,6 +79,18 @@ def table(**fields) -> StreamingTable:
         ({"table_properties": "delta.appendOnly=true"}, "table_properties", "a mapping"),
         ({"late_rows_alert": -1}, "late_rows_alert", "a number of rows"),
         ({"late_rows_alert": "1000"}, "late_rows_alert", "a number of rows"),
+        ({"maintenance": {"compact": True}}, "maintenance", "not a Maintenance"),
+        ({"schema": SCHEMA, "partition_by": ("id",), "maintenance": Maintenance(
+            zorder_by=("id",))}, "maintenance", "id is a partition column"),
+        ({"schema": SCHEMA, "maintenance": Maintenance(zorder_by=("day",))}, "maintenance",
+         "day not in the schema"),
+        ({"maintenance": Maintenance(log_retention="a week")}, "maintenance",
+         "a Delta interval"),
+        ({"maintenance": Maintenance(vacuum_retention=timedelta(hours=-1))}, "maintenance",
+         "timedelta of 0 or more"),
+        ({"maintenance": Maintenance(log_retention="7 days"),
+          "table_properties": {"delta.logRetentionDuration": "7 days"}}, "maintenance",
+         "declare it in one place"),
     ],
 )
 def test_a_wrong_declaration_is_refused_naming_the_table_and_the_field(fields, field, says):
@@ -86,6 +99,18 @@ def test_a_wrong_declaration_is_refused_naming_the_table_and_the_field(fields, f
     message = str(raised.value)
     assert message.startswith(f"table {fields.get('name', 't')!r}, field {field!r}"), message
     assert says in message, message
+
+
+def test_maintenance_properties_are_set_at_start_but_never_written_with_the_batches():
+    kept = table(maintenance=Maintenance(vacuum_retention=timedelta(days=2),
+                                         log_retention="14 days"),
+                 table_properties={"delta.appendOnly": "true"})
+    assert kept.managed_properties == (
+        ("delta.appendOnly", "true"),
+        ("delta.deletedFileRetentionDuration", "interval 172800 seconds"),
+        ("delta.logRetentionDuration", "14 days"))
+    assert kept.property_pairs == (("delta.appendOnly", "true"),)
+    assert table().managed_properties == ()
 
 
 def test_tables_that_do_not_fit_together_are_refused_when_definitions_are_built():

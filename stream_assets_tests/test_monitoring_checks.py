@@ -81,6 +81,7 @@ def test_declaration_implies_which_checks_each_table_gets():
         ("raw_events", "freshness"), ("raw_events", "schema"), ("raw_events", "keys_not_null"),
         ("raw_events", "keys_unique"), ("raw_events", "dead_letter_ratio"),
         ("dead_letter_queue", "freshness"), ("dead_letter_queue", "schema"),
+        ("raw_events", "small_files"), ("dead_letter_queue", "small_files"),
     }
     counts = StreamingTable(
         name="event_counts", sources={"df": upstream("raw_events")}, transform=lambda df: df,

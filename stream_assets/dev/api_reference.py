@@ -45,6 +45,9 @@ GROUPS: list[tuple[str, str, tuple[str, ...]]] = [
     ("Expectations", "Rules about a table's rows, judged in every micro-batch, passed in "
      "`StreamingTable(expectations=(...))` ([operations.md](operations.md#expectations)).",
      ("expect", "expect_or_drop", "expect_or_fail", "DataExpectation")),
+    ("Maintenance", "How the `maintain_tables` job compacts and vacuums a table, passed in "
+     "`StreamingTable(maintenance=...)` ([operations.md](operations.md#maintenance)).",
+     ("Maintenance",)),
     ("Building definitions", "From a list of tables to a Dagster code location, in Python "
      "(`build_definitions`) or in a `defs.yaml` ([components.md](components.md)).",
      ("build_definitions", "default_resources", "ChecksConfig", "StreamingTablesComponent")),

@@ -14,11 +14,13 @@ holds each query's concurrency pool slot for as long as it runs (tables/pools.py
 The package: config.py (the run configuration), sessions.py (a query's Spark session),
 supervisor.py (the queries' life and their reports), run.py (the op and the job). Beside it,
 the re-drive job (`redrive_dead_letters`): redrive.py (its config, op and job) and
-redrive_report.py (what it tells Dagster).
+redrive_report.py (what it tells Dagster); and maintenance.py, `maintain_tables`: compaction
+and VACUUM on a schedule.
 """
 
 from stream_assets.errors import short_error
 from stream_assets.jobs.config import ContinuousConfig, check_trigger_names
+from stream_assets.jobs.maintenance import build_maintenance_job, build_maintenance_schedule
 from stream_assets.jobs.redrive import RedriveConfig, build_redrive_job
 from stream_assets.jobs.run import JOB_NAME, build_continuous_job, resource_keys_of
 from stream_assets.jobs.sessions import QuerySessions
@@ -32,6 +34,8 @@ __all__ = [
     "RedriveConfig",
     "Supervisor",
     "build_continuous_job",
+    "build_maintenance_job",
+    "build_maintenance_schedule",
     "build_redrive_job",
     "check_trigger_names",
     "resource_keys_of",

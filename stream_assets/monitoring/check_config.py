@@ -17,6 +17,7 @@ DEAD_LETTER_RATIO = "dead_letter_ratio"
 SCHEMA = "schema"
 KEYS_NOT_NULL = "keys_not_null"
 KEYS_UNIQUE = "keys_unique"
+SMALL_FILES = "small_files"
 
 
 class Expectation(Config):
@@ -41,6 +42,16 @@ class DeadLetterExpectation(Expectation):
     max_ratio: float = Field(
         default=0.05, description="Dead letters / all records read, over the whole tables."
     )
+
+
+class SmallFilesExpectation(Expectation):
+    severity: Severity = Field(default="WARN", description="WARN or ERROR when it fails.")
+    max_files: int = Field(
+        default=1000, description="Live files the table may hold before their size is judged "
+        "(the maintain_tables job compacts them; docs/operations.md, Maintenance).")
+    min_average_mb: float = Field(
+        default=16.0, description="Above max_files, the average live file must be at least "
+        "this large (MB), else the table has too many small files.")
 
 
 class SchemaExpectation(Expectation):
@@ -71,6 +82,9 @@ class ChecksConfig(Config):
     )
     keys_unique: Expectation = Field(
         default_factory=Expectation, description="Declared keys identify one row each."
+    )
+    small_files: SmallFilesExpectation = Field(
+        default_factory=SmallFilesExpectation, description="Not too many small files.",
     )
     nullable_keys: dict[str, list[str]] = Field(
         default_factory=dict,

@@ -140,3 +140,18 @@ def check_dead_letter_ratio(good_rows: int, dead_rows: int, max_ratio: float) ->
         {"dead_letter_ratio": round(ratio, 6), "dead_letter_rows": dead_rows,
          "records": total, "max_ratio": max_ratio},
     )
+
+
+def check_small_files(live_files: int, table_bytes: int, max_files: int,
+                      min_average_mb: float) -> Outcome:
+    """Too many small files: more than `max_files` live files averaging under the size."""
+    average = table_bytes / live_files if live_files else 0.0
+    small = live_files > max_files and average < min_average_mb * 1024 * 1024
+    return Outcome(
+        not small,
+        f"{live_files} live files averaging {average / 1024 / 1024:.2f} MB"
+        + (f": more than {max_files} under {min_average_mb:g} MB; run the maintain_tables "
+           "job (or check its schedule) to compact them" if small else ""),
+        {"live_files": live_files, "average_file_bytes": int(average),
+         "max_files": max_files, "min_average_mb": min_average_mb},
+    )

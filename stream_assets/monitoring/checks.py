@@ -1,6 +1,7 @@
 """Asset checks derived from each table declaration.
 
-Every table a query writes gets `freshness` and, when its schema is declared, `schema`; the
+Every table a query writes gets `freshness`, `small_files` (too many small files: the
+maintenance job compacts them) and, when its schema is declared, `schema`; the
 query's main table gets `keys_not_null` (its declared keys), `keys_unique` (where the keys
 identify a row: MERGE keys, or `unique_keys` on the declaration) and, when the table is its
 parser's output with dead letters beside it, `dead_letter_ratio`, which reads both Delta
@@ -47,11 +48,13 @@ from stream_assets.monitoring.check_config import (
     KEYS_NOT_NULL,
     KEYS_UNIQUE,
     SCHEMA,
+    SMALL_FILES,
     ChecksConfig,
     DeadLetterExpectation,
     Expectation,
     FreshnessExpectation,
     SchemaExpectation,
+    SmallFilesExpectation,
 )
 from stream_assets.monitoring.check_evaluations import (
     Outcome,
@@ -61,10 +64,11 @@ from stream_assets.monitoring.check_evaluations import (
     check_keys_not_null,
     check_keys_unique,
     check_schema,
+    check_small_files,
     freshness_outcome,
 )
 from stream_assets.monitoring.metadata import recorded_state
-from stream_assets.sinks import commit_of, is_delta_table
+from stream_assets.sinks import commit_of, is_delta_table, sql_path
 from stream_assets.tables.dead_letters import REDRIVEN_VERSION
 from stream_assets.tables.declaration import StreamingTable
 
@@ -123,6 +127,10 @@ def planned_checks(
         if declared_schema(table, name) is not None:
             planned.append((name, SCHEMA, config.schema_matches,
                             "Columns and types are those declared on the table."))
+        small = config.small_files
+        planned.append((name, SMALL_FILES, small,
+                        f"At most {small.max_files} live files, or an average file of "
+                        f"{small.min_average_mb:g} MB or more."))
     if required_keys(table, config):
         keys = ", ".join(required_keys(table, config))
         planned.append((table.name, KEYS_NOT_NULL, config.keys_not_null,
@@ -158,6 +166,11 @@ def evaluate(
     if check == FRESHNESS:
         assert isinstance(expectation, FreshnessExpectation)
         return check_freshness(spark, path, expectation.max_age_minutes)
+    if check == SMALL_FILES:
+        assert isinstance(expectation, SmallFilesExpectation)
+        detail = spark.sql(f"DESCRIBE DETAIL {sql_path(path)}").first()
+        return check_small_files(int(detail["numFiles"] or 0), int(detail["sizeInBytes"] or 0),
+                                 expectation.max_files, expectation.min_average_mb)
     frame = spark.read.format("delta").load(path)
     if check == SCHEMA:
         assert isinstance(expectation, SchemaExpectation)

@@ -26,13 +26,15 @@ from stream_assets.errors import DeclarationError
 from stream_assets.tables import dead_letters, expectation_sql
 from stream_assets.tables import expectations as quality
 from stream_assets.tables.expectations import DataExpectation
+from stream_assets.tables.maintenance import DEFAULT_MAINTENANCE, Maintenance
 from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE, Source
 from stream_assets.tables.writes import DeltaAppend, Sink, WriteTarget, split_writer
 
 # The checks derived for every table (stream_assets/monitoring/checks.py, sensors.py): an
 # expectation's check may not take their names.
 RESERVED_CHECK_NAMES = frozenset(
-    {"freshness", "schema", "keys_not_null", "keys_unique", "dead_letter_ratio", "stream_health"}
+    {"freshness", "schema", "keys_not_null", "keys_unique", "dead_letter_ratio", "stream_health",
+     "small_files"}
 )
 # A query's concurrency pool is this prefix and its name (StreamingTable.pool).
 POOL_PREFIX = "stream_assets."
@@ -72,6 +74,8 @@ class StreamingTable:
     `late_rows_alert`: in a continuous run, the health sensor alerts once when the table's
     watermarks drop more than this many rows as late within 10 minutes (None: no alert; the
     count is in every materialization's `rows_dropped_by_watermark` either way).
+    `maintenance` says how the `maintain_tables` job compacts and vacuums the table and its
+    dead letters (tables/maintenance.py; the defaults keep a streaming table healthy).
     `trigger_interval` is the processing-time trigger of the continuous job (a catch-up run
     reads everything new and stops); `description`, `group`, `owners` and `tags` are its
     Dagster asset's.
@@ -97,6 +101,7 @@ class StreamingTable:
     table_properties: Mapping[str, str] = field(default_factory=dict)
     freshness: FreshnessPolicy | None = DEFAULT_FRESHNESS
     late_rows_alert: int | None = None
+    maintenance: Maintenance = DEFAULT_MAINTENANCE
 
     def __post_init__(self) -> None:
         for name in ("keys", "nullable_keys", "partition_by", "owners", "expectations"):
@@ -161,6 +166,7 @@ class StreamingTable:
             self._refuse("freshness", f"{self.freshness!r} is not a FreshnessPolicy, e.g. "
                          "FreshnessPolicy.time_window(fail_window=timedelta(hours=2)), or None")
         self._validate_properties()
+        self._validate_maintenance()
         if self.sink.needs_keys and not self.keys:
             self._refuse("keys", f"{type(self.sink).__name__} upserts on the table's keys; "
                          "declare them")
@@ -178,6 +184,18 @@ class StreamingTable:
             if not isinstance(value, str):
                 self._refuse("table_properties", f"{key}: {value!r} must be a string, as "
                              "Delta stores it, e.g. 'true' or '30 days'")
+
+    def _validate_maintenance(self) -> None:
+        if not isinstance(self.maintenance, Maintenance):
+            self._refuse("maintenance", f"{self.maintenance!r} is not a Maintenance, e.g. "
+                         "Maintenance(zorder_by=('user_id',))")
+        columns = set(self.schema.fieldNames()) if isinstance(self.schema, StructType) else None
+        for problem in self.maintenance.problems(columns, self.partition_by):
+            self._refuse("maintenance", problem)
+        both = sorted(set(self.maintenance.properties) & set(self.table_properties))
+        if both:
+            self._refuse("maintenance", f"{', '.join(both)} is also in table_properties; "
+                         "declare it in one place")
 
     def _validate_expectations(self) -> None:
         names = [e.name for e in self.expectations]
@@ -288,6 +306,13 @@ class StreamingTable:
     def property_pairs(self) -> tuple[tuple[str, str], ...]:
         """`table_properties` as sorted (key, value) pairs, as the writes take them."""
         return tuple(sorted(self.table_properties.items()))
+
+    @property
+    def managed_properties(self) -> tuple[tuple[str, str], ...]:
+        """Every table property the query's start sets: the declared ones and those of its
+        maintenance (log retention), as sorted pairs. Only `property_pairs` go with the
+        writes, so a maintenance setting never changes how batches are written."""
+        return tuple(sorted({**self.table_properties, **self.maintenance.properties}.items()))
 
     @property
     def tables(self) -> tuple[str, ...]:

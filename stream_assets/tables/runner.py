@@ -155,7 +155,7 @@ def start(
             prefix = "" if name == table.name else f"{name}."
             cleanup.columns_added.extend(prefix + a.sql().replace("`", "") for a in added)
     # A declaration whose table properties changed since the table was created.
-    set_properties(ctx.spark, ctx.lake.table_path(table.name), table.property_pairs)
+    set_properties(ctx.spark, ctx.lake.table_path(table.name), table.managed_properties)
     stream = table.build_stream(read_sources(table, ctx))
     writer = table.writer(stream, ctx.table_paths(table))
     writer = writer.queryName(table.name).option(
