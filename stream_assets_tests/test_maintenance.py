@@ -4,7 +4,8 @@ The session's broker and Spark, a local lake per test; tables read back with del
 shares no code with the Spark writer. raw_events (appends) and event_counts (a MERGE table
 streaming from it) are compacted while a catch-up run writes them; nothing is lost or written
 twice, and a catch-up run after the compaction starts no query. VACUUM keeps what a lagging
-reader needs and deletes what no version within the retention reads.
+reader needs and deletes what no version within the retention reads; the maintain_tables
+job records what it did on each table.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import threading
 from datetime import timedelta
 
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, materialize
 
+from stream_assets import StreamingTable, upstream
 from stream_assets.dev.generator import GOOD, generate_events
 from stream_assets.dev.producer import produce
+from stream_assets.jobs.maintenance import build_maintenance_job
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.kafka import KafkaConnection
 from stream_assets.tables.assets import build_asset
@@ -67,18 +70,18 @@ def test_compaction_beside_running_writers_keeps_every_record_once_and_nothing_n
     kafka_broker, topic_factory, spark_resource, spark, workdir
 ):
     p = Pipeline(kafka_broker, topic_factory, spark_resource, workdir)
-    p.send(300, 1)
+    p.send(150, 1)
     p.run("raw_events", "event_counts")
     files_before = len(delta_rs(p.lake, "raw_events").file_uris())
 
     # Compact both tables, again and again, while a catch-up run appends to raw_events and
     # merges into event_counts (Delta's conflicts between a MERGE and a compaction are retried).
-    p.send(600, 2)
+    p.send(400, 2)
     done = threading.Event()
     compactions = []
 
     def compact_until_done() -> None:
-        while not done.is_set():
+        while not done.wait(0.5):
             for name in ("raw_events", "event_counts"):
                 compactions.append(compact(spark, p.lake.table_path(name)))
 
@@ -117,42 +120,55 @@ def test_compaction_beside_running_writers_keeps_every_record_once_and_nothing_n
     assert sorted(map(str, p.rows("event_counts"))) == before
 
 
-def test_vacuum_keeps_what_a_lagging_reader_needs_and_the_declared_retention(
+def event_ids(events):
+    return events.select("event_id")
+
+
+# A cheap reader of raw_events as a Delta stream (an append of one column).
+raw_ids = StreamingTable(name="raw_ids", sources={"events": upstream("raw_events")},
+                         transform=event_ids, description="The event ids of raw_events.")
+
+
+def test_vacuum_waits_for_a_lagging_reader_and_keeps_the_declared_retention(
     kafka_broker, topic_factory, spark_resource, spark, workdir
 ):
     short = dataclasses.replace(raw_events, maintenance=Maintenance(
         vacuum_retention=timedelta(0), vacuum_every=timedelta(0), log_retention="7 days"))
     p = Pipeline(kafka_broker, topic_factory, spark_resource, workdir,
-                 {"raw_events": short, "event_counts": event_counts})
-    p.send(200, 3)
-    p.run("raw_events", "event_counts")
-    p.send(200, 4)
-    p.run("raw_events")  # event_counts stays behind: it has not read this version yet
+                 {"raw_events": short, "raw_ids": raw_ids})
+    p.send(100, 3)
+    p.run("raw_events", "raw_ids")
+    p.send(100, 4)
+    p.run("raw_events")  # raw_ids stays behind: it has not read this version yet
     detail = spark.sql(f"DESCRIBE DETAIL delta.`{p.lake.table_path('raw_events')}`").first()
     assert detail["properties"]["delta.deletedFileRetentionDuration"] == "interval 0 seconds"
     assert detail["properties"]["delta.logRetentionDuration"] == "7 days"
     path = p.lake.table_path("raw_events")
-    readers = {"event_counts": p.lake.checkpoint_path("event_counts")}
+    readers = {"raw_ids": p.lake.checkpoint_path("raw_ids")}
 
     held = maintain(spark, "raw_events", path, short.maintenance, readers, p.lake.files, None)
     assert held.compaction["files_removed"] > 0
-    assert held.vacuum is None and "event_counts has not read" in held.notes[0]
-    on_disk = {f.name for f in (workdir / "tables" / "raw_events").rglob("*.parquet")}
-    assert len(on_disk) > held.figures["live_files"]  # compacted files still there
+    assert held.vacuum is None and "raw_ids has not read" in held.notes[0], held.notes
+    on_disk = list((workdir / "tables" / "raw_events").rglob("*.parquet"))
+    assert len(on_disk) > held.figures["live_files"]  # the compacted files are still there
 
-    p.run("event_counts")  # caught up: the compacted files are no one's any more
-    done = maintain(spark, "raw_events", path, short.maintenance, readers, p.lake.files, None)
-    assert done.vacuum is not None and done.vacuum["retention_hours"] == 0
-    left = {f.name for f in (workdir / "tables" / "raw_events").rglob("*.parquet")}
-    assert len(left) == done.figures["live_files"]
-    assert done.figures["log_files"] > 0 and done.figures["average_file_bytes"] > 0
-    assert len(p.rows("raw_events")) == p.good
-
-    # The dead letters keep Delta's 7 days: their compacted files stay on disk after VACUUM.
-    dlq = p.lake.table_path("dead_letter_queue")
-    kept = maintain(spark, "dead_letter_queue", dlq, Maintenance(vacuum_every=timedelta(0)),
-                    {}, p.lake.files, None)
-    assert kept.vacuum is not None and kept.vacuum["retention_hours"] == 168
+    # Caught up, the compacted files are no one's any more: the job (one step per query)
+    # vacuums raw_events at its retention of 0, the dead letters at Delta's 7 days.
+    p.run("raw_ids")
+    job = build_maintenance_job([short, raw_ids])
+    assert job.execute_in_process(resources=p.resources, instance=p.instance).success
+    seen = {}
+    for name in ("raw_events", "dead_letter_queue", "raw_ids"):
+        [record] = p.instance.fetch_observations(AssetKey(name), limit=1).records
+        seen[name] = {k: v.value for k, v in record.asset_observation.metadata.items()}
+    assert seen["raw_events"]["vacuum_retention_hours"] == 0
+    left = list((workdir / "tables" / "raw_events").rglob("*.parquet"))
+    assert len(left) == seen["raw_events"]["live_files"]
+    assert seen["raw_events"]["log_files"] > 0 and seen["raw_events"]["average_file_bytes"] > 0
+    assert seen["dead_letter_queue"]["vacuum_retention_hours"] == 168
+    assert seen["dead_letter_queue"]["compaction_files_removed"] > 0
     dead_files = list((workdir / "tables" / "dead_letter_queue").rglob("*.parquet"))
-    assert len(dead_files) > kept.figures["live_files"]
+    assert len(dead_files) > seen["dead_letter_queue"]["live_files"]
+    assert "last_vacuum_at" in seen["raw_ids"]
+    assert len(p.rows("raw_events")) == len(p.rows("raw_ids")) == p.good
     assert len(p.rows("dead_letter_queue")) == p.sent - p.good
