@@ -26,7 +26,7 @@ from stream_assets.jobs import (
     build_maintenance_schedule,
     build_redrive_job,
 )
-from stream_assets.jobs.maintenance import DEFAULT_CRON
+from stream_assets.jobs.maintenance import DEFAULT_CRON, maintenance_cron
 from stream_assets.monitoring.check_config import ChecksConfig
 from stream_assets.monitoring.checks import build_all_checks, table_checks
 from stream_assets.monitoring.sensors import (
@@ -178,7 +178,8 @@ def build_definitions(
     `assets` are the project's other assets, e.g. the batch tables its streams join.
     `checks` sets the derived checks' thresholds for every table, `checks_per_table` for the
     named ones. `maintenance_schedule` is the cron of the `maintain_tables` job (compaction and
-    VACUUM as each table's `maintenance` says; hourly by default), None for no schedule.
+    VACUUM as each table's `maintenance` says; hourly by default), None for no schedule;
+    $STREAM_ASSETS_MAINTENANCE_CRON overrides it in a deployment ("off": no schedule).
     """
     tables = list(tables)
     bound = {**default_resources(), **(resources or {})}
@@ -187,6 +188,7 @@ def build_definitions(
     check_tables(tables, other_keys)
     _check_resources(tables, bound)
     maintenance = build_maintenance_job(tables)
+    cron = maintenance_cron(maintenance_schedule)
     return Definitions(
         assets=[*source_specs(tables), *assets,
                 *(build_asset(t, _cascade(tables, t)) for t in tables)],
@@ -196,8 +198,7 @@ def build_definitions(
             tables, checks=table_checks(tables, checks, checks_per_table)), maintenance,
             # Re-driving dead letters, when a table has some it can re-drive.
             *([build_redrive_job(tables)] if any(refusal(t) is None for t in tables) else [])],
-        schedules=[build_maintenance_schedule(maintenance, maintenance_schedule)]
-        if maintenance_schedule else [],
+        schedules=[build_maintenance_schedule(maintenance, cron)] if cron else [],
         sensors=[
             build_health_sensor(tables),
             build_run_failure_sensor(),

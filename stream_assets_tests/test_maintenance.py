@@ -172,3 +172,14 @@ def test_vacuum_waits_for_a_lagging_reader_and_keeps_the_declared_retention(
     assert "last_vacuum_at" in seen["raw_ids"]
     assert len(p.rows("raw_events")) == len(p.rows("raw_ids")) == p.good
     assert len(p.rows("dead_letter_queue")) == p.sent - p.good
+
+
+def test_the_schedules_cron_follows_the_deployments_variable(monkeypatch):
+    from stream_assets.jobs.maintenance import CRON_ENV, maintenance_cron
+
+    monkeypatch.delenv(CRON_ENV, raising=False)
+    assert maintenance_cron("0 * * * *") == "0 * * * *"
+    monkeypatch.setenv(CRON_ENV, "*/15 * * * *")
+    assert maintenance_cron("0 * * * *") == "*/15 * * * *"
+    monkeypatch.setenv(CRON_ENV, "off")
+    assert maintenance_cron("0 * * * *") is None

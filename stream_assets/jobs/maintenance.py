@@ -11,6 +11,7 @@ append, and a MERGE and a compaction settle Delta's conflicts by retrying
 """
 
 
+import os
 import time
 from collections.abc import Sequence
 
@@ -31,6 +32,8 @@ from stream_assets.tables.maintenance_run import maintain
 JOB_NAME = "maintain_tables"
 # Hourly: raw_events gains about 14,000 small files an hour at its 5 s trigger.
 DEFAULT_CRON = "0 * * * *"
+# Overrides the schedule's cron in a deployment without a code change; "off": no schedule.
+CRON_ENV = "STREAM_ASSETS_MAINTENANCE_CRON"
 
 
 def readers_of(tables: Sequence[StreamingTable], name: str) -> list[StreamingTable]:
@@ -83,6 +86,15 @@ def build_maintenance_job(tables: Sequence[StreamingTable]) -> JobDefinition:
             maintain_one()
 
     return maintain_tables
+
+
+def maintenance_cron(declared: str | None) -> str | None:
+    """The schedule's cron: $STREAM_ASSETS_MAINTENANCE_CRON when set ("off": none), else
+    the one build_definitions was given."""
+    raw = os.environ.get(CRON_ENV)
+    if raw is None:
+        return declared
+    return None if raw.strip().lower() in ("", "off", "none") else raw.strip()
 
 
 def build_maintenance_schedule(job_def: JobDefinition, cron: str = DEFAULT_CRON
