@@ -18,6 +18,7 @@ from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from stream_assets.errors import LakeUnreachable
 from stream_assets.lake_files import LakeFiles
@@ -243,6 +244,53 @@ def delta_log_version(path: str, files: LakeFiles) -> int | None:
     names = files.names(f"{path.rstrip('/')}/_delta_log")
     versions = [int(m.group(1)) for n in names or () if (m := _VERSION_FILE.match(n))]
     return max(versions) if versions else None
+
+
+def delta_schema(path: str, files: LakeFiles) -> StructType | None:
+    """The table's schema from its log's newest metaData action, without Spark: the commits
+    from the newest back to the last single-file checkpoint, then that checkpoint. None when
+    it is not found that way (a multi-part or V2 checkpoint, a store `files` cannot read):
+    then ask Spark."""
+    version = delta_log_version(path, files)
+    if version is None:
+        return None
+    log = f"{path.rstrip('/')}/_delta_log"
+    checkpoint = _last_checkpoint(log, files)
+    for v in range(version, -1 if checkpoint is None else checkpoint, -1):
+        try:
+            text = files.read_text(f"{log}/{v:020d}.json")
+        except FileNotFoundError:
+            return None  # cleaned up by log retention: only a checkpoint can say
+        for line in text.splitlines():
+            if '"metaData"' in line:
+                meta = json.loads(line).get("metaData")
+                if meta is not None:
+                    return StructType.fromJson(json.loads(meta["schemaString"]))
+    if checkpoint is None:
+        return None
+    return _checkpoint_schema(f"{log}/{checkpoint:020d}.checkpoint.parquet", files)
+
+
+def _last_checkpoint(log: str, files: LakeFiles) -> int | None:
+    try:
+        text = files.read_text(f"{log}/_last_checkpoint")
+    except FileNotFoundError:
+        return None
+    return int(json.loads(text)["version"])
+
+
+def _checkpoint_schema(location: str, files: LakeFiles) -> StructType | None:
+    import pyarrow.parquet as pq
+
+    resolved = files.resolve(location)
+    if resolved is None or not files.exists(location):
+        return None
+    filesystem, at = resolved
+    actions = pq.read_table(at, filesystem=filesystem, columns=["metaData"]).column(0)
+    for meta in actions.to_pylist():
+        if meta is not None:
+            return StructType.fromJson(json.loads(meta["schemaString"]))
+    return None
 
 
 def commit_of(path: str, files: LakeFiles) -> tuple[int, float] | None:

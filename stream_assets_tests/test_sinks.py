@@ -106,3 +106,23 @@ def test_split_writer_writes_dead_letters_in_the_first_batch_then_only_if_any(sp
     restarted = split_writer_of_a_new_run()
     restarted(clean, 3)
     assert delta_version(spark, dead, LOCAL_FILES) == versions[1] + 2
+
+
+def test_the_schema_read_from_the_log_is_sparks_before_and_after_checkpoints(spark, workdir):
+    """delta_schema reads the newest metaData without Spark: in version 0, in a later commit
+    (a column added), and in a checkpoint when no commit after it has one."""
+    from stream_assets.sinks import delta_schema
+
+    path = str(workdir / "t")
+    assert delta_schema(path, LOCAL_FILES) is None
+    spark.range(3).selectExpr("id", "cast(id as string) AS name").write.format("delta").option(
+        "delta.checkpointInterval", "2").save(path)
+    assert delta_schema(path, LOCAL_FILES) == spark.read.format("delta").load(path).schema
+    spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS (tags ARRAY<STRING>)")
+    assert delta_schema(path, LOCAL_FILES) == spark.read.format("delta").load(path).schema
+    for _ in range(3):  # a checkpoint at version 2 and 4, and commits without metaData after
+        spark.range(1).selectExpr("id", "'x' AS name", "array('a') AS tags").write.format(
+            "delta").mode("append").save(path)
+    assert (workdir / "t" / "_delta_log" / "_last_checkpoint").exists()
+    assert "tags" in delta_schema(path, LOCAL_FILES).fieldNames()
+    assert delta_schema(path, LOCAL_FILES) == spark.read.format("delta").load(path).schema

@@ -34,6 +34,7 @@ from stream_assets.errors import (
 from stream_assets.resources.lake import DeltaLake
 from stream_assets.sinks import (
     delta_log_version,
+    delta_schema,
     delta_version,
     is_connect,
     set_properties,
@@ -180,7 +181,9 @@ def evolve_table(table: StreamingTable, name: str, ctx: StreamContext) -> list[A
     path = ctx.lake.table_path(name)
     if declared is None or delta_log_version(path, ctx.lake.files) is None:
         return []
-    written = ctx.spark.read.format("delta").load(path).schema
+    # From the log when it can (a start reads no more than before); Spark otherwise.
+    written = delta_schema(path, ctx.lake.files) or ctx.spark.read.format("delta").load(
+        path).schema
     added = additions(name, written, declared)
     evolve(ctx.spark, sql_path(path), added)
     return added
