@@ -1,5 +1,8 @@
 """The reasons a record is refused: part of the contract, since alerts, checks and users
-filter the dead letters on them. The ones about a field name its path (`items[2].qty`)."""
+filter the dead letters on them. The ones about a field name its path (`items[2].qty`).
+
+The JVM parsers write them (jvm/udf); these are the ones Python code gives or checks itself.
+`duplicate key: <path>` and `not a JSON object` come only from ParseJsonRecord."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ NULL_VALUE = "null value (tombstone)"
 EMPTY_VALUE = "empty value"
 NOT_UTF8 = "value is not valid UTF-8"
 INVALID_JSON = "invalid JSON"
-NOT_OBJECT = "not a JSON object"
 
 
 def missing(path: str) -> str:
@@ -16,7 +18,3 @@ def missing(path: str) -> str:
 
 def wrong_type(path: str, expected: str) -> str:
     return f"wrong type: {path} must be {expected}"
-
-
-def duplicate_key(path: str) -> str:
-    return f"duplicate key: {path}"
