@@ -11,6 +11,7 @@ from stream_assets.sinks import (
     delta_version,
     history_frame,
     is_delta_table,
+    log_history,
     merge_once,
 )
 from stream_assets.tables import dead_letters
@@ -67,6 +68,25 @@ def test_history_lists_commits_newest_first_and_a_missing_table_has_no_version(s
     assert [c["version"] for c in delta_history(spark, path, 10)] == [1, 0]
     newest = history_frame(spark, path, 1).select("version", "operationMetrics").collect()
     assert [(r["version"], r["operationMetrics"]["numOutputRows"]) for r in newest] == [(1, "2")]
+
+
+def test_the_logs_history_is_what_describe_history_says(spark, workdir):
+    """log_history (no Spark) against DESCRIBE HISTORY over an append, a MERGE, an OPTIMIZE
+    and a commit with user metadata: the fields the metadata and row counts read."""
+    path = str(workdir / "log_history")
+    append_once(spark.createDataFrame([("a", 1), ("b", 2)], "k string, n int"), path, "q", "t", 0)
+    merge_once(spark.createDataFrame([("a", 5), ("c", 3)], "k string, n int"), path, "q", "t", 1,
+               ("k",))
+    spark.sql(f"OPTIMIZE delta.`{path}`").collect()
+    append_once(spark.createDataFrame([("d", 4)], "k string, n int"), path, "q", "t", 2,
+                note="a note")
+    fields = ("version", "timestamp", "operation", "operationParameters", "operationMetrics",
+              "userMetadata")
+    spark_rows = [{f: c[f] for f in fields} for c in delta_history(spark, path, 3)]
+    assert log_history(path, 3, LOCAL_FILES) == spark_rows
+    assert [c["operation"] for c in log_history(path, 10, LOCAL_FILES)] == [
+        "WRITE", "OPTIMIZE", "MERGE", "WRITE"]
+    assert delta_history(spark, path, 10, LOCAL_FILES) == log_history(path, 10, LOCAL_FILES)
 
 
 def test_split_writer_writes_dead_letters_in_the_first_batch_then_only_if_any(spark, workdir):

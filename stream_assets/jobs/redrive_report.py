@@ -99,7 +99,8 @@ def events(report: RedriveReport, spark: SparkSession, lake: Any, instance: Any
             continue
         path = lake.table_path(name)
         after = lake_version(spark, lake, name)
-        meta = table_metadata(spark, path, before, after, recorded_state(instance, name))
+        meta = table_metadata(spark, path, before, after, recorded_state(instance, name),
+                              files=lake.files)
         yield AssetMaterialization(asset_key=AssetKey(name), metadata={**meta, **shared})
 
 

@@ -23,6 +23,7 @@ from pydantic import Field, create_model
 from pyspark.sql import SparkSession
 
 from stream_assets.errors import StreamFailed
+from stream_assets.lake_files import LakeFiles
 from stream_assets.monitoring.metadata import (
     PROPERTIES_KEY,
     query_metadata,
@@ -35,7 +36,7 @@ from stream_assets.monitoring.metadata import (
     table_schema,
     table_state,
 )
-from stream_assets.sinks import commit_of, delta_history, quiet_versions
+from stream_assets.sinks import commit_of, delta_history, delta_schema, quiet_versions
 from stream_assets.tables import dead_letters, refresh
 from stream_assets.tables import expectations as quality
 from stream_assets.tables.checkpoint_guard import QUIET_CLEANUP
@@ -68,6 +69,7 @@ def table_metadata(
     after: int | None,
     recorded: tuple[int, int, float] | None = None,
     descriptions: Mapping[str, str] | None = None,
+    files: LakeFiles | None = None,
 ) -> dict[str, Any]:
     """What a table looks like after a run, and what the run's commits wrote to it.
 
@@ -79,7 +81,7 @@ def table_metadata(
         return {"path": MetadataValue.path(path), "delta_version": -1, "dagster/row_count": 0}
     first = 0 if before is None else before + 1
     # One commit more than the run made: the one at `before` anchors the recorded count.
-    history = delta_history(spark, path, after - first + 2)
+    history = delta_history(spark, path, after - first + 2, files)
     new_commits = [c for c in history if c["version"] >= first]
     anchor = next((c for c in history if c["version"] == before), None)
     known = None
@@ -87,12 +89,17 @@ def table_metadata(
             and abs(recorded[2] - anchor["timestamp"].timestamp()) < 0.001:
         known = recorded[:2]
     count = row_count_after(new_commits, before, after, known)
-    frame = spark.read.format("delta").load(path)
+    # Spark only where the log cannot answer: a snapshot costs a job on every materialization.
+    schema = delta_schema(path, files) if files is not None and count is not None else None
+    if schema is None:
+        frame = spark.read.format("delta").load(path)
+        schema = frame.schema
+        if count is None:
+            count = frame.count()
     return {
-        **table_state(path, after, frame.count() if count is None else count,
-                      history[0]["timestamp"].timestamp()),
+        **table_state(path, after, count, history[0]["timestamp"].timestamp()),
         "rows_written": rows_written(new_commits),
-        "dagster/column_schema": table_schema(frame.schema, descriptions),
+        "dagster/column_schema": table_schema(schema, descriptions),
     }
 
 
@@ -213,6 +220,7 @@ def build_asset(table: StreamingTable, cascade: refresh.Cascade | None = None):
                     result.versions_after[name],
                     recorded_state(context.instance, name),
                     table.descriptions_of(name),
+                    ctx.lake.files,
                 )
             )
             meta.update(properties_metadata(table, name))
