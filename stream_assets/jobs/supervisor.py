@@ -281,10 +281,14 @@ class Supervisor:
             outcomes = expectation_outcomes(stream.table.expectations, tracker.totals)
             report, totals = tracker.take(now, lag_total(lags), dead, waiting,
                                           failing_text(outcomes))
-            events.extend(stream_events(stream.table.name, stream.table.tables, report,
-                                        totals, written, lags, backlog, self._states(stream)))
+            reported = stream_events(stream.table.name, stream.table.tables, report, totals,
+                                     written, lags, backlog, self._states(stream))
+            events.extend(reported)
             events.extend(expectation_evaluations(stream.table.name, outcomes))
-            if self.health is not None:
+            if self.health is not None and _materializes(reported, stream.table.name):
+                # The verdict is carried to keep it on the latest materialization (the UI
+                # judges checks against that); a heartbeat's observation replaces none, so it
+                # goes without one: half the events of an idle query (docs/operations.md).
                 events.append(self.health(stream.table.name))
             events.extend(stream.extra.pop("failed_checks", []))
             if any(written.values()):
@@ -398,6 +402,11 @@ class Supervisor:
                 self.log.info(f"{stream.table.name}: query stopped")
             if pending:
                 time.sleep(0.1)
+
+
+def _materializes(events: Sequence[Event], table: str) -> bool:
+    return any(isinstance(e, AssetMaterialization) and e.asset_key.to_user_string() == table
+               for e in events)
 
 
 def _unreachable(kafka: Any, topics: tuple[str, ...], timeout_s: float) -> str | None:
