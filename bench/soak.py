@@ -145,10 +145,11 @@ def prefill(spark, lake, table, files: int, per_commit: int) -> dict[str, int]:
             (table.dead_letter_table, DEAD_LETTER_QUEUE, files // 10, ())):
         commits = max(1, -(-wanted // per_commit))
         for n in range(commits):
-            rows = filler_rows(spark, schema, n * per_commit, per_commit, 2)
+            count = min(per_commit, wanted - n * per_commit)
+            rows = filler_rows(spark, schema, n * per_commit, count, 2)
             append_once(rows, lake.table_path(name), "soak", name, n, partition_by,
                         table.property_pairs, app="stream_assets/soak-prefill")
-        made[name] = commits * per_commit
+        made[name] = wanted
         print(f"prefilled {name}: {made[name]:,} files in {commits} commits", flush=True)
     spark.conf.unset("spark.sql.files.maxRecordsPerFile")
     return made
@@ -221,9 +222,48 @@ def event_log(dagster_home: Path) -> dict:
             held[0] += count
             held[1] += size or 0
             rows += count
-    _, size = folder_size(dagster_home)
-    return {"event_log_rows": rows, "event_log_bytes": size,
-            "event_log_by_type": {k: {"rows": v[0], "bytes": v[1]} for k, v in by_type.items()}}
+    _, size = folder_size(history)
+    _, logs = folder_size(dagster_home / "storage")
+    return {"event_log_rows": rows, "event_log_bytes": size, "compute_log_bytes": logs,
+            "event_log_by_type": {k: {"rows": v[0], "bytes": v[1]} for k, v in by_type.items()},
+            "materialization_metadata_bytes": metadata_sizes(history)}
+
+
+def metadata_sizes(history: Path) -> dict[str, int]:
+    """Bytes of each metadata entry in the newest materialization: what makes an event big."""
+    try:
+        with sqlite3.connect(f"file:{history / 'runs' / 'index.db'}?mode=ro", uri=True,
+                             timeout=5) as con:
+            row = con.execute("SELECT event FROM event_logs WHERE dagster_event_type = "
+                              "'ASSET_MATERIALIZATION' ORDER BY id DESC LIMIT 1").fetchone()
+    except sqlite3.Error:
+        return {}
+    if not row:
+        return {}
+
+    def find(node):
+        """The metadata, as a dict of entries: Dagster stores it as `metadata_entries` (a
+        list of labelled entries) or `metadata` (a dict), depending on the version."""
+        if isinstance(node, dict):
+            if isinstance(node.get("metadata"), dict):
+                return node["metadata"]
+            if isinstance(node.get("metadata_entries"), list):
+                return {e.get("label", "?"): e for e in node["metadata_entries"]
+                        if isinstance(e, dict)}
+            for value in node.values():
+                found = find(value)
+                if found is not None:
+                    return found
+        elif isinstance(node, list):
+            for value in node:
+                found = find(value)
+                if found is not None:
+                    return found
+        return None
+
+    metadata = find(json.loads(row[0])) or {}
+    return dict(sorted(((k, len(json.dumps(v))) for k, v in metadata.items()),
+                       key=lambda kv: -kv[1]))
 
 
 class Sampler(threading.Thread):
@@ -308,7 +348,8 @@ class Sampler(threading.Thread):
         seconds = round(time.monotonic() - began, 1)
         for table in self.tables:
             self.samples.append({"kind": "maintenance", "minute": minute, "query": table.name,
-                                 "seconds": seconds, "success": result.success})
+                                 "ended_minute": self.minute(), "seconds": seconds,
+                                 "success": result.success})
         print(f"maintain_tables at minute {minute}: {'ok' if result.success else 'FAILED'} "
               f"in {seconds} s", flush=True)
 
@@ -391,8 +432,8 @@ def main() -> None:
     parser.add_argument("--prefill-files", type=int, default=0)
     parser.add_argument("--prefill-files-per-commit", type=int, default=200)
     parser.add_argument("--young", type=Path, default=None,
-                        help="a previous soak's .json: its raw_events warm-up p50 is the young "
-                        "table's batch cost the prefilled one is compared with")
+                        help="a previous soak's .json: its raw_events p50 at the end is the "
+                        "young table's batch cost the prefilled one is compared with")
     parser.add_argument("--out", type=Path, default=Path("soak"))
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # Spark's and Dagster's lines interleave
@@ -469,7 +510,8 @@ def main() -> None:
     young = None
     if args.young:
         previous = json.loads(args.young.read_text())["summary"]["steady"]
-        young = previous.get("raw_events", {}).get("warm_p50_ms")
+        # The young table at the end of its soak: past its cold first batches, still young.
+        young = previous.get("raw_events", {}).get("end_p50_ms")
     summary = {
         "date": datetime.now(UTC).isoformat(timespec="minutes"),
         "command": " ".join(sys.argv),
@@ -484,39 +526,49 @@ def main() -> None:
     if made:
         summary["first_maintenance"] = first_maintenance_ratio(samples, "raw_events", young)
     write_outputs(args.out, samples, summary)
-    report(summary, [s for s in samples if s["kind"] == "instance"][-1])
+    text = report(summary, [s for s in samples if s["kind"] == "instance"][-1])
+    args.out.with_suffix(".txt").write_text(text)
+    print(text, flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
 
-def report(summary: dict, last_instance: dict) -> None:
-    print(f"\nsoak of {summary['minutes']:g} min at {summary['rate']:g} events/s, "
+def report(summary: dict, last_instance: dict) -> str:
+    lines: list[str] = []
+    say = lines.append  # the report is text, printed and kept beside the samples
+    say(f"\nsoak of {summary['minutes']:g} min at {summary['rate']:g} events/s, "
           f"maintenance every {summary['maintain_minutes']:g} min; job "
           f"{'succeeded' if summary['job_success'] else 'FAILED'}")
-    print("batch p50 at the end / after warm-up (goal <= 1.2):")
+    say("batch p50 at the end / after warm-up (goal <= 1.2):")
     for query, s in summary["steady"].items():
-        print(f"  {query:22s} {s['warm_p50_ms']} ms (min {s['warm_minute']:.1f}) -> "
+        say(f"  {query:22s} {s['warm_p50_ms']} ms (min {s['warm_minute']:.1f}) -> "
               f"{s['end_p50_ms']} ms (min {s['end_minute']:.1f}): {s['ratio']}")
-    print("live files, most and at the end:")
+    say("live files, most and at the end:")
     for table, f in summary["live_files"].items():
-        print(f"  {table:22s} {f['max']:>7,} {f['end']:>7,}")
+        say(f"  {table:22s} {f['max']:>7,} {f['end']:>7,}")
     first = summary.get("first_maintenance")
     if first:
-        print(f"prefilled raw_events: batch p50 {first['aged_p50_ms']} ms before the first "
+        say(f"prefilled raw_events: batch p50 {first['aged_p50_ms']} ms before the first "
               f"maintenance (minute {first['first_maintenance_minute']:.1f}), "
-              f"{first['maintained_p50_ms']} ms after: {first['maintained_over_aged']} of the "
+              f"{first['maintained_p50_ms']} ms after it (ended minute "
+              f"{first['ended_minute']:.1f}): {first['maintained_over_aged']} of the "
               f"aged cost; a young table's {first['young_p50_ms']} ms: "
               f"{first['maintained_over_young']} (goal <= 1.2)")
     growth = summary["event_log"]
     if growth["rows_per_hour"] is not None:
-        print(f"Dagster event log: {last_instance['event_log_rows']:,} rows, "
+        say(f"Dagster event log: {last_instance['event_log_rows']:,} rows, "
               f"{last_instance['event_log_bytes'] / 1e6:.1f} MB at the end; "
               f"{growth['rows_per_hour']:,.0f} rows/h, {growth['bytes_per_hour'] / 1e6:.1f} MB/h "
               f"-> {growth['rows_per_day']:,.0f} rows/day, "
               f"{growth['bytes_per_day'] / 1e6:.0f} MB/day")
     for kind, v in sorted(last_instance["event_log_by_type"].items(),
                           key=lambda kv: -kv[1]["rows"]):
-        print(f"  {kind:32s} {v['rows']:>8,} rows {v['bytes'] / 1e3:>9,.0f} kB")
-    print(f"exactly once: {summary['exactly_once']}")
+        say(f"  {kind:32s} {v['rows']:>8,} rows {v['bytes'] / 1e3:>9,.0f} kB")
+    say(f"exactly once: {summary['exactly_once']}")
+    say(f"compute logs (captured stdout/stderr) at the end: "
+          f"{last_instance['compute_log_bytes'] / 1e6:.1f} MB")
+    say("newest materialization's metadata, bytes per entry: " + ", ".join(
+        f"{k} {v}" for k, v in last_instance["materialization_metadata_bytes"].items()))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -72,18 +72,21 @@ def live_file_bounds(samples: Sequence[dict[str, Any]]) -> dict[str, dict[str, i
 
 def first_maintenance_ratio(samples: Sequence[dict[str, Any]], query: str,
                             young_p50_ms: float | None) -> dict[str, Any] | None:
-    """An aged table's batch p50 before its first maintenance, and after it, against a young
-    table's (`young_p50_ms`, from another soak's warm-up). Goal: after / young <= 1.2."""
-    done = [s["minute"] for s in samples
-            if s.get("kind") == "maintenance" and s.get("query") == query]
+    """An aged table's batch p50 before its first maintenance, and after it (the first sample
+    after that run ended), against a young table's (`young_p50_ms`, from another soak).
+    Goal: after / young <= 1.2."""
+    runs = [s for s in samples if s.get("kind") == "maintenance" and s.get("query") == query]
     rows = [r for r in per_query(samples).get(query, []) if r.get("batch_ms_p50") is not None]
-    if not done or not rows:
+    if not runs or not rows:
         return None
-    before = [r for r in rows if r["minute"] <= done[0]]
-    after = [r for r in rows if r["minute"] > done[0]]
+    # Aged: before the first run began; maintained: after it ended (batches during it still
+    # paid for the small files).
+    began, ended = runs[0]["minute"], runs[0].get("ended_minute", runs[0]["minute"])
+    before = [r for r in rows if r["minute"] <= began]
+    after = [r for r in rows if r["minute"] > ended]
     aged = before[-1]["batch_ms_p50"] if before else None
     maintained = after[0]["batch_ms_p50"] if after else None
-    return {"first_maintenance_minute": done[0], "aged_p50_ms": aged,
+    return {"first_maintenance_minute": began, "ended_minute": ended, "aged_p50_ms": aged,
             "maintained_p50_ms": maintained, "young_p50_ms": young_p50_ms,
             "maintained_over_aged": ratio(maintained, aged),
             "maintained_over_young": ratio(maintained, young_p50_ms)}

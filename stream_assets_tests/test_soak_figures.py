@@ -31,9 +31,10 @@ def test_steady_ratio_compares_the_end_with_the_first_sample_past_warm_up():
         "ratio": 1.25}
 
 
-def test_first_maintenance_ratio_splits_at_the_first_run():
+def test_first_maintenance_ratio_splits_where_the_first_run_ended():
     samples = [table(1, "raw", 1500), table(2, "raw", 1600),
-               {"kind": "maintenance", "minute": 2.5, "query": "raw"}, table(3, "raw", 1100),
+               {"kind": "maintenance", "minute": 2.5, "ended_minute": 3.5, "query": "raw"},
+               table(3, "raw", 1400), table(4, "raw", 1100),
                {"kind": "maintenance", "minute": 5.5, "query": "raw"}, table(6, "raw", 1000)]
     found = first_maintenance_ratio(samples, "raw", young_p50_ms=1000)
     assert found["aged_p50_ms"] == 1600 and found["maintained_p50_ms"] == 1100
