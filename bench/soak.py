@@ -25,7 +25,8 @@ history, without waiting for it. The prefilled rows carry topic 'prefill', so th
 count at the end still compares the topic with what the queries wrote.
 
 At the end it prints the goals' ratios (bench/soak_figures.py) and writes --out.json (every
-sample and the summary), --out.csv (the table samples) and --out.png (the chart).
+sample and the summary), --out.csv (the table samples), --out.txt (the report) and --out.png
+(the chart; the bench extra's matplotlib). docs/benchmarks.md, "Soak", has the figures.
 
     .venv/bin/python bench/soak.py [--minutes 60] [--rate 200] [--sample-minutes 5]
         [--maintain-minutes 15] [--tables raw_events,event_counts] [--prefill-files 0]
