@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOME_DIR := $(or $(STREAM_ASSETS_HOME),$(CURDIR)/.stream_assets)
 export DAGSTER_HOME := $(HOME_DIR)/dagster
 
-.PHONY: setup demo test lint bench bench-s3 bench-materialize clean
+.PHONY: setup demo test lint bench bench-s3 bench-materialize bench-soak clean
 
 # Re-installs only when pyproject.toml changes; jars re-resolve only when a pom changes.
 $(BIN)/.installed: pyproject.toml
@@ -40,6 +40,12 @@ bench-s3: setup
 # The demo's "Materialize all" in a fresh process, against a plain script (docs/benchmarks.md).
 bench-materialize: setup
 	$(BIN)/python bench/materialize_all.py
+
+# An hour of the continuous job and maintenance on every demo table (docs/benchmarks.md,
+# "Soak"); its chart needs the bench extra's matplotlib. SOAK_ARGS="--minutes 10" shortens it.
+bench-soak: setup
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	-$(BIN)/stream-assets kafka stop
