@@ -5,7 +5,8 @@ The kill points are not chosen by hand. A materialization runs in a process of i
 inotify; each new file (temporary or final: the marker, Spark's metadata, sources, offsets,
 commits and state files, Delta's JSON commits, checksums and checkpoints) is one kill point.
 
-Two ways to crash at a point, both leaving exactly the files on disk at that instant:
+Two ways to crash at a point (crash_images.py), both leaving exactly the files on disk at
+that instant:
 
 * a real SIGKILL of the driver's process group (Python and its JVM), then a restart;
 * a crash image: the group is stopped (SIGSTOP) the moment the file appears, the lake is
@@ -22,15 +23,10 @@ user_sessions) predict: nothing lost, nothing twice. docs/guarantees.md lists th
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import os
 import shutil
-import signal
-import time
 import uuid
 import warnings
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,15 +41,14 @@ from stream_assets.tables import catalog
 from stream_assets.tables.assets import build_asset
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets_tests import reference
+from stream_assets_tests.crash_images import crash_run, hadoop_checksum, plan
 from stream_assets_tests.fault_driver import (
     Driver,
-    NewFiles,
     Tables,
     actual_tables,
     broker_messages,
     checkpoint_batches,
     expected_tables,
-    protocol_file,
 )
 from stream_assets_tests.reference import assert_rows_equal
 from stream_assets_tests.test_ops_continuous import ContinuousRun, wait_until
@@ -76,122 +71,6 @@ def report(scenario: str, reached: list[tuple[str, str]]) -> None:
     text = "\n".join(lines)
     print(text)
     warnings.warn(CrashSweepReport(text), stacklevel=2)
-
-
-# -- crashing at a new file ---------------------------------------------------------------------
-
-
-def _group(pgid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(")") + 2:].split()
-            if int(fields[2]) == pgid:
-                pids.append(int(entry))
-    return pids
-
-
-def _freeze(pgid: int) -> None:
-    """SIGSTOP the group and wait until every thread of it has stopped.
-
-    The signal is sent again while waiting: a process forked while the first one was being
-    delivered (a Python worker of Spark's) would not have received it.
-    """
-    deadline = time.monotonic() + 10
-    running: list[str] = []
-    while time.monotonic() < deadline:
-        os.killpg(pgid, signal.SIGSTOP)
-        threads = []
-        for pid in _group(pgid):
-            with contextlib.suppress(OSError):
-                threads += [f"{pid}/task/{tid}" for tid in os.listdir(f"/proc/{pid}/task")]
-        running = [t for t in threads if not _stopped_task(t)]
-        if not running:
-            return
-        time.sleep(0.001)
-    states = {t: Path(f"/proc/{t}/stat").read_text()[:80] for t in running[:5]}
-    raise AssertionError(f"the driver's process group did not stop: {states}")
-
-
-def _stopped_task(task: str) -> bool:
-    try:
-        stat = Path(f"/proc/{task}/stat").read_text()
-    except OSError:
-        return True
-    # D: inside an uninterruptible system call (a vfork waiting for its stopped child, disk
-    # I/O). It stops on its way back to user space; a system call it completes meanwhile is
-    # one a SIGKILL would have let complete too.
-    return stat[stat.rfind(")") + 2] in "TtZXD"
-
-
-def _image(root: Path, dest: Path) -> None:
-    for part in ("tables", "checkpoints"):
-        if (root / part).exists():
-            shutil.copytree(root / part, dest / part, symlinks=True)
-
-
-def crash_run(driver: Driver, root: Path, images: Path,
-              plan: Callable[[str], str | None], timeout_s: float = 400
-              ) -> tuple[list[tuple[str, str, Path]], bool]:
-    """Run the driver; at each new kill point, `plan(point)` says what to do.
-
-    'image': freeze the group, copy the lake to a new folder below `images`, continue.
-    'kill': SIGKILL the group (the lake at `root` is then the crash), and stop watching.
-    None: let it pass. Returns ((how, point, lake) for each crash, whether it was killed).
-    """
-    crashes: list[tuple[str, str, Path]] = []
-    seen: set[str] = set()
-    with NewFiles(root) as watch:
-        driver.start()
-        pgid = driver.proc.pid
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            running = driver.alive()
-            for path in watch.poll(0.2 if running else 0):
-                point = protocol_file(root, path)
-                if point is None or point in seen:
-                    continue
-                seen.add(point)
-                how = plan(point)
-                if how == "kill":
-                    driver.kill()
-                    crashes.append(("kill", point, root))
-                    return crashes, True
-                if how == "image" and running:
-                    _freeze(pgid)
-                    try:
-                        dest = images / f"{len(crashes):02d}"
-                        _image(root, dest)
-                    finally:
-                        os.killpg(pgid, signal.SIGCONT)
-                    crashes.append(("image", point, dest))
-            if not running:
-                outcome = driver.finish()
-                assert outcome.ok, outcome.describe()
-                return crashes, False
-        driver.kill()
-        raise AssertionError(f"timed out after {timeout_s:g} s; points seen: {sorted(seen)}")
-
-
-def plan(kill: str | None = None, images: tuple[str, ...] = ()) -> Callable[[str], str | None]:
-    """Kill at the first point matching `kill`; an image at the first point of each of
-    `images` (glob patterns over kill point names): a deterministic sample."""
-    pending = list(images)
-
-    def decide(point: str) -> str | None:
-        if kill is not None and fnmatch.fnmatchcase(point, kill):
-            return "kill"
-        for pattern in pending:
-            if fnmatch.fnmatchcase(point, pattern):
-                pending.remove(pattern)
-                return "image"
-        return None
-
-    return decide
 
 
 # -- the data, the lakes and the oracle ---------------------------------------------------------
@@ -401,16 +280,6 @@ def test_raw_events_first_batch_killed_at_its_first_offsets_file_restarts_exactl
     assert killed, kills
     world.restart_and_check(root, catalog.raw_events, "kill", kills[0][1])
     report("raw_events, first batch (SIGKILL)", [(h, p) for h, p, _ in kills])
-
-
-def hadoop_checksum(point: str) -> bool:
-    """Hadoop's `.<file>.crc`, which its local file system creates and renames in the same
-    call as the file itself: a crash between the two differs only in whether Hadoop could
-    verify the file, and a missing checksum is not verified. Images at these points were
-    restarted in every run until 2026-11-30 and never differed; skipping them keeps the suite
-    within its time. Delta's own version checksums (`00…0.crc`) stay points."""
-    name = point.rsplit("/", 1)[-1]
-    return name.startswith(".") and name.endswith(".crc")
 
 
 def sweep(world: World, root: Path, table: StreamingTable, name: str, kill: str,
