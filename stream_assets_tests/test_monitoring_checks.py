@@ -52,9 +52,9 @@ def event_row(i: int, offset: int | None = None, event_id: str | None = None) ->
 
 
 def dead_row(i: int) -> tuple:
-    # Not re-driven: the three re-drive marks are null.
+    # Not re-driven: the three re-drive marks are null; no Kafka timestamp kept.
     return ("{oops", "invalid JSON", NOW, "events", 1, i, b"{oops", None, "raw_events",
-            None, None, None)
+            None, None, None, None, None)
 
 
 def write(spark, path, rows, schema):

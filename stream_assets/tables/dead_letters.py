@@ -48,11 +48,18 @@ SCHEMA = StructType(
         StructField("redrive_plan", LongType(), True),
         StructField("redriven_at", TimestampType(), True),
         StructField("redriven_version", LongType(), True),
+        # Kafka's timestamp of the record and its type (0 CreateTime, 1 LogAppendTime), kept
+        # when the parser keeps Kafka's `timestamp` and `timestampType` columns, so a re-drive
+        # gives a parser the record's own time again. Null in letters written before them.
+        StructField("kafka_timestamp", TimestampType(), True),
+        StructField("kafka_timestamp_type", IntegerType(), True),
     ]
 )
 # The columns a re-drive sets: null in every letter a query writes.
 REDRIVE_PLAN, REDRIVEN_AT, REDRIVEN_VERSION = REDRIVE_COLUMNS = (
     "redrive_plan", "redriven_at", "redriven_version")
+# Kafka's record columns a letter keeps when the parser kept them: the letter's name for each.
+KAFKA_TIME_COLUMNS = {"timestamp": "kafka_timestamp", "timestampType": "kafka_timestamp_type"}
 
 
 def description(table: str) -> str:
@@ -78,6 +85,10 @@ COLUMN_DESCRIPTIONS = {
     "of this table the re-drive planned from (its transaction version on the table).",
     "redriven_at": "When a re-drive appended the record to the table (null: not re-driven).",
     "redriven_version": "The table's Delta version that holds the re-driven record.",
+    "kafka_timestamp": "Kafka's timestamp of the record, when the table's parser keeps Kafka's "
+    "`timestamp` column (null otherwise, and in letters written before this column).",
+    "kafka_timestamp_type": "Kafka's timestamp type of the record (0 CreateTime, 1 "
+    "LogAppendTime), when the parser keeps `timestampType`.",
 }
 
 
@@ -87,7 +98,8 @@ def missing_parser_columns(parsed: DataFrame) -> list[str]:
     return [c for c in needed if c not in parsed.columns]
 
 
-def _letter(table: str) -> Column:
+def _letter(table: str, columns: list[str]) -> Column:
+    """The dead letter of a parsed record; `columns` are the parser's output columns."""
     value = F.col("value")
     return F.struct(
         F.make_valid_utf8(value.cast("string")).alias("raw_value"),
@@ -101,7 +113,15 @@ def _letter(table: str) -> Column:
         F.col("key"),
         F.lit(table).alias("refused_by"),
         *_not_redriven(),
+        *_kafka_time(columns),
     )
+
+
+def _kafka_time(columns: list[str]) -> list[Column]:
+    """Kafka's timestamp and its type, from the parser's output when it kept them."""
+    return [(F.col(kafka) if kafka in columns else F.lit(None))
+            .cast(SCHEMA[name].dataType).alias(name)
+            for kafka, name in KAFKA_TIME_COLUMNS.items()]
 
 
 def _not_redriven() -> list[Column]:
@@ -115,7 +135,8 @@ def usable(parsed: DataFrame) -> DataFrame:
 
 def refused(parsed: DataFrame, table: str) -> DataFrame:
     """The records a parser refused, each as one DEAD_LETTER struct."""
-    return parsed.where(F.col(ERROR).isNotNull()).select(_letter(table).alias(DEAD_LETTER))
+    return parsed.where(F.col(ERROR).isNotNull()).select(
+        _letter(table, parsed.columns).alias(DEAD_LETTER))
 
 
 def routed(parsed: DataFrame, table: str) -> DataFrame:
@@ -126,7 +147,8 @@ def routed(parsed: DataFrame, table: str) -> DataFrame:
     """
     kept = [c for c in parsed.columns if c not in (ERROR, *RECORD_COLUMNS)]
     return parsed.select(
-        *kept, F.when(F.col(ERROR).isNotNull(), _letter(table)).alias(DEAD_LETTER)
+        *kept, F.when(F.col(ERROR).isNotNull(), _letter(table, parsed.columns))
+        .alias(DEAD_LETTER)
     )
 
 
@@ -162,6 +184,7 @@ def expectation_letter(rows: DataFrame, reason: Column, table: str) -> Column:
         F.lit(None).cast("binary").alias("key"),
         F.lit(table).alias("refused_by"),
         *_not_redriven(),
+        *_kafka_time([]),
     )
 
 

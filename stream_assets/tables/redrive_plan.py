@@ -17,7 +17,6 @@ from datetime import datetime
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import IntegerType, TimestampType
 
 from stream_assets.tables import dead_letters
 from stream_assets.tables.declaration import StreamingTable
@@ -75,11 +74,11 @@ class Selection:
 
 
 def with_marks(letters: DataFrame) -> DataFrame:
-    """The dead letters with the re-drive's columns, null where the table predates them."""
-    missing = [c for c in dead_letters.REDRIVE_COLUMNS if c not in letters.columns]
-    for name in missing:
-        letters = letters.withColumn(
-            name, F.lit(None).cast(dead_letters.SCHEMA[name].dataType))
+    """The dead letters with every column of today's schema (the re-drive's marks, Kafka's
+    timestamp), null where the table was written before the column existed."""
+    missing = [f for f in dead_letters.SCHEMA.fields if f.name not in letters.columns]
+    for column in missing:
+        letters = letters.withColumn(column.name, F.lit(None).cast(column.dataType))
     return letters
 
 
@@ -108,14 +107,15 @@ def pending(letters: DataFrame, table: str) -> DataFrame:
 def kafka_records(letters: DataFrame) -> DataFrame:
     """The Kafka rows the letters came from, as the topic's source gives them to a parser.
 
-    Dead letters keep the value's exact bytes, the key and the position; Kafka's record
-    timestamp is not kept, so a parser that reads `timestamp` gets null."""
-    return letters.select(
+    Dead letters keep the value's exact bytes, the key and the position, and Kafka's
+    timestamp when the parser kept it; a letter without one (its parser dropped `timestamp`,
+    or it was written before letters kept it) gives the parser a null `timestamp`."""
+    return with_marks(letters).select(
         F.col("key"),
         F.col("raw_bytes").alias("value"),
         *POSITION,
-        F.lit(None).cast(TimestampType()).alias("timestamp"),
-        F.lit(None).cast(IntegerType()).alias("timestampType"),
+        *[F.col(name).alias(kafka)
+          for kafka, name in dead_letters.KAFKA_TIME_COLUMNS.items()],
     )
 
 
