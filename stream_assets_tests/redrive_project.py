@@ -3,7 +3,8 @@
 `payments` reads JSON payments (`id`, `customer`, `amount`, `ts`) with a parser of its own and
 drops non-positive amounts (an expectation); `payment_totals` streams from it. Parser v1 reads
 `ts` as ISO-8601 text only; v2, the fix, also reads epoch milliseconds, the format a producer
-switched to for a while. `defs` (v2, resources from the environment) is what
+switched to for a while. The parser keeps Kafka's `timestamp`, so the dead letters keep it and a
+re-driven row gets its record's own. `defs` (v2, resources from the environment) is what
 `stream-assets redrive --definitions stream_assets_tests.redrive_project:defs` loads in the
 test's killed subprocess.
 """
@@ -47,7 +48,7 @@ def _parse(kafka: DataFrame, epoch_millis: bool) -> DataFrame:
     return kafka.select(
         record["id"].alias("id"), record["customer"].alias("customer"),
         record["amount"].alias("amount"), ts.alias("ts"),
-        "key", "value", "topic", "partition", "offset", error.alias("error"))
+        "key", "value", "topic", "partition", "offset", "timestamp", error.alias("error"))
 
 
 def parse_v1(kafka: DataFrame) -> DataFrame:

@@ -3,15 +3,20 @@
 A producer switches, for two stretches of records, to a timestamp format the parser refuses
 (epoch milliseconds). Parser v2 reads it. A dry run counts what would pass; a re-drive of the
 first stretch (by time) appends exactly those records and marks their dead letters; a second
-re-drive, through `stream-assets redrive` in a process of its own, is SIGKILLed the moment its
-append's Delta commit appears, and run again: nothing is doubled. The downstream table then
-equals a plain-Python computation over every record sent, and every table is read back with
-delta-rs: each Kafka position is in `payments` or among the dead letters not re-driven, once.
-Shares the session's broker and SparkSession.
+re-drive, through `stream-assets redrive` in a process of its own, leaves a crash image at
+every file of its Delta writes (crash_images.py: the intent, the append, their temporary files
+and checksums) and is SIGKILLed once its append is committed; its rerun, in this process,
+leaves an image at every file of the marks it finishes. The rerun and each image re-driven
+again must leave each Kafka position once in `payments` or among the dead letters not
+re-driven, the marks naming the version that holds the row, and each re-driven row with its
+record's own Kafka timestamp. The downstream table then equals a plain-Python computation over
+every record sent; every table is read back with delta-rs. Shares the session's broker and
+SparkSession.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import subprocess
@@ -19,7 +24,8 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -29,14 +35,17 @@ from deltalake import DeltaTable
 
 from stream_assets import DeltaLake, KafkaSource
 from stream_assets.jobs.redrive import JOB_NAME, OP_NAME
+from stream_assets.tables.context import StreamContext
+from stream_assets.tables.redrive import redrive
+from stream_assets.tables.redrive_plan import Selection
 from stream_assets_tests import redrive_project as project
-from stream_assets_tests.fault_driver import (
-    PROJECT_ROOT,
-    QUIET,
-    NewFiles,
-    _wait_group_gone,
-    broker_messages,
+from stream_assets_tests.crash_images import (
+    Crash,
+    crash_run,
+    hadoop_checksum,
+    images_of_own_jvm,
 )
+from stream_assets_tests.fault_driver import PROJECT_ROOT, QUIET, Driver, broker_messages
 
 pytestmark = pytest.mark.integration
 
@@ -63,11 +72,21 @@ def stretch(first: int, good: int, epoch: int, negative_epoch: int, negative: in
     return out
 
 
+# Kafka timestamps of the records: recent (the broker's retention deletes old ones at once).
+SENT_AT = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+
+
+def kafka_time(record: dict) -> datetime:
+    """The Kafka timestamp the producer gives a record: its own, apart from its `ts`."""
+    return SENT_AT + timedelta(seconds=int(record["id"][1:]))
+
+
 def send(bootstrap: str, topic: str, records: list[dict]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
                          "logger": QUIET})
     for record in records:
-        producer.produce(topic, key=record["id"].encode(), value=json.dumps(record).encode())
+        producer.produce(topic, key=record["id"].encode(), value=json.dumps(record).encode(),
+                         timestamp=int(kafka_time(record).timestamp() * 1000))
     assert producer.flush(30) == 0
 
 
@@ -115,38 +134,44 @@ class Pipeline:
         return found
 
 
-def kill_redrive_at_its_append(pipeline: Pipeline, workdir: Path, bootstrap: str,
-                               topic: str) -> None:
-    """`stream-assets redrive payments` in its own process group, SIGKILLed when the append's
-    commit file of `payments` appears (the marks are not written yet)."""
-    lake = pipeline.lake
-    log = Path(lake.table_path("payments")) / "_delta_log"
-    next_commit = f"{delta_version(lake, 'payments') + 1:020d}.json"
-    env = {**os.environ, "STREAM_ASSETS_TABLES_ROOT": lake.tables_root,
-           "STREAM_ASSETS_CHECKPOINTS_ROOT": lake.checkpoints_root,
-           "STREAM_ASSETS_KAFKA_BOOTSTRAP": bootstrap, project.TOPIC_ENV: topic,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
-                                                       os.environ.get("PYTHONPATH")]))}
-    env.pop("DAGSTER_HOME", None)
-    out = open(workdir / "redrive.out", "w")  # noqa: SIM115 - closed below
-    with NewFiles(log) as new_files:
-        proc = subprocess.Popen(
+@dataclass
+class RedriveCli(Driver):
+    """`stream-assets redrive payments` (parser v2) on the test's lake and topic, as a driver
+    crash_run can freeze and kill: a process group of its own (Python and its JVM)."""
+
+    def start(self, pause_at: str | None = None) -> RedriveCli:
+        self.signal_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env, "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+        env.pop("DAGSTER_HOME", None)
+        self._out = open(self.signal_dir / "stdout", "w")  # noqa: SIM115 - closed by Driver
+        self._err = open(self.signal_dir / "stderr", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "stream_assets.cli", "redrive", "payments",
              "--definitions", "stream_assets_tests.redrive_project:defs"],
-            cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 120
-            while not any(p.name == next_commit for p in new_files.poll(0.5)):
-                assert proc.poll() is None, (workdir / "redrive.out").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the re-drive never appended"
-            os.killpg(proc.pid, 9)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, 9)
-            proc.wait(30)
-            _wait_group_gone(proc.pid)
-            out.close()
+            cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._out,
+            stderr=self._err, start_new_session=True)
+        return self
+
+
+# The append's Delta checksum: its commit is on disk, the marks are not begun.
+KILL_AT = "tables/payments/_delta_log/0*.crc"
+
+
+def every_point_then_kill(point: str) -> str | None:
+    if fnmatch.fnmatchcase(point, KILL_AT):
+        return "kill"
+    return None if hadoop_checksum(point) else "image"
+
+
+def every_point(point: str) -> str | None:
+    return None if hadoop_checksum(point) else "image"
+
+
+def reached(crashes: list[Crash], *patterns: str) -> None:
+    points = [p for _, p, _ in crashes]
+    for pattern in patterns:
+        assert any(fnmatch.fnmatchcase(p, pattern) for p in points), (pattern, points)
 
 
 class Phases:
@@ -154,15 +179,24 @@ class Phases:
     lake for the module's tests, which run in this file's order)."""
 
     def __init__(self, pipeline: Pipeline, sent: list[dict], between: str, topic: str,
-                 workdir: Path) -> None:
+                 workdir: Path, images: Path) -> None:
         self.pipeline, self.sent, self.between = pipeline, sent, between
-        self.topic, self.workdir = topic, workdir
+        self.topic, self.workdir, self.images = topic, workdir, images
+        # The crash images of the killed re-drive and of its rerun (taken by the third test).
+        self.crashes: list[Crash] = []
+        self.positions: Counter | None = None
+
+    def expected_positions(self, bootstrap: str) -> Counter:
+        if self.positions is None:
+            self.positions = Counter(broker_messages(bootstrap, self.topic).keys())
+        return self.positions
 
 
 @pytest.fixture(scope="module")
 def phases(kafka_broker, spark_resource, tmp_path_factory) -> Iterator[Phases]:
     """Two stretches of the new format, each caught up by parser v1."""
     workdir = tmp_path_factory.mktemp("redrive")
+    images = tmp_path_factory.mktemp("redrive-images")  # outside the watched lake
     topic = f"payments-{os.urandom(4).hex()}"
     kafka_broker.create_topics([topic], partitions=2)
     lake = DeltaLake(tables_root=str(workdir / "tables"),
@@ -179,7 +213,7 @@ def phases(kafka_broker, spark_resource, tmp_path_factory) -> Iterator[Phases]:
     letters = rows(lake, "payments_dead_letters")
     assert Counter(r["error"] for r in letters) == {project.BAD_TS: 20,
                                                    project.NOT_POSITIVE: 2}
-    yield Phases(pipeline, first + second, between, topic, workdir)
+    yield Phases(pipeline, first + second, between, topic, workdir, images)
     kafka_broker.delete_topics([topic])
 
 
@@ -216,38 +250,86 @@ def test_a_redrive_by_time_appends_exactly_the_first_stretch_and_marks_it(phases
                                                      project.NOT_POSITIVE: 4}
 
 
-def test_a_killed_redrive_runs_again_without_doubling_and_downstream_follows(
-        phases, kafka_broker):
+def assert_redriven_once(phases: Phases, lake: DeltaLake, bootstrap: str, what: str) -> None:
+    """After both re-drives: each Kafka position once in `payments` or among the dead letters
+    not re-driven, each passing record once with its own Kafka timestamp, one append per
+    re-drive, and every mark naming a re-drive's version that holds the row (delta-rs)."""
+    table, dead = rows(lake, "payments"), rows(lake, "payments_dead_letters")
+    positions = Counter((r["partition"], r["offset"]) for r in table) + Counter(
+        (r["partition"], r["offset"]) for r in dead if r["redriven_version"] is None)
+    assert positions == phases.expected_positions(bootstrap), what
+    by_id = {r["id"]: r for r in phases.sent}
+    assert Counter(r["id"] for r in table) == Counter(r["id"] for r in phases.sent
+                                                      if passes_v2(r)), what
+    assert {r["id"] for r in table if r["timestamp"] != kafka_time(by_id[r["id"]])} == set(), \
+        what
+    assert [r for r in dead if (r["redrive_plan"] is None) != (r["redriven_version"] is None)
+            ] == [], f"{what}: a letter chosen and not marked, or marked and not chosen"
+    path = lake.table_path("payments")
+    appends = {c["version"] for c in DeltaTable(path).history()
+               if str(c.get("userMetadata", "")).startswith("stream_assets redrive")}
+    assert len(appends) == 2, f"{what}: re-drive appends {sorted(appends)}"
+    marks = {r["redriven_version"] for r in dead} - {None}
+    assert marks <= appends, (what, marks, appends)
+    for version in marks:
+        held = {(r["partition"], r["offset"]) for r in DeltaTable(path, version=version)
+                .to_pyarrow_table(columns=["partition", "offset"]).to_pylist()}
+        assert {(r["partition"], r["offset"]) for r in dead
+                if r["redriven_version"] == version} <= held, (what, version)
+
+
+def test_a_redrive_crashed_at_each_delta_write_runs_again_once_and_downstream_follows(
+        phases, kafka_broker, spark):
     pipeline, lake, topic = phases.pipeline, phases.pipeline.lake, phases.topic
-    # The second re-drive, killed right after its append, then run again.
-    kill_redrive_at_its_append(pipeline, phases.workdir, kafka_broker.bootstrap, topic)
+    # The second re-drive: an image at every file of its Delta writes, a SIGKILL once its
+    # append is committed (the marks not begun).
+    cli = RedriveCli(phases.workdir, kafka_broker.bootstrap, topic, name="redrive", env={
+        "STREAM_ASSETS_TABLES_ROOT": lake.tables_root,
+        "STREAM_ASSETS_CHECKPOINTS_ROOT": lake.checkpoints_root,
+        "STREAM_ASSETS_KAFKA_BOOTSTRAP": kafka_broker.bootstrap, project.TOPIC_ENV: topic})
+    crashes, killed = crash_run(cli, phases.workdir, phases.images / "run",
+                                every_point_then_kill, timeout_s=240)
+    assert killed, f"the re-drive ended before its append's checksum {KILL_AT}: {crashes}"
+    # Its intent (the dead letters' commit) and its append, each file as it appeared.
+    reached(crashes, "tables/payments_dead_letters/_delta_log/.0*.json.*.tmp",
+            "tables/payments_dead_letters/_delta_log/0*.json",
+            "tables/payments/_delta_log/.0*.json.*.tmp", "tables/payments/_delta_log/0*.json")
     interrupted = [r for r in rows(lake, "payments_dead_letters")
                    if r["redrive_plan"] is not None and r["redriven_version"] is None]
     assert len(interrupted) == 7, "the kill did not land between the append and the marks"
     assert len(rows(lake, "payments")) == 30 + 10 + 7
-    events = pipeline.redrive()
+
+    # The rerun finishes the marks, with an image at every file of them.
+    jvm = spark.sparkContext._gateway.proc.pid
+    with images_of_own_jvm(jvm, phases.workdir, phases.images / "rerun", every_point) as rerun:
+        events = pipeline.redrive()
+    reached(rerun, "tables/payments_dead_letters/_delta_log/0*.json")
     assert events["payments_dead_letters"]["redrive_finished_interrupted"].value == 7
     assert events["payments_dead_letters"]["redriven"].value == 0
+    phases.crashes = [c for c in crashes if c[0] == "image"] + rerun
 
     # Downstream follows: payment_totals gets the re-driven rows in its next batch.
     pipeline.materialize(2, "payments", "payment_totals")
 
     # Every table by delta-rs, against the broker and plain Python.
-    table = rows(lake, "payments")
-    dead = rows(lake, "payments_dead_letters")
-    positions = Counter((r["partition"], r["offset"]) for r in table) + Counter(
-        (r["partition"], r["offset"]) for r in dead if r["redriven_version"] is None)
-    assert positions == Counter(broker_messages(kafka_broker.bootstrap, topic).keys())
-    assert Counter(r["id"] for r in table) == Counter(r["id"] for r in phases.sent
-                                                      if passes_v2(r))
-    notes = [c for c in DeltaTable(lake.table_path("payments")).history()
-             if str(c.get("userMetadata", "")).startswith("stream_assets redrive")]
-    assert len(notes) == 2, notes  # the killed run's append was not made twice
+    assert_redriven_once(phases, lake, kafka_broker.bootstrap, "after the rerun")
     want: dict[str, list[int]] = {}
     for record in filter(passes_v2, phases.sent):
         want.setdefault(record["customer"], []).append(record["amount"])
     assert {r["customer"]: (r["payments"], r["total"]) for r in rows(lake, "payment_totals")} \
         == {c: (len(a), sum(a)) for c, a in want.items()}
+
+
+def test_each_crash_image_of_a_redrive_runs_again_once(phases, kafka_broker, spark):
+    """Each image is what a SIGKILL at its file would have left: re-driven again (in this
+    process: a re-drive call, as the job's op makes it), each position lands once."""
+    assert len(phases.crashes) >= 8, phases.crashes
+    table = project.tables(2)[0]
+    for how, point, root in phases.crashes:
+        lake = DeltaLake(tables_root=str(root / "tables"),
+                         checkpoints_root=str(root / "checkpoints"))
+        redrive(table, StreamContext(spark=spark, lake=lake, source=None), Selection())
+        assert_redriven_once(phases, lake, kafka_broker.bootstrap, f"{how} at {point}")
 
 
 def test_redrive_is_refused_while_a_continuous_run_writes_the_table(spark_resource, workdir):
