@@ -7,6 +7,11 @@ switched to for a while. The parser keeps Kafka's `timestamp`, so the dead lette
 re-driven row gets its record's own. `defs` (v2, resources from the environment) is what
 `stream-assets redrive --definitions stream_assets_tests.redrive_project:defs` loads in the
 test's killed subprocess.
+
+`payments_typed` reads the same topic through a declared schema (`kafka_topic(schema=...)`):
+v1 refuses a record whose `ts` is not ISO-8601 text (the epoch milliseconds); v2, the fix
+that changes no column's type, keeps such a record with `ts` null and its value in
+`_rescued_data` (`wrong_types="rescue"`, `ts` no longer required).
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ FIELDS = "id STRING, customer STRING, amount INT, ts STRING"
 MISSING_ID = "missing id"
 BAD_TS = "unparseable ts"
 NOT_POSITIVE = "amount_positive"
+# payments_typed's record schema; v1 also requires `ts`.
+TYPED = "id STRING NOT NULL, customer STRING, amount INT, ts TIMESTAMP"
+TYPED_BAD_TS = "wrong type: ts must be an ISO-8601 timestamp"
 
 
 def _parse(kafka: DataFrame, epoch_millis: bool) -> DataFrame:
@@ -76,7 +84,14 @@ def tables(version: int) -> list[StreamingTable]:
         name="payment_totals", sources={"payments": upstream("payments")}, transform=totals,
         sink=DeltaMerge(stamp_column=None), keys=("customer",),
     )
-    return [payments, payment_totals]
+    payments_typed = StreamingTable(
+        name="payments_typed",
+        sources={"payments": kafka_topic(
+            "payments", schema=TYPED if version == 2 else TYPED + " NOT NULL",
+            wrong_types="rescue" if version == 2 else "dead_letter")},
+        keys=("topic", "partition", "offset"), unique_keys=True,
+    )
+    return [payments, payment_totals, payments_typed]
 
 
 def definitions(version: int, resources: dict | None = None) -> Definitions:
