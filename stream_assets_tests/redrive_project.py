@@ -3,10 +3,10 @@
 `payments` reads JSON payments (`id`, `customer`, `amount`, `ts`) with a parser of its own and
 drops non-positive amounts (an expectation); `payment_totals` streams from it. Parser v1 reads
 `ts` as ISO-8601 text only; v2, the fix, also reads epoch milliseconds, the format a producer
-switched to for a while. The parser keeps Kafka's `timestamp`, so the dead letters keep it and a
-re-driven row gets its record's own. `defs` (v2, resources from the environment) is what
-`stream-assets redrive --definitions stream_assets_tests.redrive_project:defs` loads in the
-test's killed subprocess.
+switched to for a while. The parser keeps Kafka's `timestamp` as `kafka_timestamp`, so the dead
+letters keep it and a re-driven row gets its record's own. `defs` (v2, resources from the
+environment) is what `stream-assets redrive --definitions
+stream_assets_tests.redrive_project:defs` loads in the test's killed subprocess.
 
 `payments_typed` reads the same topic through a declared schema (`kafka_topic(schema=...)`):
 v1 refuses a record whose `ts` is not ISO-8601 text (the epoch milliseconds); v2, the fix
@@ -56,7 +56,8 @@ def _parse(kafka: DataFrame, epoch_millis: bool) -> DataFrame:
     return kafka.select(
         record["id"].alias("id"), record["customer"].alias("customer"),
         record["amount"].alias("amount"), ts.alias("ts"),
-        "key", "value", "topic", "partition", "offset", "timestamp", error.alias("error"))
+        "key", "value", "topic", "partition", "offset",
+        F.col("timestamp").alias("kafka_timestamp"), error.alias("error"))
 
 
 def parse_v1(kafka: DataFrame) -> DataFrame:

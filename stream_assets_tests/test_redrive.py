@@ -263,8 +263,8 @@ def assert_redriven_once(phases: Phases, lake: DeltaLake, bootstrap: str, what: 
     by_id = {r["id"]: r for r in phases.sent}
     assert Counter(r["id"] for r in table) == Counter(r["id"] for r in phases.sent
                                                       if passes_v2(r)), what
-    assert {r["id"] for r in table if r["timestamp"] != kafka_time(by_id[r["id"]])} == set(), \
-        what
+    assert {r["id"] for r in table
+            if r["kafka_timestamp"] != kafka_time(by_id[r["id"]])} == set(), what
     assert [r for r in dead if (r["redrive_plan"] is None) != (r["redriven_version"] is None)
             ] == [], f"{what}: a letter chosen and not marked, or marked and not chosen"
     path = lake.table_path("payments")

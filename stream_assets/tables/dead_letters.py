@@ -49,8 +49,9 @@ SCHEMA = StructType(
         StructField("redriven_at", TimestampType(), True),
         StructField("redriven_version", LongType(), True),
         # Kafka's timestamp of the record and its type (0 CreateTime, 1 LogAppendTime), kept
-        # when the parser keeps Kafka's `timestamp` and `timestampType` columns, so a re-drive
-        # gives a parser the record's own time again. Null in letters written before them.
+        # when the parser keeps them under these names (a parser's `timestamp` may be the
+        # record's own field, as raw_events' is), so a re-drive gives the parser Kafka's
+        # `timestamp` and `timestampType` again. Null in letters written before them.
         StructField("kafka_timestamp", TimestampType(), True),
         StructField("kafka_timestamp_type", IntegerType(), True),
     ]
@@ -58,7 +59,8 @@ SCHEMA = StructType(
 # The columns a re-drive sets: null in every letter a query writes.
 REDRIVE_PLAN, REDRIVEN_AT, REDRIVEN_VERSION = REDRIVE_COLUMNS = (
     "redrive_plan", "redriven_at", "redriven_version")
-# Kafka's record columns a letter keeps when the parser kept them: the letter's name for each.
+# Kafka's record columns a letter keeps when the parser kept them under the letter's names
+# (`F.col("timestamp").alias("kafka_timestamp")`): Kafka's name -> the letter's (and parser's).
 KAFKA_TIME_COLUMNS = {"timestamp": "kafka_timestamp", "timestampType": "kafka_timestamp_type"}
 
 
@@ -85,10 +87,10 @@ COLUMN_DESCRIPTIONS = {
     "of this table the re-drive planned from (its transaction version on the table).",
     "redriven_at": "When a re-drive appended the record to the table (null: not re-driven).",
     "redriven_version": "The table's Delta version that holds the re-driven record.",
-    "kafka_timestamp": "Kafka's timestamp of the record, when the table's parser keeps Kafka's "
-    "`timestamp` column (null otherwise, and in letters written before this column).",
+    "kafka_timestamp": "Kafka's timestamp of the record, when the table's parser keeps it as "
+    "`kafka_timestamp` (null otherwise, and in letters written before this column).",
     "kafka_timestamp_type": "Kafka's timestamp type of the record (0 CreateTime, 1 "
-    "LogAppendTime), when the parser keeps `timestampType`.",
+    "LogAppendTime), when the parser keeps it as `kafka_timestamp_type`.",
 }
 
 
@@ -119,9 +121,9 @@ def _letter(table: str, columns: list[str]) -> Column:
 
 def _kafka_time(columns: list[str]) -> list[Column]:
     """Kafka's timestamp and its type, from the parser's output when it kept them."""
-    return [(F.col(kafka) if kafka in columns else F.lit(None))
+    return [(F.col(name) if name in columns else F.lit(None))
             .cast(SCHEMA[name].dataType).alias(name)
-            for kafka, name in KAFKA_TIME_COLUMNS.items()]
+            for name in KAFKA_TIME_COLUMNS.values()]
 
 
 def _not_redriven() -> list[Column]:

@@ -108,8 +108,8 @@ def kafka_records(letters: DataFrame) -> DataFrame:
     """The Kafka rows the letters came from, as the topic's source gives them to a parser.
 
     Dead letters keep the value's exact bytes, the key and the position, and Kafka's
-    timestamp when the parser kept it; a letter without one (its parser dropped `timestamp`,
-    or it was written before letters kept it) gives the parser a null `timestamp`."""
+    timestamp when the parser kept it (as `kafka_timestamp`); a letter without one gives the
+    parser a null `timestamp`."""
     return with_marks(letters).select(
         F.col("key"),
         F.col("raw_bytes").alias("value"),
