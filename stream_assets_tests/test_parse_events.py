@@ -1,4 +1,9 @@
-"""parse_events on batch DataFrames: every record is an event or a dead letter with its reason."""
+"""The events topic's parser on batch DataFrames: every record is an event or a dead letter
+with its reason.
+
+raw_events reads the topic through `catalog.event_records`: the project's JSON record parser
+over the declared EVENT_RECORD and EVENT_RULES, in raw_events' columns. The reasons below are
+written here from the contract (README, "Dead letters and metadata")."""
 
 from __future__ import annotations
 
@@ -16,12 +21,7 @@ from pyspark.sql.types import (
 )
 
 from stream_assets.dev.generator import BAD_KINDS, GOOD, generate_events
-from stream_assets.transforms.events import (
-    UNUSABLE_EVENT_TYPE,
-    dead_letters,
-    parse_events,
-    valid_events,
-)
+from stream_assets.tables.catalog import TIMESTAMP_RANGE, UNUSABLE_EVENT_TYPE, event_records
 
 KAFKA = StructType(
     [
@@ -36,10 +36,10 @@ KAFKA = StructType(
 # The contract for each kind of bad record, written independently of the parser.
 EXPECTED_ERROR_PREFIX = {
     "invalid_json": "invalid JSON",
-    "not_object": "JSON value is not an object",
+    "not_object": "not a JSON object",
     "missing_event_id": "missing event_id",
     "missing_timestamp": "missing timestamp",
-    "bad_timestamp": "unparseable timestamp",
+    "bad_timestamp": "wrong type: timestamp must be an ISO-8601 timestamp",
     "wrong_type": "wrong type",
     "empty": "empty value",
     "null": "null value",
@@ -47,9 +47,26 @@ EXPECTED_ERROR_PREFIX = {
 }
 
 
+NOT_ISO = "wrong type: timestamp must be an ISO-8601 timestamp"
+
+
 def kafka_frame(spark, values):
     rows = [(b"k", v, "events", 0, i) for i, v in enumerate(values)]
     return spark.createDataFrame(rows, KAFKA)
+
+
+def valid_events(parsed):
+    """raw_events' rows of a parsed batch."""
+    return parsed.where("error IS NULL").drop("key", "value", "error")
+
+
+def dead_letters(parsed):
+    """The refused records of a parsed batch, with their bytes."""
+    return parsed.where("error IS NOT NULL").selectExpr("value AS raw_bytes", "error", "offset")
+
+
+def parse_events(kafka):
+    return event_records(kafka)
 
 
 def test_every_bad_kind_has_an_expected_error():
@@ -85,25 +102,30 @@ def test_generated_records_split_exactly_into_events_and_dead_letters(spark):
     ("value", "error"),
     [
         (b'{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z"', "invalid JSON"),
-        (b"[1, 2]", "JSON value is not an object"),
-        (b"null", "JSON value is not an object"),
+        # One JSON value is the record: text after it is not JSON.
+        (b'{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z"} x', "invalid JSON"),
+        (b'{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z"}{}', "invalid JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b"null", "not a JSON object"),
         (b'{"timestamp": "2026-01-01T00:00:00Z"}', "missing event_id"),
         (b'{"event_id": null, "timestamp": "2026-01-01T00:00:00Z"}', "missing event_id"),
         (b'{"event_id": "a"}', "missing timestamp"),
-        (b'{"event_id": "a", "timestamp": "not a time"}', "unparseable timestamp"),
-        (b'{"event_id": "a", "timestamp": "12:00"}', "unparseable timestamp"),
-        (b'{"event_id": "a", "timestamp": "2026-02-30T00:00:00Z"}', "unparseable timestamp"),
-        (b'{"event_id": "a", "timestamp": "+99999-01-01T00:00:00Z"}',
-         "timestamp out of range (years 0001-9999)"),
+        (b'{"event_id": "a", "timestamp": "not a time"}', NOT_ISO),
+        (b'{"event_id": "a", "timestamp": "12:00"}', NOT_ISO),
+        (b'{"event_id": "a", "timestamp": "2026-02-30T00:00:00Z"}', NOT_ISO),
+        (b'{"event_id": "a", "timestamp": "+99999-01-01T00:00:00Z"}', NOT_ISO),
+        (b'{"event_id": "a", "timestamp": "0000-12-31T23:59:59Z"}', NOT_ISO),
+        (b'{"event_id": "a", "timestamp": "0001-01-01T00:00:00+01:00"}', TIMESTAMP_RANGE),
+        (b'{"event_id": "a", "timestamp": "9999-12-31T23:59:59-00:01"}', TIMESTAMP_RANGE),
         (b'{"event_id": 7, "timestamp": "2026-01-01T00:00:00Z"}',
          "wrong type: event_id must be a string"),
         (b'{"event_id": "a", "user_id": 7, "timestamp": "2026-01-01T00:00:00Z"}',
          "wrong type: user_id must be a string"),
-        (b'{"event_id": "a", "timestamp": 1767225600}', "wrong type: timestamp must be a string"),
+        (b'{"event_id": "a", "timestamp": 1767225600}', NOT_ISO),
         (b'{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z", "properties": {"d": 1}}',
-         "wrong type: properties must be an object of strings"),
+         "wrong type: properties.d must be a string"),
         (b'{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z", "properties": [1]}',
-         "wrong type: properties must be an object of strings"),
+         "wrong type: properties must be an object"),
         (b'{"event_id": "a", "event_type": "", "timestamp": "2026-01-01T00:00:00Z"}',
          UNUSABLE_EVENT_TYPE),
         (b'{"event_id": "a", "event_type": "a\\u0000b", "timestamp": "2026-01-01T00:00:00Z"}',
@@ -112,6 +134,12 @@ def test_generated_records_split_exactly_into_events_and_dead_letters(spark):
          UNUSABLE_EVENT_TYPE),
         (b'{"event_id": "a", "event_type": "' + b"x" * 81 + b'", '
          b'"timestamp": "2026-01-01T00:00:00Z"}', UNUSABLE_EVENT_TYPE),
+        # The schema's verdicts come first, in its order; then the rules, in theirs.
+        (b'{"event_id": "a", "event_type": "", "timestamp": "yesterday"}', NOT_ISO),
+        (b'{"event_id": "a", "event_type": "", "timestamp": "0001-01-01T00:00:00+01:00"}',
+         UNUSABLE_EVENT_TYPE),
+        (b'{"event_id": "a", "event_type": "", "timestamp": "2026-01-01T00:00:00Z", '
+         b'"properties": {"d": 1}}', "wrong type: properties.d must be a string"),
         (b"", "empty value"),
         (None, "null value (tombstone)"),
         (b'{"event_id": "\xc3\x28", "timestamp": "2026-01-01T00:00:00Z"}',
@@ -150,41 +178,42 @@ def test_unicode_survives_parsing(spark):
     assert rows[0].properties == event["properties"]
 
 
-# The parser reads values with from_json, which is lenient, and judges them on the VARIANT,
-# which is strict: what the strict parser rejects must stay rejected.
+# What a lenient parser would read as an event stays refused.
 @pytest.mark.parametrize(
-    "value",
+    ("value", "error"),
     [
-        b'{"event_id": "a", "event_id": "b", "timestamp": "2026-01-01T00:00:00Z"}',
-        b"{'event_id': 'a', 'timestamp': '2026-01-01T00:00:00Z'}",
-        b'{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z", "n": NaN}',
-        b'\xef\xbb\xbf{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z"}',
-        b'{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z", '
-        b'"properties": {"k": "1", "k": "2"}}',
+        (b'{"event_id": "a", "event_id": "b", "timestamp": "2026-01-01T00:00:00Z"}',
+         "duplicate key: event_id"),
+        (b"{'event_id': 'a', 'timestamp': '2026-01-01T00:00:00Z'}", "invalid JSON"),
+        (b'{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z", "n": NaN}', "invalid JSON"),
+        (b'\xef\xbb\xbf{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z"}', "invalid JSON"),
+        (b'{"event_id": "a", "timestamp": "2026-01-01T00:00:00Z", '
+         b'"properties": {"k": "1", "k": "2"}}', "duplicate key: properties.k"),
     ],
 )
-def test_json_that_only_a_lenient_parser_accepts_is_invalid(spark, value):
+def test_json_that_only_a_lenient_parser_accepts_is_refused(spark, value, error):
     rows = dead_letters(parse_events(kafka_frame(spark, [value]))).collect()
-    assert [r.error for r in rows] == ["invalid JSON"]
+    assert [r.error for r in rows] == [error]
 
 
 @pytest.mark.parametrize(
-    "properties",
+    ("properties", "error"),
     [
-        {"a`: STRING, `b": 1},  # a key that spells out a string type in the schema text
-        {"x: STRING": "ok", "y": 2},
-        {"a": None},
-        {"a": {"b": "c"}},
-        {"a": ["b"]},
-        {"a": True},
-        {"": 1.5},
+        # A key that spells out a string type in the schema text.
+        ({"a`: STRING, `b": 1}, "wrong type: properties.a`: STRING, `b must be a string"),
+        ({"x: STRING": "ok", "y": 2}, "wrong type: properties.y must be a string"),
+        ({"a": None}, "missing properties.a"),
+        ({"a": {"b": "c"}}, "wrong type: properties.a must be a string"),
+        ({"a": ["b"]}, "wrong type: properties.a must be a string"),
+        ({"a": True}, "wrong type: properties.a must be a string"),
+        ({"": 1.5}, "wrong type: properties. must be a string"),
     ],
 )
-def test_properties_with_any_value_that_is_not_a_string_are_rejected(spark, properties):
+def test_properties_with_any_value_that_is_not_a_string_are_rejected(spark, properties, error):
     value = json.dumps({"event_id": "a", "timestamp": "2026-01-01T00:00:00Z",
                         "properties": properties}).encode()
     rows = dead_letters(parse_events(kafka_frame(spark, [value]))).collect()
-    assert [r.error for r in rows] == ["wrong type: properties must be an object of strings"]
+    assert [r.error for r in rows] == [error]
 
 
 @pytest.mark.parametrize(
@@ -199,21 +228,20 @@ def test_properties_of_strings_keep_every_key(spark, properties):
     assert [r.properties for r in rows] == [properties]
 
 
-def test_fields_that_are_not_strings_keep_their_json_text_in_the_parsed_columns(spark):
-    # Dead letters carry only the raw record, but parse_events' own columns for a bad record
-    # are as before: the field's JSON text, not null.
-    value = b'{"event_id": 7, "user_id": [1], "timestamp": "2026-01-01T00:00:00Z"}'
+def test_a_refused_record_has_only_its_reason_and_its_bytes(spark):
+    # The dead letters carry the raw record; no half-read field reaches a column.
+    value = b'{"event_id": 7, "user_id": "u", "timestamp": "2026-01-01T00:00:00Z"}'
     row = parse_events(kafka_frame(spark, [value])).collect()[0]
-    assert (row.event_id, row.user_id, row.error) == (
-        "7", "[1]", "wrong type: event_id must be a string")
+    assert (row.event_id, row.user_id, row.timestamp, row.error, row.value) == (
+        None, None, None, "wrong type: event_id must be a string", value)
 
 
 def test_a_session_that_cannot_load_the_parser_is_told_how_to_get_it(spark, monkeypatch):
     from stream_assets.errors import MissingJars
-    from stream_assets.transforms import events
+    from stream_assets.records import json_records
 
     # A class name that no jar holds stands for a session started without the udf jar.
-    monkeypatch.setattr(events, "PARSER_CLASS", "io.github.streamassets.udf.NotThere")
+    monkeypatch.setattr(json_records, "PARSER_CLASS", "io.github.streamassets.udf.NotThere")
     with pytest.raises(MissingJars, match="stream-assets setup") as raised:
         parse_events(kafka_frame(spark, [b'{"event_id": "a"}']))
     assert "spark.jars" in str(raised.value)

@@ -4,7 +4,9 @@
 the schema's columns plus `_rescued_data`, Kafka's columns and `error` out, the same for batch
 and streaming. One strict pass on the JVM (jvm/udf/.../ParseJsonRecord.java) reads each record
 once; a refused record gets the first reason in the schema's order, naming the field's path.
-The only effect is registering that function in the DataFrame's session.
+A record the schema accepts is then held to the declaration's `rules` (a reason and a Spark SQL
+condition each, in order): the first it breaks is its reason. The only effect is registering
+the JVM function in the DataFrame's session.
 
 What a record may hold, per Spark type: a JSON string for string; a JSON integer in range for
 the integral types (`1.0` and `"1"` are not integers); any JSON number for double and float; a
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
@@ -68,11 +70,14 @@ class JsonRecords:
     object by path; null when nothing was left over). A value of the wrong type refuses the
     record (`wrong_types="dead_letter"`) or is rescued the same way with its field left null
     (`"rescue"`; a required field is still refused). A field is required when the schema says
-    it is not nullable.
+    it is not nullable. `rules` are (reason, condition) pairs about the typed fields: a record
+    the schema accepts whose condition is not true (false or null) is refused with the first
+    such reason, e.g. ("missing order_id", "order_id <> ''").
     """
 
     schema: StructType
     wrong_types: WrongTypes = "dead_letter"
+    rules: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.schema, StructType):
@@ -85,6 +90,12 @@ class JsonRecords:
                 raise DeclarationError(f"the record schema cannot have a field {field.name!r}: "
                                        "the parser adds that column itself")
             _check_readable(field.dataType, field.name)
+        for rule in self.rules:
+            if (not isinstance(rule, tuple) or len(rule) != 2
+                    or not all(isinstance(part, str) and part.strip() for part in rule)):
+                raise DeclarationError(f"record rule {rule!r}: a rule is a reason and a Spark "
+                                       "SQL condition, e.g. (\"missing order_id\", "
+                                       "\"order_id <> ''\")")
 
     @property
     def columns(self) -> StructType:
@@ -98,6 +109,7 @@ class JsonRecords:
 
     @property
     def _spec(self) -> str:
+        # The JVM's part only: rules are Spark expressions over its output.
         return json.dumps({"schema": self.schema.jsonValue(), "wrong_types": self.wrong_types},
                           sort_keys=True, separators=(",", ":"))
 
@@ -110,11 +122,19 @@ class JsonRecords:
             *KAFKA_COLUMNS,
             F.call_function(self.function_name, F.col("value"), F.lit(self._spec))
             .alias(_PARSED))
-        return parsed.select(
+        read = parsed.select(
             *[F.col(f"{_PARSED}.`{f.name}`").alias(f.name) for f in self.columns.fields],
             *KAFKA_COLUMNS,
             F.col(f"{_PARSED}.{ERROR}").alias(ERROR),
         )
+        if not self.rules:
+            return read
+        # The schema's verdict first; a rule only judges a record whose fields were read.
+        broken: Column = F.lit(None).cast("string")
+        for reason, condition in reversed(self.rules):
+            holds = F.coalesce(F.expr(condition).cast("boolean"), F.lit(False))
+            broken = F.when(~holds, F.lit(reason)).otherwise(broken)
+        return read.withColumn(ERROR, F.coalesce(F.col(ERROR), broken))
 
 
 def with_required(schema: StructType, required: Sequence[str]) -> StructType:

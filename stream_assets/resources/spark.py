@@ -48,8 +48,8 @@ def _local_defaults() -> dict[str, str]:
 
 
 def upload_functions(session: SparkSession) -> None:
-    """The project's own functions (the `udf` jars: the parsers of transforms/events.py and
-    transforms/joins.py) as artifacts of a Spark Connect session, so that a server started
+    """The project's own functions (the `udf` jars: the JSON record parser of
+    records/json_records.py) as artifacts of a Spark Connect session, so that a server started
     elsewhere needs only Spark's, Delta's and Kafka's jars (docs/cluster.md). A session the
     server clones for a query keeps them (jobs.QuerySessions). Without a local build the
     server may still have them in its spark.jars; if not, the parsers raise MissingJars."""
@@ -102,7 +102,7 @@ class SparkResource(LazyPySparkResource):
             if self.master.startswith("local"):
                 conf.update(_LOOPBACK_DRIVER)
             # Local paths: the driver serves them to executors, wherever those run. `udf` holds
-            # the project's own functions (the event parser, stream_assets/transforms/events.py).
+            # the project's own functions (the JSON record parser, records/json_records.py).
             conf["spark.jars"] = ",".join(str(p) for p in [*jars.jars("spark"), *jars.jars("udf")])
         conf.update({k: str(v) for k, v in self.spark_config.items()})
         return conf

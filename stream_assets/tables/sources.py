@@ -20,6 +20,7 @@ from stream_assets.errors import DeclarationError, StreamFailed
 from stream_assets.records.ddl import parse_schema
 from stream_assets.records.json_records import RESCUED, JsonRecords, WrongTypes, with_required
 from stream_assets.sinks import is_delta_table
+from stream_assets.tables import expectation_sql
 from stream_assets.tables.expectations import DataExpectation, RescuedFields
 
 if TYPE_CHECKING:
@@ -230,7 +231,8 @@ def kafka_topic(topic: str, parser: Parser | None = None,
                 resource: str = DEFAULT_KAFKA_RESOURCE, *,
                 schema: StructType | str | None = None, required: Sequence[str] = (),
                 wrong_types: WrongTypes = "dead_letter",
-                format: Literal["json"] = "json") -> KafkaTopic:
+                format: Literal["json"] = "json",
+                rules: Mapping[str, str] | None = None) -> KafkaTopic:
     """A Kafka topic a table reads, through the resource named `resource`.
 
     Declare what its records hold with `schema` (a StructType, or a DDL string such as
@@ -239,8 +241,11 @@ def kafka_topic(topic: str, parser: Parser | None = None,
     or refused into the table's dead letters with a reason that names the field
     (stream_assets/records/json_records.py). `required` names fields ("customer.id") that
     must be present; `wrong_types="rescue"` keeps a record whose optional field has the wrong
-    type, that field null and its value rescued. A `parser` of your own reads a format the
-    project does not know; without either, the table receives Kafka's rows as they are.
+    type, that field null and its value rescued. `rules` maps a reason to a Spark SQL condition
+    about the record's fields ({"missing order_id": "order_id <> ''"}): a record the schema
+    accepts but whose condition is not true is refused with the first such reason, before any
+    table sees it. A `parser` of your own reads a format the project does not know; without
+    either, the table receives Kafka's rows as they are.
     """
     if schema is not None:
         if parser is not None:
@@ -248,11 +253,20 @@ def kafka_topic(topic: str, parser: Parser | None = None,
         if format != "json":
             raise DeclarationError(f"kafka_topic({topic!r}): record format {format!r} is not "
                                    "supported; 'json' is (a parser of your own reads others)")
+        if rules is not None and not isinstance(rules, Mapping):
+            raise DeclarationError(f"kafka_topic({topic!r}): rules map a reason to a Spark SQL "
+                                   "condition, e.g. {\"missing order_id\": \"order_id <> ''\"}")
         declared = parse_schema(schema) if isinstance(schema, str) else schema
-        parser = JsonRecords(with_required(declared, required), wrong_types)
-    elif required:
-        raise DeclarationError(f"kafka_topic({topic!r}): `required` names fields of a schema; "
-                               "declare the schema too")
+        parser = JsonRecords(with_required(declared, required), wrong_types,
+                             tuple((rules or {}).items()))
+        for reason, condition in parser.rules:
+            problem = expectation_sql.problem(condition, parser.columns)
+            if problem:
+                raise DeclarationError(f"kafka_topic({topic!r}), rule {reason!r}: "
+                                       f"{condition!r} {problem}")
+    elif required or rules:
+        raise DeclarationError(f"kafka_topic({topic!r}): `required` and `rules` are about the "
+                               "fields of a schema; declare the schema too")
     return KafkaTopic(topic, parser, resource)
 
 

@@ -2,158 +2,104 @@
 
 The impression and click topics carry UTF-8 JSON (docs/architecture.md):
 impressions `{impression_id, ad_id, user_id, timestamp}`, clicks `{click_id, impression_id,
-timestamp}`, timestamps as ISO-8601 strings (no offset means UTC, the session time zone). Ids
-are expected as strings; Spark's JSON reader takes a number given instead as its text.
-`impression_records`/`click_records` are the topics' parsers: every record with its fields and
-`error`, so the table's dead letters get the refused ones. `parse_impressions`/`parse_clicks`
-keep the records that parse, `rejected_impressions`/`rejected_clicks` the others: all four
-come from the same private parser, so a record is always in exactly one.
+timestamp}`, ids as strings, timestamps as ISO-8601 text (no offset means UTC).
+IMPRESSION_RECORD / CLICK_RECORD and their rules declare that for the project's JSON record
+parser (stream_assets/records/json_records.py): a record that does not fit is refused with the
+reason, so impression_clicks' dead letters get it. `impression_records`/`click_records` are
+those parsers; `parse_impressions`/`parse_clicks` keep the records that parse as the join reads
+them, `rejected_impressions`/`rejected_clicks` the others: a record is always in exactly one.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
 
-from stream_assets.records.functions import register_function
-from stream_assets.records.reasons import EMPTY_VALUE, NOT_UTF8, NULL_VALUE
+from stream_assets.records.ddl import parse_schema
+from stream_assets.records.json_records import ERROR, JsonRecords
 
 IMPRESSION_WATERMARK = "10 minutes"
 CLICK_WATERMARK = "10 minutes"
 # A click is attributed to an impression when it happens within this long after it.
 CLICK_ATTRIBUTION_WINDOW = "30 minutes"
 
-# Every field is read as a string and converted afterwards: a timestamp that does not parse then
-# rejects only its own record with a clear reason instead of nulling the whole struct.
-_IMPRESSION_JSON = StructType(
-    [StructField(name, StringType()) for name in ("impression_id", "ad_id", "user_id", "timestamp")]
-)
-_CLICK_JSON = StructType(
-    [StructField(name, StringType()) for name in ("click_id", "impression_id", "timestamp")]
-)
+IMPRESSION_RECORD = ("impression_id STRING NOT NULL, ad_id STRING, user_id STRING, "
+                     "timestamp TIMESTAMP NOT NULL")
+CLICK_RECORD = "click_id STRING NOT NULL, impression_id STRING NOT NULL, timestamp TIMESTAMP NOT NULL"
+# The parser reads years 0001-9999, but an offset can move the instant out of them
+# (0001-01-01T00:00:00+01:00), which ISO-8601, Python and most readers cannot hold.
+TIMESTAMP_RANGE = "timestamp out of range (years 0001-9999)"
+_IN_RANGE = ("timestamp BETWEEN TIMESTAMP'0001-01-01 00:00:00' "
+             "AND TIMESTAMP'9999-12-31 23:59:59.999999'")
+# An empty id is as useless as none: it joins nothing and names nothing.
+IMPRESSION_RULES = {"missing impression_id": "impression_id <> ''", TIMESTAMP_RANGE: _IN_RANGE}
+CLICK_RULES = {"missing click_id": "click_id <> ''",
+               "missing impression_id": "impression_id <> ''", TIMESTAMP_RANGE: _IN_RANGE}
 
-# The project's JVM check (jvm/udf/.../WholeJsonObject.java): the value is one strict JSON
-# object with nothing after it. from_json alone would take single quotes, NaN, duplicate keys
-# and text after the object.
-WHOLE_OBJECT_FUNCTION = "stream_assets_whole_json_object"
-WHOLE_OBJECT_CLASS = "io.github.streamassets.udf.WholeJsonObject"
-NOT_AN_OBJECT = "not a JSON object"
+_IMPRESSIONS = JsonRecords(parse_schema(IMPRESSION_RECORD), rules=tuple(IMPRESSION_RULES.items()))
+_CLICKS = JsonRecords(parse_schema(CLICK_RECORD), rules=tuple(CLICK_RULES.items()))
 
 _USER_COLUMNS = ("user_name", "user_segment", "registration_date")
-_STARTS_WITH_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
-_EARLIEST = "0001-01-01 00:00:00"
-_LATEST = "9999-12-31 23:59:59.999999"
-
-
-def _parse(
-    kafka_df: DataFrame, schema: StructType, required_ids: tuple[str, ...], time_column: str
-) -> DataFrame:
-    """Kafka's columns, the JSON fields, the parsed time and `error` (null when usable).
-
-    The shape of a source parser (stream_assets/tables/sources.py): Kafka's columns pass
-    through, so a record that is refused reaches the dead letters with its exact bytes.
-    """
-    register_function(kafka_df.sparkSession, WHOLE_OBJECT_FUNCTION, WHOLE_OBJECT_CLASS,
-                      "boolean", "the impressions' and clicks' JSON check")
-    raw_value = F.col("value").cast("string")
-    # Lenient, but it only reads values the strict check below has passed.
-    data = F.from_json(raw_value, schema)
-    parsed = kafka_df.select(
-        *_kafka_columns(kafka_df), raw_value.alias("__raw_value"), data.alias("__data")
-    ).select(
-        "*",
-        *[F.col(f"__data.{f.name}").alias(f.name) for f in schema.fields if f.name != "timestamp"],
-        # Cast semantics: a date, then optionally 'T' or a space, a time, a fraction, an offset.
-        F.try_to_timestamp(F.col("__data.timestamp")).alias(time_column),
-    )
-    # The first failing check names the error; empty ids are as useless as missing ones.
-    # from_json turns malformed input into a struct of nulls, indistinguishable from `{}`, so
-    # the JVM check decides what is a JSON object (arrays, scalars, garbage, near-JSON are not).
-    # Bytes that are not UTF-8 would parse into ids holding replacement characters.
-    checks: list[tuple[Column, str]] = [
-        (F.col("value").isNull(), NULL_VALUE),
-        (F.length(F.col("value")) == 0, EMPTY_VALUE),
-        (~F.is_valid_utf8(F.col("__raw_value")), NOT_UTF8),
-        (~F.call_function(WHOLE_OBJECT_FUNCTION, F.col("value")), NOT_AN_OBJECT),
-    ]
-    checks += [
-        (F.coalesce(F.col(f"__data.{name}"), F.lit("")) == "", f"missing {name}")
-        for name in required_ids
-    ]
-    checks += [
-        (F.col("__data.timestamp").isNull(), "missing timestamp"),
-        # Spark's cast also takes a bare time ("12:00") as today's date: a replay on another
-        # day would give another time. A point in time here starts with its date.
-        (~F.col("__data.timestamp").rlike(_STARTS_WITH_DATE), "timestamp is not ISO-8601"),
-        (F.col(time_column).isNull(), "timestamp is not ISO-8601"),
-        # An offset can move a year-1 or year-9999 time out of the years ISO-8601, Python and
-        # most readers accept, as it does for events (stream_assets/transforms/events.py).
-        ((F.col(time_column) < F.lit(_EARLIEST).cast("timestamp"))
-         | (F.col(time_column) > F.lit(_LATEST).cast("timestamp")), "timestamp is not ISO-8601"),
-    ]
-    error: Column = F.lit(None).cast("string")
-    for failed, reason in reversed(checks):
-        error = F.when(failed, F.lit(reason)).otherwise(error)
-    return parsed.withColumn("error", error).drop("__raw_value", "__data")
-
-
-def _kafka_columns(kafka_df: DataFrame) -> list[Column]:
-    # Kafka rows carry their key and position; test and file inputs may hold only some of them.
-    return [F.col(name) for name in ("key", "value", "topic", "partition", "offset")
-            if name in kafka_df.columns]
-
-
-def _kafka_position(kafka_df: DataFrame) -> list[Column]:
-    return [F.col(name) for name in ("topic", "partition", "offset") if name in kafka_df.columns]
 
 
 def impression_records(kafka_df: DataFrame) -> DataFrame:
-    """The impressions topic's parser: impression_id, ad_id, user_id, impression_time, `error`.
+    """The impressions topic's parser: impression_id, ad_id, user_id, timestamp,
+    `_rescued_data`, Kafka's columns and `error`.
 
     Refused (the reason in `error`): tombstones, empty or non-UTF-8 values, values that are not
-    a JSON object, and records without an impression_id or with a missing or unparseable
-    timestamp. ad_id and user_id may be null.
+    one JSON object, a field of the wrong type, a missing or empty impression_id, a missing
+    timestamp or one that is not ISO-8601 within years 0001-9999. ad_id and user_id may be null.
     """
-    return _parse(kafka_df, _IMPRESSION_JSON, ("impression_id",), "impression_time")
+    return _IMPRESSIONS(kafka_df)
 
 
 def click_records(kafka_df: DataFrame) -> DataFrame:
-    """The clicks topic's parser: click_id, impression_id, click_time, `error`.
+    """The clicks topic's parser: click_id, impression_id, timestamp, `_rescued_data`, Kafka's
+    columns and `error`; refused as in `impression_records`, and without a click_id or an
+    impression_id."""
+    return _CLICKS(kafka_df)
 
-    Refused as in `impression_records`, and without a click_id or an impression_id.
-    """
-    return _parse(kafka_df, _CLICK_JSON, ("click_id", "impression_id"), "click_time")
+
+def impressions_of(records: DataFrame) -> DataFrame:
+    """impression_id, ad_id, user_id, impression_time of usable impression records."""
+    return records.select("impression_id", "ad_id", "user_id",
+                          F.col("timestamp").alias("impression_time"))
+
+
+def clicks_of(records: DataFrame) -> DataFrame:
+    """click_id, impression_id, click_time of usable click records."""
+    return records.select("click_id", "impression_id", F.col("timestamp").alias("click_time"))
 
 
 def parse_impressions(kafka_df: DataFrame) -> DataFrame:
     """impression_id, ad_id, user_id, impression_time of the impression records that parse."""
-    return impression_records(kafka_df).where(F.col("error").isNull()).select(
-        "impression_id", "ad_id", "user_id", "impression_time"
-    )
+    return impressions_of(impression_records(kafka_df).where(F.col(ERROR).isNull()))
 
 
 def parse_clicks(kafka_df: DataFrame) -> DataFrame:
     """click_id, impression_id, click_time of the click records that parse."""
-    return click_records(kafka_df).where(F.col("error").isNull()).select(
-        "click_id", "impression_id", "click_time"
-    )
+    return clicks_of(click_records(kafka_df).where(F.col(ERROR).isNull()))
 
 
 def rejected_impressions(kafka_df: DataFrame) -> DataFrame:
     """raw_value, error and the Kafka position (topic, partition, offset) of refused impressions."""
-    return _rejected(impression_records(kafka_df), kafka_df)
+    return _rejected(impression_records(kafka_df))
 
 
 def rejected_clicks(kafka_df: DataFrame) -> DataFrame:
     """raw_value, error and the Kafka position (topic, partition, offset) of refused clicks."""
-    return _rejected(click_records(kafka_df), kafka_df)
+    return _rejected(click_records(kafka_df))
 
 
-def _rejected(parsed: DataFrame, kafka_df: DataFrame) -> DataFrame:
-    return parsed.where(F.col("error").isNotNull()).select(
-        F.col("value").cast("string").alias("raw_value"), "error", *_kafka_position(kafka_df)
+def _rejected(parsed: DataFrame) -> DataFrame:
+    return parsed.where(F.col(ERROR).isNotNull()).select(
+        F.col("value").cast("string").alias("raw_value"), ERROR, "topic", "partition", "offset"
     )
+
+
+def impression_clicks_of_records(impressions: DataFrame, clicks: DataFrame) -> DataFrame:
+    """`impression_clicks` of the usable records of the two declared topics."""
+    return impression_clicks(impressions_of(impressions), clicks_of(clicks))
 
 
 def impression_clicks(impressions: DataFrame, clicks: DataFrame) -> DataFrame:

@@ -21,7 +21,7 @@ import org.apache.spark.sql.types.StructType;
  * A Kafka record's value read against a declared schema, in one strict pass: the typed fields,
  * what did not fit the schema (rescued), and the first reason the record is not usable.
  *
- * <p>The second argument is the spec stream_assets/transforms/json_records.py builds: the
+ * <p>The second argument is the spec stream_assets/records/json_records.py builds: the
  * schema as Spark's JSON, and what a value of the wrong type does (`dead_letter` or `rescue`).
  * It is the same literal on every row, so its compiled form is kept for as long as it does not
  * change. The row returned is the schema's fields, then `_rescued_data`, then `error`; a
@@ -80,7 +80,7 @@ public final class ParseJsonRecord implements UDF2<byte[], String, Row> {
       }
       return refused(INVALID_JSON);
     } catch (IOException | RuntimeException e) {
-      // Jackson's limits (depth, lengths) and a lone surrogate: not JSON, as for ParseEvent.
+      // Jackson's limits (depth, lengths) and a lone surrogate: not JSON (StrictJson).
       return refused(INVALID_JSON);
     }
     if (ctx.error != null) {
