@@ -1,4 +1,4 @@
-"""Where parse_events spends its time: expressions timed one by one on a cached batch.
+"""Where the events' parse spends its time: expressions timed one by one on a cached batch.
 
 Generated records (the ingest benchmark's mix) are cached as Kafka-shaped rows in the driver's
 SparkSession, so each figure is the cost of one projection alone, with no Kafka read and no
@@ -6,11 +6,13 @@ Delta write. Each projection runs through Spark's `noop` sink, which evaluates e
 and writes nothing. The projections run interleaved, round after round; the median wall time
 and the median CPU time of the Spark JVM are printed. On a shared machine the CPU time is the
 figure to compare: wall time also measures whoever else runs. The generic parser of a declared
-schema (`JsonRecords`) is timed on the events as EVENT_DDL, and on as many 10-field payments
-against Spark's from_json of the same schema; the goals' ratios are printed last.
+schema (`JsonRecords`) is timed on the events as EVENT_DDL, as raw_events reads them
+(`catalog.event_records`: the declared EVENT_RECORD with its rules, in raw_events' columns),
+and on as many 10-field payments against Spark's from_json of the same schema; the goals'
+ratios are printed last.
 
     .venv/bin/python bench/parse_cost.py [--events 400000] [--rounds 5] [--only NAME ...]
-        [--reference FILE]   # another events.py, e.g. from `git show main:<its path>`
+        [--reference FILE]   # a module with parse_events(kafka), e.g. an older events.py
 """
 
 from __future__ import annotations
@@ -133,14 +135,10 @@ def projections(reference: Callable | None = None) -> dict[str, Callable]:
 
     from stream_assets.records.ddl import parse_schema
     from stream_assets.records.json_records import JsonRecords
-    from stream_assets.transforms import events as ev
+    from stream_assets.tables.catalog import event_records
 
     text = F.col("value").cast("string")
     strings = ("event_id", "timestamp", "event_type", "user_id")
-
-    def jvm_parser(kafka):
-        ev.register_parser(kafka.sparkSession)
-        return kafka.select(F.call_function(ev.PARSER_FUNCTION, F.col("value")))
 
     built = {
         "read only (length of value)": lambda k: k.select(F.length("value")),
@@ -152,16 +150,15 @@ def projections(reference: Callable | None = None) -> dict[str, Callable]:
                               "struct<" + ", ".join(f"{n} variant" for n in strings) + ">")
             .alias("p")).select(*[F.try_variant_get(F.col("p")[n], "$", "string")
                                   for n in strings]),
-        # The project's parser alone (jvm/udf): fields and JSON verdicts in one pass.
-        "JVM parser (ParseEvent)": jvm_parser,
         "from_json, all strings": lambda k: k.select(F.from_json(
             text, "struct<" + ", ".join(f"{name} string" for name in strings)
             + ", properties map<string,string>>")),
         "seed: from_json (typed)": seed_parse,
-        "parse_events": lambda k: ev.parse_events(k).drop("raw_bytes", "key"),
         # The generic parser of a declared schema (kafka_topic(schema=EVENT_DDL)).
         "JsonRecords (event schema)": lambda k: JsonRecords(parse_schema(EVENT_DDL))(k)
         .drop("key", "value"),
+        # raw_events' parser: the declared events with their rules (event_type, time range).
+        "event_records (raw_events)": lambda k: event_records(k).drop("key", "value"),
     }
     if reference:
         built["reference parse_events"] = lambda k: reference(k).drop("raw_bytes", "key")
@@ -218,7 +215,7 @@ def main() -> None:
     # The issue's goals, as speed ratios (the baseline's time over the parser's).
     for parser_name, baseline, goal in (
             ("JsonRecords (event schema)", "seed: from_json (typed)", 1.2),
-            ("parse_events", "seed: from_json (typed)", 0.9),
+            ("event_records (raw_events)", "seed: from_json (typed)", 1.2),
             ("10 fields: JsonRecords", "10 fields: from_json", 1.0)):
         if parser_name in times and baseline in times:
             ratios = [statistics.median(t[i] for t in times[baseline])

@@ -204,21 +204,39 @@ def enriched_events(
     return rows
 
 
-def _text(value: Any) -> str | None:
-    """A JSON field as text: strings as they are, integers in decimal, anything else absent."""
-    if isinstance(value, bool):
-        return None
-    return str(value) if isinstance(value, str | int) else None
-
-
 class _NotJson(ValueError):
     pass
 
 
-def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    if len({k for k, _ in pairs}) != len(pairs):
-        raise _NotJson("duplicate key")
-    return dict(pairs)
+class _Pairs(list):
+    """A JSON object's (key, value) pairs in the record's order, duplicates kept."""
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, _Pairs):
+        return {k: _json_value(v) for k, v in value}
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def _first_duplicate(value: Any) -> str | None:
+    """The first key repeated in an object, in the record's order (at any depth)."""
+    if isinstance(value, _Pairs):
+        seen = set()
+        for key, inner in value:
+            if key in seen:
+                return key
+            seen.add(key)
+            found = _first_duplicate(inner)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for inner in value:
+            found = _first_duplicate(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -229,30 +247,79 @@ def _no_lone_surrogate(value: Any) -> None:
     if isinstance(value, str):
         if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
             raise _NotJson("lone surrogate")
-    elif isinstance(value, dict):
-        for part in (*value.keys(), *value.values()):
+    elif isinstance(value, _Pairs):
+        for key, part in value:
+            _no_lone_surrogate(key)
             _no_lone_surrogate(part)
     elif isinstance(value, list):
         for part in value:
             _no_lone_surrogate(part)
 
 
-def _strict_json(text: str) -> Any:
-    """The whole text as RFC 8259 JSON (docs/guarantees.md): Python's json without what it
-    allows beyond the RFC (NaN and Infinity, duplicate keys, lone surrogate escapes); None if
-    it is not."""
+def _strict_json(text: str) -> tuple[Any, str | None]:
+    """(the whole text as RFC 8259 JSON, None) or (None, why it is not): Python's json
+    without what it allows beyond the RFC (NaN and Infinity, lone surrogate escapes); a
+    repeated key is `duplicate key: <key>` (docs/guarantees.md)."""
     try:
-        data = json.loads(text, object_pairs_hook=_refuse_duplicates,
-                          parse_constant=_refuse_constant)
+        data = json.loads(text, object_pairs_hook=_Pairs, parse_constant=_refuse_constant)
         _no_lone_surrogate(data)
     except (ValueError, RecursionError):
+        return None, "invalid JSON"
+    duplicate = _first_duplicate(data)
+    if duplicate is not None:
+        return None, f"duplicate key: {duplicate}"
+    return _json_value(data), None
+
+
+# ISO-8601 as JSON producers write it (stream_assets/records/json_records.py): a date, then
+# optionally 'T' or a space and hh:mm[:ss[.fraction]], then optionally Z or an offset. ASCII
+# digits only; no offset means UTC; a date alone is its midnight.
+_ISO = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
+                  r"(?:[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,]([0-9]{1,9}))?)?)?"
+                  r"(Z|z|[+-][0-9]{2}(?::?[0-9]{2})?)?")
+
+
+OUT_OF_RANGE = "out of range"
+
+
+def iso_instant(text: str) -> datetime | str | None:
+    """The instant of ISO-8601 text as a naive UTC datetime (microseconds kept, further digits
+    cut), None when it is not one, OUT_OF_RANGE when its offset moves it out of years 1-9999
+    (0001-01-01T00:00:00+01:00): such an instant is ISO-8601, but no Python or Delta reader
+    holds it."""
+    m = _ISO.fullmatch(text)
+    if not m:
         return None
-    return data
+    year, month, day, hour, minute, second, fraction, zone = m.groups()
+    if hour is None and zone is not None:
+        return None
+    try:
+        local = datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0),
+                         int(second or 0), int(((fraction or "") + "000000")[:6]))
+    except ValueError:
+        return None
+    offset = timedelta(0)
+    if zone and zone not in "Zz":
+        digits = zone[1:].replace(":", "")
+        hours, minutes = int(digits[:2]), int(digits[2:] or 0)
+        if hours > 18 or minutes > 59 or (hours == 18 and minutes):
+            return None
+        offset = (1 if zone[0] == "+" else -1) * timedelta(hours=hours, minutes=minutes)
+    try:
+        return local - offset
+    except OverflowError:
+        return OUT_OF_RANGE
+
+
+TIMESTAMP_RANGE = "timestamp out of range (years 0001-9999)"
 
 
 def _parse_record(
-    raw: bytes | str | None, ids: Sequence[str], others: Sequence[str], time_column: str
+    raw: bytes | str | None, fields: Sequence[str], required: Sequence[str], time_column: str
 ) -> tuple[Row | None, str | None]:
+    """The contract of impressions and clicks: the record's checks in order, the first that
+    fails is the reason. `fields` are the string fields in the declared order (timestamp
+    last), `required` those that must be present and not empty."""
     if raw is None:
         return None, "null value (tombstone)"
     if len(raw) == 0:
@@ -262,39 +329,46 @@ def _parse_record(
             raw = raw.decode("utf-8")
         except UnicodeDecodeError:
             return None, "value is not valid UTF-8"
-    data = _strict_json(raw)
+    data, not_json = _strict_json(raw)
+    if not_json:
+        return None, not_json
     if not isinstance(data, dict):
         return None, "not a JSON object"
-    for name in ids:
-        if not _text(data.get(name)):  # an empty id is as useless as none
-            return None, f"missing {name}"
+    # The declared fields in order: JSON null is a missing value.
+    for name in fields:
+        value = data.get(name)
+        if value is None:
+            if name in required:
+                return None, f"missing {name}"
+        elif not isinstance(value, str):
+            return None, f"wrong type: {name} must be a string"
     stamp = data.get("timestamp")
     if stamp is None:
         return None, "missing timestamp"
-    try:
-        # A point in time starts with its date; "12:00" alone is no instant.
-        dated = isinstance(stamp, str) and re.match(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", stamp)
-        moment = utc(stamp) if dated else None
-    except (ValueError, OverflowError):
-        # OverflowError: an offset moves the instant out of years 1-9999 in UTC (e.g.
-        # 0001-01-01T00:00:00+14:00), which no Python or Delta reader can represent.
-        moment = None
+    moment = iso_instant(stamp) if isinstance(stamp, str) else None
     if moment is None:
-        return None, "timestamp is not ISO-8601"
-    row = {name: _text(data.get(name)) for name in ids}
-    row.update({name: _text(data.get(name)) for name in others})
+        return None, "wrong type: timestamp must be an ISO-8601 timestamp"
+    # Then the declared rules: an empty id is as useless as none; the years readers can hold.
+    for name in required:
+        if data[name] == "":
+            return None, f"missing {name}"
+    if moment == OUT_OF_RANGE:
+        return None, TIMESTAMP_RANGE
+    row = {name: data.get(name) for name in fields}
     row[time_column] = moment
     return row, None
 
 
 def parse_impression(raw: bytes | str | None) -> tuple[Row | None, str | None]:
     """(impression_id, ad_id, user_id, impression_time) or the reason it is rejected."""
-    return _parse_record(raw, ("impression_id",), ("ad_id", "user_id"), "impression_time")
+    return _parse_record(raw, ("impression_id", "ad_id", "user_id"), ("impression_id",),
+                         "impression_time")
 
 
 def parse_click(raw: bytes | str | None) -> tuple[Row | None, str | None]:
     """(click_id, impression_id, click_time) or the reason it is rejected."""
-    return _parse_record(raw, ("click_id", "impression_id"), (), "click_time")
+    return _parse_record(raw, ("click_id", "impression_id"), ("click_id", "impression_id"),
+                         "click_time")
 
 
 def impression_clicks(

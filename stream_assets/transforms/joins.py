@@ -25,7 +25,8 @@ CLICK_ATTRIBUTION_WINDOW = "30 minutes"
 
 IMPRESSION_RECORD = ("impression_id STRING NOT NULL, ad_id STRING, user_id STRING, "
                      "timestamp TIMESTAMP NOT NULL")
-CLICK_RECORD = "click_id STRING NOT NULL, impression_id STRING NOT NULL, timestamp TIMESTAMP NOT NULL"
+CLICK_RECORD = ("click_id STRING NOT NULL, impression_id STRING NOT NULL, "
+                "timestamp TIMESTAMP NOT NULL")
 # The parser reads years 0001-9999, but an offset can move the instant out of them
 # (0001-01-01T00:00:00+01:00), which ISO-8601, Python and most readers cannot hold.
 TIMESTAMP_RANGE = "timestamp out of range (years 0001-9999)"
