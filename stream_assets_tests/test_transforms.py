@@ -28,7 +28,8 @@ EVENT_SCHEMA = (
     "properties map<string,string>, topic string, partition int, offset bigint, "
     "ingested_at timestamp"
 )
-KAFKA_SCHEMA = "value binary, topic string, partition int, offset bigint"
+# The columns of Spark's Kafka source that a topic's parser keeps.
+KAFKA_SCHEMA = "key binary, value binary, topic string, partition int, offset bigint"
 T0 = datetime(2024, 1, 1, 12, 0)
 
 
@@ -80,7 +81,8 @@ def collect(df: DataFrame) -> list[dict[str, Any]]:
 
 def kafka_frame(spark: SparkSession, values: Iterable[str | None], topic: str) -> DataFrame:
     rows = [
-        (None if v is None else v.encode(), topic, 0, offset) for offset, v in enumerate(values)
+        (None, None if v is None else v.encode(), topic, 0, offset)
+        for offset, v in enumerate(values)
     ]
     return spark.createDataFrame(rows, KAFKA_SCHEMA)
 
