@@ -124,7 +124,7 @@ def test_setup_builds_the_parser_jar_from_its_sources_once(tmp_path, monkeypatch
     built = jars.jars("udf")
     assert [j.name for j in built] == [jars.UDF_JAR] and folder == tmp_path / "udf"
     names = zipfile.ZipFile(built[0]).namelist()
-    assert "io/github/streamassets/udf/ParseEvent.class" in names
+    assert "io/github/streamassets/udf/ParseJsonRecord.class" in names
     stamp = built[0].stat().st_mtime_ns
     assert jars.is_resolved("udf") and jars.resolve("udf") == folder
     assert built[0].stat().st_mtime_ns == stamp  # unchanged sources: nothing rebuilt

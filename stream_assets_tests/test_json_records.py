@@ -107,6 +107,16 @@ def test_kafka_topic_refuses_what_cannot_work_together():
         kafka_topic("t", schema="id STRING", wrong_types="drop")
     with pytest.raises(DeclarationError, match="cannot have a field 'offset'"):
         kafka_topic("t", schema="offset BIGINT")
+    with pytest.raises(DeclarationError, match="declare the schema too"):
+        kafka_topic("t", rules={"empty id": "id <> ''"})
+    with pytest.raises(DeclarationError, match="rules map a reason"):
+        kafka_topic("t", schema="id STRING", rules=[("empty id", "id <> ''")])
+    with pytest.raises(DeclarationError, match="rule 'empty id'.*idd"):
+        kafka_topic("t", schema="id STRING", rules={"empty id": "idd <> ''"})
+    with pytest.raises(DeclarationError, match="rule 'empty id'"):
+        kafka_topic("t", schema="id STRING", rules={"empty id": "id <> AND"})
+    with pytest.raises(DeclarationError, match="a rule is a reason"):
+        kafka_topic("t", schema="id STRING", rules={"": "id <> ''"})
 
 
 def test_required_paths_make_nested_fields_not_nullable():
@@ -225,6 +235,23 @@ def test_rescue_mode_keeps_wrong_optional_values_and_still_refuses_required_ones
     assert json.loads(rescued["_rescued_data"]) == {
         "n": "seven", "customer.tier": 3, "extra": [1, {"a": None}]}
     assert refused["error"] == "wrong type: id must be a string"
+
+
+def test_declared_rules_refuse_what_the_schema_reads_with_the_first_broken_reason(spark):
+    topic = kafka_topic("t", schema="id STRING NOT NULL, n INT", rules={
+        "missing id": "id <> ''", "n out of range": "n IS NULL OR n BETWEEN 0 AND 9",
+        "n must be even": "n % 2 = 0"})
+    values = [b'{"id": "a", "n": 4}', b'{"id": "", "n": 40}', b'{"id": "a", "n": 40}',
+              b'{"id": "a", "n": 3}', b'{"id": "a"}', b'{"id": "", "n": "x"}',
+              b'{"id": "a", "n": 4, "more": 1}']
+    frame = topic.parser(kafka_frame(spark, values))
+    rows = frame.orderBy("offset").collect()
+    # A rule judges only what the schema read; null (n % 2 of a missing n) breaks it.
+    assert [r.error for r in rows] == [
+        None, "missing id", "n out of range", "n must be even", "n must be even",
+        "wrong type: n must be an integer of 32 bits", None]
+    assert [(r.id, r.n, r._rescued_data) for r in rows if r.error is None] == [
+        ("a", 4, None), ("a", 4, '{"more":1}')]
 
 
 def test_two_schemas_in_one_session_each_read_their_own(spark):
