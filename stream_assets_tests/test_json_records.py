@@ -111,7 +111,7 @@ def test_kafka_topic_refuses_what_cannot_work_together():
         kafka_topic("t", rules={"empty id": "id <> ''"})
     with pytest.raises(DeclarationError, match="rules map a reason"):
         kafka_topic("t", schema="id STRING", rules=[("empty id", "id <> ''")])
-    with pytest.raises(DeclarationError, match="rule 'empty id'.*idd"):
+    with pytest.raises(DeclarationError, match=r"rule 'empty id'.*idd"):
         kafka_topic("t", schema="id STRING", rules={"empty id": "idd <> ''"})
     with pytest.raises(DeclarationError, match="rule 'empty id'"):
         kafka_topic("t", schema="id STRING", rules={"empty id": "id <> AND"})
