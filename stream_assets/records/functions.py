@@ -6,15 +6,21 @@ from pyspark.sql import SparkSession
 from pyspark.sql.types import DataType
 
 from stream_assets.errors import MissingJars
+from stream_assets.spark_types import ddl
 
 
 def register_function(spark: SparkSession, name: str, java_class: str, returns: str | DataType,
                       what: str) -> None:
-    """Register one of the project's JVM functions (jvm/udf) in this session under `name`."""
+    """Register one of the project's JVM functions (jvm/udf) in this session under `name`.
+
+    A DataType `returns` reaches Spark as DDL (spark_types.py): over Spark Connect the object
+    would make every string the function returns an explicitly collated one, and so every
+    string column of the table it feeds."""
     from pyspark.errors import AnalysisException
 
     try:
-        spark.udf.registerJavaFunction(name, java_class, returns)
+        spark.udf.registerJavaFunction(
+            name, java_class, returns if isinstance(returns, str) else ddl(returns))
     except AnalysisException as exc:
         raise MissingJars(
             f"Spark cannot load {what} ({java_class}): its jar is not on this "

@@ -21,6 +21,8 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from stream_assets.spark_types import ddl
+
 DEAD_LETTER = "__dead_letter"
 ERROR = "error"
 # Kafka's record columns a parser must keep; the table's rows drop them (its transform sees the
@@ -127,7 +129,7 @@ def _kafka_time(columns: list[str]) -> list[Column]:
 
 
 def _not_redriven() -> list[Column]:
-    return [F.lit(None).cast(SCHEMA[name].dataType).alias(name) for name in REDRIVE_COLUMNS]
+    return [F.lit(None).cast(ddl(SCHEMA[name].dataType)).alias(name) for name in REDRIVE_COLUMNS]
 
 
 def usable(parsed: DataFrame) -> DataFrame:
@@ -162,7 +164,9 @@ def with_refused(output: DataFrame, refused_frames: list[DataFrame]) -> DataFram
     """
     out = output
     if DEAD_LETTER not in out.columns:
-        out = out.withColumn(DEAD_LETTER, F.lit(None).cast(SCHEMA))
+        # As DDL, not the StructType: over Spark Connect its strings would become collated
+        # ones in the dead-letter table, which delta-rs cannot open (spark_types.py).
+        out = out.withColumn(DEAD_LETTER, F.lit(None).cast(ddl(SCHEMA)))
     for frame in refused_frames:
         out = out.unionByName(frame, allowMissingColumns=True)
     return out

@@ -18,6 +18,7 @@ from datetime import datetime
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from stream_assets.spark_types import ddl
 from stream_assets.tables import dead_letters
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.expectations import without_flags
@@ -78,7 +79,7 @@ def with_marks(letters: DataFrame) -> DataFrame:
     timestamp), null where the table was written before the column existed."""
     missing = [f for f in dead_letters.SCHEMA.fields if f.name not in letters.columns]
     for column in missing:
-        letters = letters.withColumn(column.name, F.lit(None).cast(column.dataType))
+        letters = letters.withColumn(column.name, F.lit(None).cast(ddl(column.dataType)))
     return letters
 
 
