@@ -10,8 +10,9 @@ process, and a Spark Connect client switches the whole process to Connect mode
 
 It builds `SparkResource(master=... | remote=...)`, `DeltaLake` and `KafkaSource` exactly as a
 user's Definitions would, calls Dagster's `materialize` on `build_asset(...)` of each named
-table `--runs` times, and prints one line `RESULT {json}`: per run its duration and, per asset,
-rows read, rows written and the Delta version. It exits non-zero if a run fails.
+table (`user_dimension`: the demo's dimension asset, seeded with the demo users) `--runs`
+times, and prints one line `RESULT {json}`: per run its duration and, per asset, rows read,
+rows written and the Delta version. It exits non-zero if a run fails.
 """
 
 from __future__ import annotations
@@ -112,15 +113,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=1, help="materializations in this process")
     parser.add_argument("--keep-session", action="store_true",
                         help="keep the SparkSession between runs (stop_on_teardown=False)")
-    parser.add_argument("tables", nargs="+", help="declared tables, in dependency order")
+    parser.add_argument("tables", nargs="+",
+                        help="declared tables (and user_dimension), in dependency order")
     return parser.parse_args(argv)
 
 
-def summary(result, tables) -> dict[str, dict]:
+def summary(result, nodes) -> dict[str, dict]:
     """Per asset: what the run's metadata says it read and wrote."""
     out = {}
-    for table in tables:
-        for materialization in result.asset_materializations_for_node(table.name):
+    for node in nodes:
+        for materialization in result.asset_materializations_for_node(node):
             meta = materialization.metadata
             out[materialization.asset_key.to_user_string()] = {
                 key: meta[key].value for key in ("rows_read", "rows_written", "delta_version")
@@ -134,12 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from dagster import DagsterInstance, materialize
 
+    from stream_assets.dev.users import demo_users
     from stream_assets.resources import DeltaLake, KafkaSource, SparkResource
     from stream_assets.tables import catalog
     from stream_assets.tables.assets import build_asset
+    from stream_assets.tables.dimensions import build_user_dimension
 
     declared = {t.name: t for t in catalog.TABLES}
-    tables = [declared[name] for name in args.tables]
+    # The demo's one batch table, which enriched_events joins to, seeded with the demo users.
+    batch = {"user_dimension": lambda: build_user_dimension(demo_users)}
+    nodes = {name: batch[name]() if name in batch else build_asset(declared[name])
+             for name in args.tables}
     resources = {
         "spark": SparkResource(master=args.master or "local[*]", remote=args.remote,
                                spark_config=_pairs(args.conf),
@@ -149,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "stream_source": KafkaSource(bootstrap_servers=args.bootstrap,
                                      topic_names=_pairs(args.topic)),
     }
-    assets = [build_asset(t) for t in tables]
+    assets = list(nodes.values())
     imported = time.perf_counter()
     runs = []
     instance = DagsterInstance.ephemeral()
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         # What the run warned about (a retried query, ...), as its log shows it.
         warnings = [entry.user_message for entry in instance.all_logs(result.run_id)
                     if entry.dagster_event is None and entry.level >= logging.WARNING]
-        runs.append({"seconds": seconds, "assets": summary(result, tables),
+        runs.append({"seconds": seconds, "assets": summary(result, nodes),
                      "warnings": warnings})
     report = {"import_seconds": imported - started, "runs": runs}
     print(RESULT_PREFIX + json.dumps(report), flush=True)

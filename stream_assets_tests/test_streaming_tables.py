@@ -28,6 +28,7 @@ from stream_assets.tables.dimensions import build_user_dimension
 from stream_assets_tests import reference
 from stream_assets_tests.fixtures_s3 import delta_rs
 from stream_assets_tests.reference import assert_rows_equal
+from stream_assets_tests.table_schemas import delta_schemas, local_schemas
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -176,6 +177,8 @@ def test_derived_tables_equal_the_reference_with_late_events_dropped(lake, spark
     tables = [t for declared in catalog.TABLES for t in declared.tables]
     for table in tables:
         assert_same_in_delta_rs(spark, lake.lake, table)
+    # The schemas test_spark_connect.py holds a Connect run to (table_schemas.py).
+    assert delta_schemas(lake.lake, ["user_dimension", *tables]) == local_schemas()
     # Each column of every declared table has a description for the UI's column table.
     for declared in catalog.TABLES:
         for table in declared.tables:
