@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 RESULT_PREFIX = "RESULT "
+FAILED = "materialization failed:"
 LAKE_ENV = "STREAM_ASSETS_TEST_LAKE"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,9 +83,12 @@ def materialize_elsewhere(
                           text=True, timeout=timeout_s)
     lines = [x for x in done.stdout.splitlines() if x.startswith(RESULT_PREFIX)]
     if done.returncode != 0 or not lines:
+        # The failure's first lines say which table and why; a JVM stack trace follows them,
+        # and the output's end is whatever was logged last.
+        _, said, failure = done.stderr.partition(FAILED)
         raise RunnerFailed(
             f"{' '.join(command[:4])} ... exited {done.returncode}:\n"
-            f"{done.stdout[-2000:]}\n{done.stderr[-6000:]}"
+            f"{said}{failure[:1500]}\n...\n{done.stdout[-2000:]}\n{done.stderr[-6000:]}"
         )
     return json.loads(lines[-1][len(RESULT_PREFIX):])
 
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             failure = next((e for e in result.all_events if e.is_step_failure), None)
             error = failure.step_failure_data.error if failure else None
             message = error.to_string() if error else "no step failure recorded"
-            print(f"materialization failed:\n{message}", file=sys.stderr)
+            print(f"{FAILED}\n{message}", file=sys.stderr)
             return 1
         # What the run warned about (a retried query, ...), as its log shows it.
         warnings = [entry.user_message for entry in instance.all_logs(result.run_id)
