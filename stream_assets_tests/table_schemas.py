@@ -4,12 +4,15 @@
 delta-rs reads them from the Delta log. test_streaming_tables.py checks that its local
 materialization writes exactly these, and test_spark_connect.py that a materialization
 through Spark Connect does too, so the two modules compare Connect with local without a second
-run of either. A deliberate change to a demo table's columns changes this file with it.
+run of either. A deliberate change to a demo table's columns changes this file with it:
+`STREAM_ASSETS_WRITE_TABLE_SCHEMAS=1` on test_streaming_tables.py writes it from that run
+(then read the diff: it is what a user's tables will look like).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from stream_assets.resources import DeltaLake
@@ -18,7 +21,10 @@ from stream_assets_tests.fixtures_s3 import delta_rs
 LOCAL_SCHEMAS = Path(__file__).with_name("table_schemas.json")
 
 
-def local_schemas() -> dict[str, dict]:
+def local_schemas(written: dict[str, dict] | None = None) -> dict[str, dict]:
+    """The file's schemas; with STREAM_ASSETS_WRITE_TABLE_SCHEMAS=1, `written` replaces it."""
+    if written is not None and os.environ.get("STREAM_ASSETS_WRITE_TABLE_SCHEMAS") == "1":
+        LOCAL_SCHEMAS.write_text(json.dumps(written, indent=1) + "\n")
     return json.loads(LOCAL_SCHEMAS.read_text())
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from dagster import materialize
@@ -27,6 +29,7 @@ from stream_assets.tables.assets import build_asset
 from stream_assets.tables.catalog import raw_events
 from stream_assets_tests.fault_driver import (
     Driver,
+    Outcome,
     actual_tables,
     broker_messages,
     checkpoint_batches,
@@ -39,7 +42,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 OUTAGE_S = 8
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def own_broker(tmp_path_factory):
     port, controller_port = free_ports(2)
     broker = LocalBroker(home=tmp_path_factory.mktemp("kafka-outage"), port=port,
@@ -56,20 +59,31 @@ def _records(topic: str, count: int, seed: int):
             for r in generate_events(count, bad_ratio=0.1, seed=seed, id_prefix=f"outage-{seed}")]
 
 
-def test_broker_stopped_mid_stream_then_restarted_loses_and_doubles_nothing(
-    own_broker, spark_resource, spark, workdir
-):
+@dataclass
+class Outage:
+    """What the first outage left: a lake whose run went on through it."""
+
+    topic: str
+    records: list
+    workdir: Path
+    outcome: Outcome
+    stopped_at: set[int]
+    committed_after: set[int]
+
+
+@pytest.fixture(scope="module")
+def outage(own_broker, tmp_path_factory) -> Outage:
+    """The broker goes away while a run is between batches; it comes back 8 s later.
+
+    Small batches (about 10 of them), so the run is still going when the broker stops,
+    however fast the machine writes a batch: the broker stops within a second of batch 1's
+    commit, and eight batches remain; each batch more costs the suite a few seconds."""
+    workdir = tmp_path_factory.mktemp("outage")
     topic = f"outage-{uuid.uuid4().hex[:8]}"
     own_broker.create_topics([topic], partitions=3)
-    connection = KafkaConnection(bootstrap_servers=own_broker.bootstrap)
     records = _records(topic, 200, seed=41)
-    produce(records, connection)
+    produce(records, KafkaConnection(bootstrap_servers=own_broker.bootstrap))
     checkpoint = workdir / "checkpoints" / "raw_events"
-
-    # 1. The broker goes away while a run is between batches: the query waits, then goes on.
-    # Small batches (about 10 of them), so the run is still going when the broker stops,
-    # however fast the machine writes a batch: the broker stops within a second of batch 1's
-    # commit, and eight batches remain; each batch more costs the suite a few seconds.
     with Driver(workdir, own_broker.bootstrap, topic, max_offsets=20,
                 env={"STREAM_ASSETS_HOME": str(workdir / "home")}) as driver:
         driver.start()
@@ -77,34 +91,47 @@ def test_broker_stopped_mid_stream_then_restarted_loses_and_doubles_nothing(
         own_broker.stop()
         stopped_at = checkpoint_batches(checkpoint)[1]
         time.sleep(OUTAGE_S)
-        assert driver.alive(), f"the run gave up during a {OUTAGE_S} s outage: " + (
-            driver.finish().describe())
+        alive = driver.alive()
         own_broker.start()
         outcome = driver.finish()
-    assert outcome.ok, outcome.describe()
-    assert checkpoint_batches(checkpoint)[1] > stopped_at
+    assert alive, f"the run gave up during a {OUTAGE_S} s outage: " + outcome.describe()
+    return Outage(topic, records, workdir, outcome, stopped_at, checkpoint_batches(checkpoint)[1])
 
-    # 2. A run that starts while the broker is down fails fast and says what to do ...
-    more = _records(topic, 100, seed=42)
-    produce(more, connection)
+
+def test_a_run_waits_through_a_broker_outage_and_goes_on(outage):
+    assert outage.outcome.ok, outage.outcome.describe()
+    assert outage.committed_after > outage.stopped_at
+
+
+def test_a_run_started_during_an_outage_fails_fast_and_the_next_loses_and_doubles_nothing(
+    outage, own_broker, spark_resource
+):
+    # A run that starts while the broker is down fails fast and says what to do ...
+    more = _records(outage.topic, 100, seed=42)
+    produce(more, KafkaConnection(bootstrap_servers=own_broker.bootstrap))
+    workdir = outage.workdir
     lake = DeltaLake(tables_root=str(workdir / "tables"),
                      checkpoints_root=str(workdir / "checkpoints"))
     resources = {"spark": spark_resource, "lake": lake,
                  "stream_source": KafkaSource(bootstrap_servers=own_broker.bootstrap,
-                                              topic_names={"events": topic},
+                                              topic_names={"events": outage.topic},
                                               connect_timeout_s=3)}
     own_broker.stop()
-    started = time.monotonic()
-    with pytest.raises(KafkaUnavailable, match="stream-assets kafka start") as raised:
-        materialize([build_asset(raw_events)], resources=resources)
-    assert own_broker.bootstrap in str(raised.value)
-    assert time.monotonic() - started < 60
+    try:
+        started = time.monotonic()
+        with pytest.raises(KafkaUnavailable, match="stream-assets kafka start") as raised:
+            materialize([build_asset(raw_events)], resources=resources)
+        assert own_broker.bootstrap in str(raised.value)
+        assert time.monotonic() - started < 60
+    finally:
+        own_broker.start()
 
     # ... and the next run, with the broker back, resumes from the checkpoint.
-    own_broker.start()
     assert materialize([build_asset(raw_events)], resources=resources).success
 
-    expected = expected_tables(records + more, broker_messages(own_broker.bootstrap, topic))
+    records = outage.records
+    expected = expected_tables(records + more, broker_messages(own_broker.bootstrap,
+                                                               outage.topic))
     actual = actual_tables(workdir / "tables")
     assert actual.events == expected.events
     assert actual.dead == expected.dead

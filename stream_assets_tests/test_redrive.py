@@ -323,25 +323,27 @@ def test_a_redrive_crashed_at_each_delta_write_runs_again_once_and_downstream_fo
 
 
 def delta_state(root: Path) -> tuple[str, ...]:
-    """The files Delta reads in the image's `_delta_log`s: commits, checksums, checkpoints.
-    Not temporary files (`.<name>.<uuid>.tmp`, Hadoop's `.<name>.crc`), which Delta never
-    lists: an image at a commit's temporary file is, to Delta, the image before it."""
+    """The files of the image's `_delta_log`s that decide what Delta reads: commits and
+    checkpoints. Not temporary files (`.<name>.<uuid>.tmp`, Hadoop's `.<name>.crc`), which
+    Delta never lists: an image at a commit's temporary file is, to Delta, the image before
+    it. Nor a version's checksum (`NNN.crc`): Delta reads a table the same without it, which
+    the crash sweep shows for every append (test_crash_sweep.py restarts each such point)."""
     return tuple(sorted(p.relative_to(root).as_posix()
-                        for p in root.glob("tables/*/_delta_log/*") if not p.name.startswith(".")))
+                        for p in root.glob("tables/*/_delta_log/*")
+                        if not p.name.startswith(".") and p.suffix != ".crc"))
 
 
 def test_each_crash_image_of_a_redrive_runs_again_once(phases, kafka_broker, spark):
     """Each image is what a SIGKILL at its file would have left: re-driven again (in this
     process: a re-drive call, as the job's op makes it), each position lands once. One image
     per state of the Delta logs: on 2026-12-07 all 11 images were run again and each passed;
-    the 7 states keep the suite within its time."""
+    one per state keeps the suite within its time."""
     assert len(phases.crashes) >= 8, phases.crashes
     distinct: dict[tuple[str, ...], Crash] = {}
     for crash in phases.crashes:
         distinct.setdefault(delta_state(crash[2]), crash)
-    # Before the intent, the intent, its checksum, the append, the kill's state, the marks and
-    # their checksum.
-    assert len(distinct) >= 6, [p for _, p, _ in distinct.values()]
+    # Before the intent, after the intent, after the append, after the marks.
+    assert len(distinct) >= 4, [p for _, p, _ in distinct.values()]
     table = project.tables(2)[0]
     for how, point, root in distinct.values():
         lake = DeltaLake(tables_root=str(root / "tables"),

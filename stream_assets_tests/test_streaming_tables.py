@@ -9,6 +9,7 @@ server, and a local folder too with STREAM_ASSETS_TEST_LAKES=local,s3 (fixtures_
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -26,7 +27,7 @@ from stream_assets.tables import catalog
 from stream_assets.tables.assets import build_asset
 from stream_assets.tables.dimensions import build_user_dimension
 from stream_assets_tests import reference
-from stream_assets_tests.fixtures_s3 import delta_rs
+from stream_assets_tests.fixtures_s3 import TEST_LAKES, delta_rs
 from stream_assets_tests.reference import assert_rows_equal
 from stream_assets_tests.table_schemas import delta_schemas, local_schemas
 
@@ -46,8 +47,9 @@ class Lake:
     same time and must still give the reference's rows.
     """
 
-    def __init__(self, broker, topic_factory, spark_resource, lake: DeltaLake, instance):
-        self.topics = {name: topic_factory(name) for name in ("events", "impressions", "clicks")}
+    def __init__(self, broker, topics: dict[str, str], spark_resource, lake: DeltaLake,
+                 instance):
+        self.topics = topics
         self.lake = lake
         self.resources = {
             "spark": spark_resource,
@@ -104,37 +106,53 @@ def ad_closer(ts: datetime) -> list[Record]:
             Record("clicks", b"c", json.dumps(click).encode(), "good", click)]
 
 
-@pytest.fixture
-def lake(kafka_broker, topic_factory, spark_resource, any_lake, tmp_path):
-    """On a local folder, then on the test S3 server: the same reference holds for both."""
-    with instance_for_test(temp_dir=str(tmp_path)) as instance:
-        yield Lake(kafka_broker, topic_factory, spark_resource, any_lake, instance)
+@pytest.fixture(scope="module", params=TEST_LAKES)
+def streamed(request, kafka_broker, spark_resource, tmp_path_factory):
+    """Both phases streamed into one lake, on the test S3 server (and on a local folder when
+    STREAM_ASSETS_TEST_LAKES asks): a run, late and hostile records, a run, a run with
+    nothing new. The tests below look at it from three sides, each under two minutes."""
+    root = tmp_path_factory.mktemp(f"streamed-{request.param}")
+    if request.param == "local":
+        any_lake = DeltaLake(tables_root=str(root / "tables"),
+                             checkpoints_root=str(root / "checkpoints"))
+    else:
+        server = request.getfixturevalue("s3_server")
+        any_lake = server.lake(server.uri(f"streamed-{uuid.uuid4().hex[:8]}"))
+    topics = {name: f"{name}-{uuid.uuid4().hex[:10]}"
+              for name in ("events", "impressions", "clicks")}
+    kafka_broker.create_topics(list(topics.values()), partitions=3)
+    (root / "instance").mkdir()
+    with instance_for_test(temp_dir=str(root / "instance")) as instance:
+        lake = Lake(kafka_broker, topics, spark_resource, any_lake, instance)
+        phase1 = events(600, start=START, prefix="p1")  # an hour of events, out of order by 40 s
+        ads = list(generate_ad_traffic(150, seed=5, start=START, spacing=timedelta(seconds=20),
+                                       click_ratio=0.5, late_click_ratio=0.2, users=USERS))
+        lake.send(phase1 + ads)
+        lake.materialize()
+
+        newest = max(datetime.fromisoformat(r.event["timestamp"]) for r in phase1)
+        # Older than every watermark (the longest is 30 minutes) after the first run.
+        late = events(15, start=START + timedelta(minutes=2), prefix="late",
+                      spacing=timedelta(seconds=10), jitter=timedelta(0))
+        # Out of order, but within every watermark: these must still count.
+        within = events(20, start=newest - timedelta(minutes=3), prefix="within",
+                        spacing=timedelta(seconds=5), jitter=timedelta(0))
+        phase2 = events(300, start=newest + timedelta(seconds=5), prefix="p2")
+        final = closer(newest + timedelta(days=1))
+        lake.send(late + within + phase2 + [final] + ad_closer(START + timedelta(days=1)))
+        lake.send(HOSTILE)
+        lake.second = lake.materialize()
+        lake.materialize()  # nothing new: must change nothing
+        lake.good = [r.event for r in phase1 + late + within + phase2 + [final]]
+        lake.late_ids = {r.event["event_id"] for r in late}
+        lake.late = late
+        lake.ad_records = ads + ad_closer(START + timedelta(days=1))
+        yield lake
+    kafka_broker.delete_topics(list(topics.values()))
 
 
-
-def test_derived_tables_equal_the_reference_with_late_events_dropped(lake, spark):
-    phase1 = events(600, start=START, prefix="p1")  # one hour of events, out of order by 40 s
-    ads = list(generate_ad_traffic(150, seed=5, start=START, spacing=timedelta(seconds=20),
-                                   click_ratio=0.5, late_click_ratio=0.2, users=USERS))
-    lake.send(phase1 + ads)
-    lake.materialize()
-
-    newest = max(datetime.fromisoformat(r.event["timestamp"]) for r in phase1)
-    # Older than every watermark (the longest is 30 minutes) after the first run.
-    late = events(15, start=START + timedelta(minutes=2), prefix="late",
-                  spacing=timedelta(seconds=10), jitter=timedelta(0))
-    # Out of order, but within every watermark: these must still count.
-    within = events(20, start=newest - timedelta(minutes=3), prefix="within",
-                    spacing=timedelta(seconds=5), jitter=timedelta(0))
-    phase2 = events(300, start=newest + timedelta(seconds=5), prefix="p2")
-    final = closer(newest + timedelta(days=1))
-    lake.send(late + within + phase2 + [final] + ad_closer(START + timedelta(days=1)))
-    lake.send(HOSTILE)
-    second = lake.materialize()
-    lake.materialize()  # nothing new: must change nothing
-
-    good = [r.event for r in phase1 + late + within + phase2 + [final]]
-    late_ids = {r.event["event_id"] for r in late}
+def test_derived_tables_equal_the_reference_with_late_events_dropped(streamed, spark):
+    lake, good, late_ids = streamed, streamed.good, streamed.late_ids
     users = generate_users(50)
 
     assert_rows_equal(lake.rows(spark, "event_counts", drop=("updated_at",)),
@@ -154,31 +172,38 @@ def test_derived_tables_equal_the_reference_with_late_events_dropped(lake, spark
         {k: v for k, v in row.items() if k not in ("topic", "partition", "offset")}
         for row in reference.enriched_events(good, users)
     ])
-    ad_records = ads + ad_closer(START + timedelta(days=1))
-    impressions = [reference.parse_impression(r.value)[0] for r in ad_records
+    impressions = [reference.parse_impression(r.value)[0] for r in lake.ad_records
                    if r.topic == "impressions"]
-    clicks = [reference.parse_click(r.value)[0] for r in ad_records if r.topic == "clicks"]
+    clicks = [reference.parse_click(r.value)[0] for r in lake.ad_records if r.topic == "clicks"]
     assert_rows_equal(lake.rows(spark, "impression_clicks"),
                       reference.impression_clicks(impressions, clicks))
 
+
+def test_each_watermark_counts_the_late_rows_it_dropped(streamed):
     dropped = {
         m.asset_key: m.metadata.get("rows_dropped_by_watermark")
         for node in DERIVED
-        for m in second.asset_materializations_for_node(node)
+        for m in streamed.second.asset_materializations_for_node(node)
     }
     # Spark counts what reaches the state store: for aggregations that is rows already
     # pre-aggregated per group within a partition, so at most one per late event.
-    assert 1 <= dropped[AssetKey("event_counts")].value <= len(late)
-    assert dropped[AssetKey("user_sessions")].value == len(late)
+    assert 1 <= dropped[AssetKey("event_counts")].value <= len(streamed.late)
+    assert dropped[AssetKey("user_sessions")].value == len(streamed.late)
     assert dropped[AssetKey("enriched_events")] is None  # no state, nothing dropped
 
+
+def test_every_table_opens_in_delta_rs_with_described_columns_and_hostile_bytes_kept(
+    streamed, spark
+):
+    lake = streamed
     # Every table of the run opens in an independent reader too, dead letters of bytes that
     # are not UTF-8 included.
     tables = [t for declared in catalog.TABLES for t in declared.tables]
     for table in tables:
         assert_same_in_delta_rs(spark, lake.lake, table)
     # The schemas test_spark_connect.py holds a Connect run to (table_schemas.py).
-    assert delta_schemas(lake.lake, ["user_dimension", *tables]) == local_schemas()
+    written = delta_schemas(lake.lake, ["user_dimension", *tables])
+    assert written == local_schemas(written)
     # Each column of every declared table has a description for the UI's column table.
     for declared in catalog.TABLES:
         for table in declared.tables:
