@@ -174,9 +174,10 @@ def seed_users(users: int, if_missing: bool) -> None:
     It runs the asset through Dagster in the instance at DAGSTER_HOME, so the UI shows the
     table materialized with its metadata from the start, rather than "Never materialized".
     """
-    from dagster import AssetKey, DagsterInstance, materialize
+    from dagster import DagsterInstance, materialize
 
     from stream_assets.demo_assets import user_dimension
+    from stream_assets.monitoring.asset_events import asset_key
     from stream_assets.resources import DeltaLake, SparkResource
     from stream_assets.sinks import delta_log_version, is_delta_table
 
@@ -187,7 +188,7 @@ def seed_users(users: int, if_missing: bool) -> None:
                    "reads (scripts/demo.sh sets it)", err=True)
     instance = (DagsterInstance.get() if os.environ.get("DAGSTER_HOME")
                 else DagsterInstance.ephemeral())
-    recorded = instance.get_latest_materialization_event(AssetKey("user_dimension"))
+    recorded = instance.get_latest_materialization_event(asset_key("user_dimension"))
     if (if_missing and recorded is not None
             and delta_log_version(path, lake.files) is not None):
         # The common case of `make demo` run again: no JVM started to find out.

@@ -119,11 +119,8 @@ def test_a_wrong_expectation_is_refused_at_load():
 
 
 def test_a_report_judges_expectations_over_the_batches_it_covers():
-    from stream_assets.monitoring.report_events import (
-        expectation_evaluations,
-        expectation_outcomes,
-        failing_text,
-    )
+    from stream_assets.monitoring.asset_events import AssetEvents
+    from stream_assets.monitoring.report_events import expectation_outcomes, failing_text
     from stream_assets.monitoring.tracker import BatchTotals
     from stream_assets.tables.expectations import OBSERVATION
 
@@ -138,10 +135,11 @@ def test_a_report_judges_expectations_over_the_batches_it_covers():
     assert [(o.rows, o.violations, o.passed) for o in outcomes] == [
         (200, 15, True), (200, 2, False)]
     assert failing_text(outcomes) == "has_id: 1.0% of 200 rows violated (allowed 0.00%)"
-    positive, has_id = expectation_evaluations("t", outcomes)
+    positive, has_id = AssetEvents(continuous=True).expectations("t", outcomes)
     assert (positive.check_name, positive.passed, positive.severity.value) == (
         "positive", True, "WARN")
     assert has_id.metadata["rows_failed"].value == 2
+    assert has_id.metadata["mode"].value == "continuous"
 
 
 def test_rescued_fields_are_counted_and_named_for_the_check_and_the_alert(spark):

@@ -16,8 +16,6 @@ import time
 from collections.abc import Sequence
 
 from dagster import (
-    AssetKey,
-    AssetObservation,
     DefaultScheduleStatus,
     JobDefinition,
     OpExecutionContext,
@@ -26,6 +24,7 @@ from dagster import (
     op,
 )
 
+from stream_assets.monitoring.asset_events import AssetEvents, asset_key
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.maintenance_run import maintain
 
@@ -43,7 +42,7 @@ def readers_of(tables: Sequence[StreamingTable], name: str) -> list[StreamingTab
 
 def last_vacuum_at(context: OpExecutionContext, name: str) -> float | None:
     """When the job last vacuumed the table, from the table's last observation that says."""
-    records = context.instance.fetch_observations(AssetKey(name), limit=20).records
+    records = context.instance.fetch_observations(asset_key(name), limit=20).records
     for record in records:
         observation = record.asset_observation
         value = observation.metadata.get("last_vacuum_at") if observation else None
@@ -69,8 +68,7 @@ def _maintain_op(table: StreamingTable, tables: Sequence[StreamingTable]):
             now = time.time()
             for note in report.notes:
                 context.log.info(f"{name}: {note}")
-            context.log_event(AssetObservation(asset_key=AssetKey(name),
-                                               metadata=report.metadata(now)))
+            context.log_event(AssetEvents().observation(name, report.metadata(now)))
 
     return _maintain
 

@@ -22,8 +22,9 @@ from dagster import (
 
 from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG, OP_NAME, select_tables
 from stream_assets.jobs.config import ContinuousConfig, check_trigger_names
+from stream_assets.jobs.reports import DerivedChecks, Event
 from stream_assets.jobs.sessions import QuerySessions
-from stream_assets.jobs.supervisor import DerivedChecks, Event, Supervisor
+from stream_assets.jobs.supervisor import Supervisor
 from stream_assets.monitoring.alerts import carried_health
 from stream_assets.monitoring.listener import QueryEventListener
 from stream_assets.tables.assets import resource_keys

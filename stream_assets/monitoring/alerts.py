@@ -19,6 +19,7 @@ from dagster import (
     DagsterInstance,
 )
 
+from stream_assets.monitoring.asset_events import asset_key
 from stream_assets.monitoring.health import FIRING, RESOLVED, Alert, Problem
 from stream_assets.resources.alerting import AlertSink
 
@@ -117,7 +118,7 @@ def carried_health(instance: DagsterInstance, table: str) -> AssetCheckEvaluatio
     replaces with each report; the sensor records a verdict only when an alert starts or ends.
     Carried with every report, the verdict stays on the latest materialization.
     """
-    key = AssetCheckKey(AssetKey(table), HEALTH_CHECK)
+    key = AssetCheckKey(asset_key(table), HEALTH_CHECK)
     record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key]).get(key)
     event = record.event.dagster_event if record and record.event else None
     latest = event.event_specific_data if event else None

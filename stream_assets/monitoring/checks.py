@@ -21,16 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from dagster import (
-    AssetCheckEvaluation,
     AssetCheckKey,
     AssetCheckResult,
     AssetChecksDefinition,
-    AssetCheckSeverity,
     AssetCheckSpec,
-    AssetKey,
     MetadataValue,
     multi_asset_check,
 )
@@ -42,6 +40,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from stream_assets.monitoring.asset_events import AssetEvents, CheckEvent, asset_key
 from stream_assets.monitoring.check_config import (
     DEAD_LETTER_RATIO,
     FRESHNESS,
@@ -109,10 +108,6 @@ def has_dead_letter_ratio(table: StreamingTable) -> bool:
     """Whether the table's rows and dead letters add up to the records read: only when the
     table is its parser's output (a join or an aggregation writes other numbers of rows)."""
     return table.dead_letter_table is not None and table.transform is None
-
-
-def _severity(expectation: Expectation) -> AssetCheckSeverity:
-    return AssetCheckSeverity(expectation.severity)
 
 
 def planned_checks(
@@ -243,18 +238,18 @@ class TableChecks:
     table: StreamingTable
     config: ChecksConfig
 
-    def evaluations(self, spark: SparkSession, lake: Any) -> list[AssetCheckEvaluation]:
-        found = []
+    def evaluations(self, spark: SparkSession, lake: Any) -> list[CheckEvent]:
         planned = [(name, check, exp) for name, check, exp, _ in
                    planned_checks(self.table, self.config)]
-        for name, check, expectation, outcome in evaluate_planned(spark, lake, self.table,
-                                                                  planned, self.config):
-            found.append(AssetCheckEvaluation(
-                asset_key=AssetKey(name), check_name=check, passed=outcome.passed,
-                severity=_severity(expectation), description=outcome.description,
-                metadata={**outcome.metadata, "mode": "continuous"},
-            ))
-        return found
+        return [check_event(AssetEvents(continuous=True), *found)
+                for found in evaluate_planned(spark, lake, self.table, planned, self.config)]
+
+
+def check_event(events: AssetEvents, name: str, check: str, expectation: Expectation,
+                outcome: Outcome) -> CheckEvent:
+    """A derived check's verdict as either mode reports it (asset_events.AssetEvents)."""
+    return events.check(name, check, outcome.passed, expectation.severity,
+                        outcome.description, outcome.metadata)
 
 
 def table_checks(
@@ -343,7 +338,7 @@ def last_verdict(instance: Any, name: str, check: str, versions: dict[str, str]
                  ) -> Outcome | None:
     """The check's last completed verdict, when it was reached at these very versions."""
     records = instance.event_log_storage.get_asset_check_execution_history(
-        AssetCheckKey(AssetKey(name), check), limit=1,
+        AssetCheckKey(asset_key(name), check), limit=1,
         status={AssetCheckExecutionRecordStatus.SUCCEEDED,
                 AssetCheckExecutionRecordStatus.FAILED})
     evaluation = records[0].evaluation if records else None
@@ -374,10 +369,10 @@ def build_checks(
     """All checks of one declared query, as one multi-asset check (one step, one session)."""
     config = config or ChecksConfig()
     planned = planned_checks(table, config)
-    by_key = {AssetCheckKey(AssetKey(name), check): (name, check, exp)
+    by_key = {AssetCheckKey(asset_key(name), check): (name, check, exp)
               for name, check, exp, _ in planned}
     specs = [
-        AssetCheckSpec(check, asset=AssetKey(name), description=text, blocking=exp.blocking,
+        AssetCheckSpec(check, asset=asset_key(name), description=text, blocking=exp.blocking,
                        metadata={"severity": exp.severity})
         for name, check, exp, text in planned
     ]
@@ -391,17 +386,7 @@ def build_checks(
     )
     def _checks(context) -> Iterator[AssetCheckResult]:  # AssetCheckExecutionContext
         lake = context.resources.lake
-
-        def result(name: str, check: str, expectation: Expectation, outcome: Outcome
-                   ) -> AssetCheckResult:
-            return AssetCheckResult(
-                asset_key=AssetKey(name),
-                check_name=check,
-                passed=outcome.passed,
-                severity=_severity(expectation),
-                description=outcome.description,
-                metadata=outcome.metadata,
-            )
+        result = partial(check_event, AssetEvents())
 
         to_read = []
         for key in sorted(context.selected_asset_check_keys, key=lambda k: k.to_user_string()):

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dagster import AssetKey, DagsterInstance, MetadataValue, TableColumn, TableSchema
+from dagster import DagsterInstance, MetadataValue, TableColumn, TableSchema
 from pyspark.sql.types import StructType
 
+from stream_assets.monitoring.asset_events import asset_key
 from stream_assets.monitoring.lag import parse_offsets
 
 # Delta's operation metrics that count the rows a MERGE changed; its numOutputRows also counts
@@ -207,7 +208,7 @@ def recorded_columns(instance: DagsterInstance, name: str) -> list[tuple[str, st
 
 def _last_metadata(instance: DagsterInstance, name: str) -> Mapping[str, Any]:
     """The metadata of the table's last materialization, {} when there is none."""
-    event = instance.get_latest_materialization_event(AssetKey(name))
+    event = instance.get_latest_materialization_event(asset_key(name))
     materialization = event.asset_materialization if event is not None else None
     return materialization.metadata if materialization is not None else {}
 

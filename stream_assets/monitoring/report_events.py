@@ -1,6 +1,7 @@
-"""A report as Dagster events: an AssetMaterialization on each table that got rows, else an
-AssetObservation, all carrying numeric metadata the UI can plot and the health sensor reads
-back (health.StreamReport), and the expectations' check evaluations. Pure."""
+"""A continuous report as Dagster events: a materialization on each table that got rows, else
+an observation, all carrying numeric metadata the UI can plot and the health sensor reads
+back (health.StreamReport), and the expectations' verdicts. Pure; the events themselves are
+built as a catch-up run's are (asset_events.AssetEvents)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from dagster import (
-    AssetCheckEvaluation,
-    AssetCheckSeverity,
-    AssetKey,
-    AssetMaterialization,
-    AssetObservation,
-    MetadataValue,
-)
+from dagster import AssetObservation, MetadataValue
 
+from stream_assets.monitoring.asset_events import AssetEvents, Materialization
 from stream_assets.monitoring.health import StreamReport
 from stream_assets.monitoring.lag import (
     TopicLag,
@@ -27,6 +22,8 @@ from stream_assets.monitoring.tracker import BatchTotals
 from stream_assets.tables import expectations as quality
 from stream_assets.tables.expectations import DataExpectation
 
+CONTINUOUS = AssetEvents(continuous=True)
+
 
 def _epoch(iso: str | None) -> float | None:
     if not iso:
@@ -36,7 +33,6 @@ def _epoch(iso: str | None) -> float | None:
     except ValueError:
         return None
     return value if value > 0 else None  # Spark's "no watermark yet" is the epoch
-
 
 
 def batch_metadata(
@@ -76,7 +72,7 @@ def stream_events(
     lags: list[TopicLag] | None,
     backlog: Mapping[str, int] | None = None,
     states: Mapping[str, Mapping[str, Any]] | None = None,
-) -> list[AssetMaterialization | AssetObservation]:
+) -> list[Materialization | AssetObservation]:
     """Dagster events for one report: a materialization per table that changed, else an
     observation of the main table (a heartbeat, a failure, a stop). `states` holds each
     table's standard metadata after the report's commits (DeltaWrites.state)."""
@@ -85,22 +81,19 @@ def stream_events(
     if report.dead_letter_rows is not None and report.input_rows:
         shared["dead_letter_ratio"] = round(report.dead_letter_rows / report.input_rows, 6)
     description = f"{report.query} {report.status}, since the last report: {_read_text(totals)}"
-    events: list[AssetMaterialization | AssetObservation] = []
+    events: list[Materialization | AssetObservation] = []
     for name in tables:
         rows = written.get(name, 0)
         changed = rows > 0 or (name == main_table and report.input_rows > 0)
-        meta = {**shared, "rows_written": rows, "mode": "continuous"}
+        meta = {**shared, "rows_written": rows}
         if changed:
             meta.update(states.get(name, {}))
             # Rows count the table's Delta commits, batches the query's progress: a batch's
             # commit can come a report before its progress does.
-            events.append(AssetMaterialization(
-                AssetKey(name),
-                description=f"{description}; {rows:,} rows committed to {name}",
-                metadata=meta))
+            events.append(CONTINUOUS.materialization(
+                name, meta, f"{description}; {rows:,} rows committed to {name}"))
         elif name == main_table:
-            events.append(AssetObservation(AssetKey(name), description=description,
-                                           metadata=meta))
+            events.append(CONTINUOUS.observation(name, meta, description))
     return events
 
 
@@ -136,23 +129,6 @@ def failing_text(outcomes: Sequence[quality.Outcome]) -> str | None:
     if not outcomes:
         return None
     return "; ".join(o.summary for o in outcomes if not o.passed)
-
-
-def expectation_evaluations(table: str, outcomes: Sequence[quality.Outcome]
-                            ) -> list[AssetCheckEvaluation]:
-    """The expectations' asset checks for the batches of one report, as the catch-up run's."""
-    return [
-        AssetCheckEvaluation(
-            asset_key=AssetKey(table),
-            check_name=o.expectation.name,
-            passed=o.passed,
-            severity=AssetCheckSeverity(o.severity),
-            description=o.description,
-            metadata={**o.metadata(), "mode": "continuous"},
-        )
-        for o in outcomes
-    ]
-
 
 
 def lag_total(lags: list[TopicLag] | None) -> int | None:

@@ -46,6 +46,7 @@ from dagster import (
 
 from stream_assets.continuous_runs import continuous_runs, run_tables
 from stream_assets.monitoring.alerts import HEALTH_CHECK, health_evaluation, send_alert
+from stream_assets.monitoring.asset_events import asset_key
 from stream_assets.monitoring.health import (
     FIRING,
     Alert,
@@ -114,7 +115,7 @@ def stream_views(
     by_id = {run.run_id: run for run in running}
     views = []
     for table in catalog:
-        latest = latest_report(instance, AssetKey(table.name))
+        latest = latest_report(instance, table.asset_key)
         owner = next((r for r in running if table.name in run_tables(r, catalog)), None)
         if latest is not None and latest.run_id in by_id:
             stopped = latest.report.status == Status.STOPPED
@@ -167,7 +168,7 @@ def evaluate_health(
     for alert in new:
         by_stream.setdefault(alert.stream, []).append(alert)
     events = [
-        health_evaluation(AssetKey(stream), state.open_incidents(stream), alerts)
+        health_evaluation(asset_key(stream), state.open_incidents(stream), alerts)
         for stream, alerts in sorted(by_stream.items())
     ]
     watched = sum(1 for v in views if v.running)
@@ -212,7 +213,7 @@ def build_health_checks(
     thresholds = thresholds or HealthThresholds()
     catalog = tuple(catalog)
     specs = [
-        AssetCheckSpec(HEALTH_CHECK, asset=AssetKey(t.name),
+        AssetCheckSpec(HEALTH_CHECK, asset=t.asset_key,
                        description="The continuous query is not failed, stalled, behind, cut off "
                        "from its sources or dead-lettering above the threshold (judged by "
                        "stream_health_sensor; a continuous run carries its verdict with "
@@ -368,7 +369,7 @@ def build_catch_up_sensor(
     minimum_interval_seconds: int | None = None,
 ) -> SensorDefinition:
     catalog = tuple(catalog)
-    keys = [AssetKey(t) for decl in catalog for t in decl.tables]
+    keys = [key for decl in catalog for key in decl.asset_keys]
     # The Kafka resources the tables read through, by the key each source names.
     kafka_keys = sorted({key for t in catalog for key in t.kafka_topics_by_resource})
 
@@ -402,7 +403,7 @@ def build_catch_up_sensor(
             digest = ",".join(f"{k}={v}" for k, v in sorted(current.items()))
             requests.append(RunRequest(
                 run_key=f"{table.name}:{digest}",
-                asset_selection=[AssetKey(t) for t in table.tables],
+                asset_selection=list(table.asset_keys),
                 tags={CATCH_UP_TAG: table.name},
             ))
         cursor = json.dumps(seen, sort_keys=True)

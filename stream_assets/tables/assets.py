@@ -6,8 +6,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
@@ -24,6 +22,12 @@ from pyspark.sql import SparkSession
 
 from stream_assets.errors import StreamFailed
 from stream_assets.lake_files import LakeFiles
+from stream_assets.monitoring.asset_events import (
+    AssetEvents,
+    CheckEvent,
+    Materialization,
+    asset_key,
+)
 from stream_assets.monitoring.metadata import (
     PROPERTIES_KEY,
     query_metadata,
@@ -45,6 +49,9 @@ from stream_assets.tables.pending import InputCheck, pending_input
 from stream_assets.tables.pools import check_pool_settings
 from stream_assets.tables.runner import CatchUpResult, StreamContext, catch_up
 from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE
+
+# A catch-up run reports from its asset's step: results that fulfil its outputs and checks.
+CATCH_UP = AssetEvents()
 
 
 class CatchUpConfig(Config):
@@ -128,7 +135,7 @@ def build_asset(table: StreamingTable, cascade: refresh.Cascade | None = None):
     config_class = catch_up_config(table, cascade)
     specs = [
         AssetSpec(
-            key=AssetKey(name),
+            key=asset_key(name),
             deps=list(table.dependencies),
             description=table.description if name == table.name
             else dead_letters.description(table.name),
@@ -224,7 +231,7 @@ def build_asset(table: StreamingTable, cascade: refresh.Cascade | None = None):
                 )
             )
             meta.update(properties_metadata(table, name))
-            yield MaterializeResult(asset_key=AssetKey(name), metadata=meta)
+            yield CATCH_UP.materialization(name, meta)
         yield from expectation_results(table, result.progress)
 
     return _catch_up
@@ -283,17 +290,17 @@ def properties_metadata(table: StreamingTable, name: str) -> dict[str, Any]:
 
 
 def skipped_results(context: AssetExecutionContext, table: StreamingTable, lake: Any,
-                    check: InputCheck) -> list[MaterializeResult | AssetCheckResult] | None:
+                    check: InputCheck) -> list[Materialization | CheckEvent] | None:
     """A materialization per table saying nothing was new, with the figures of the last one,
     or None when the last one does not describe the table as it stands (then run the query)."""
-    results: list[MaterializeResult | AssetCheckResult] = []
+    results: list[Materialization | CheckEvent] = []
     for name in table.tables:
         path = lake.table_path(name)
         state = state_since(recorded_state(context.instance, name), path, lake.files)
         if state is None:
             return None
         columns = recorded_column_schema(context.instance, name)
-        results.append(MaterializeResult(asset_key=AssetKey(name), metadata={
+        results.append(CATCH_UP.materialization(name, {
             **table_state(path, *state),
             # Carried forward with the state: the table as it stands, which the next run's
             # schema check compares with the declaration (schema_check).
@@ -333,7 +340,7 @@ def expectation_check_specs(table: StreamingTable) -> list[AssetCheckSpec]:
     """One asset check per expectation, on the table, reported by every run of its query."""
     return [
         AssetCheckSpec(
-            e.name, asset=AssetKey(table.name),
+            e.name, asset=table.asset_key,
             description=e.check_description,
             metadata={"action": e.action, "condition": e.condition},
         )
@@ -341,26 +348,15 @@ def expectation_check_specs(table: StreamingTable) -> list[AssetCheckSpec]:
     ]
 
 
-def check_result(table: StreamingTable, outcome: quality.Outcome) -> AssetCheckResult:
-    return AssetCheckResult(
-        asset_key=AssetKey(table.name),
-        check_name=outcome.expectation.name,
-        passed=outcome.passed,
-        severity=AssetCheckSeverity(outcome.severity),
-        description=outcome.description,
-        metadata=outcome.metadata(),
-    )
+def expectation_results(table: StreamingTable, progress: list[dict]) -> list[CheckEvent]:
+    """The expectations' verdicts over the run's batches, as the continuous job judges a
+    report's (report_events.expectation_outcomes)."""
+    return CATCH_UP.expectations(table.name, quality.judge(progress, table.expectations))
 
 
-def expectation_results(table: StreamingTable, progress: list[dict]
-                        ) -> Iterator[AssetCheckResult]:
-    for outcome in quality.judge(progress, table.expectations):
-        yield check_result(table, outcome)
-
-
-def failed_expectation_results(table: StreamingTable, error: str) -> Iterator[AssetCheckResult]:
-    for outcome in quality.stopped_by(error, table.expectations):
-        yield check_result(table, outcome)
+def failed_expectation_results(table: StreamingTable, error: str) -> list[CheckEvent]:
+    """The verdicts when a `fail` expectation stopped the query (the continuous job's too)."""
+    return CATCH_UP.expectations(table.name, quality.stopped_by(error, table.expectations))
 
 
 def spec_metadata(table: StreamingTable, name: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from pyspark.sql.streaming import DataStreamWriter
 from pyspark.sql.types import BinaryType, StructField, StructType
 
 from stream_assets.errors import DeclarationError
+from stream_assets.monitoring.asset_events import asset_key
 from stream_assets.tables import dead_letters, expectation_sql
 from stream_assets.tables import expectations as quality
 from stream_assets.tables.expectations import DataExpectation
@@ -319,6 +320,16 @@ class StreamingTable:
         """Every table the query writes: its own, then its dead letters."""
         dead = self.dead_letter_table
         return (self.name, dead) if dead else (self.name,)
+
+    @property
+    def asset_key(self) -> AssetKey:
+        """The Dagster asset of the query's own table (every report and check names it)."""
+        return asset_key(self.name)
+
+    @property
+    def asset_keys(self) -> tuple[AssetKey, ...]:
+        """The assets of every table the query writes, in the order of `tables`."""
+        return tuple(asset_key(name) for name in self.tables)
 
     @property
     def pool(self) -> str:

@@ -24,6 +24,7 @@ from dagster import (
 )
 
 from stream_assets.errors import TableBusy
+from stream_assets.monitoring.asset_events import AssetEvents
 from stream_assets.tables.declaration import StreamingTable
 
 # Metadata keys, on the materialization (and the observation) of every table a refresh reset.
@@ -75,7 +76,7 @@ def announce(context: AssetExecutionContext, table: StreamingTable, cascade: Cas
     Returns the reset queries besides `table` that this run rebuilds.
     """
     keys = run_asset_keys(context)
-    in_run = {t.name for t in cascade.downstream if AssetKey(t.name) in keys}
+    in_run = {t.name for t in cascade.downstream if t.asset_key in keys}
     later = [n for n in cascade.names() if n not in in_run]
     text = f"full refresh of {table.name}: deleting the checkpoint and tables of {table.name}"
     if cascade.downstream:
@@ -108,7 +109,7 @@ def reset_events(table: StreamingTable, cascade: Cascade, deleted: Mapping[str, 
     events = []
     for query in cascade.downstream:
         for name in query.tables:
-            events.append(AssetObservation(asset_key=AssetKey(name), metadata={
+            events.append(AssetEvents().observation(name, {
                 CASCADE_OF: table.name,
                 DELETED: MetadataValue.json({query.name: deleted.get(query.name, [])}),
                 REBUILT_BY: "this run, after " + table.name if query.name in in_run else LATER,
@@ -134,7 +135,7 @@ def refreshed_metadata(table: StreamingTable, cascade: Cascade,
 
 def cascade_metadata(context: AssetExecutionContext, table: StreamingTable) -> dict[str, Any]:
     """For a query this run reset as a cascade of another one: what that refresh deleted."""
-    records = context.instance.fetch_observations(AssetKey(table.name), limit=20).records
+    records = context.instance.fetch_observations(table.asset_key, limit=20).records
     for record in records:
         event = record.asset_event
         if record.run_id == context.run_id and event is not None \

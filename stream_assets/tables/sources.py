@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
 from stream_assets.errors import DeclarationError, StreamFailed
+from stream_assets.monitoring.asset_events import asset_key
 from stream_assets.records.ddl import parse_schema
 from stream_assets.records.json_records import RESCUED, JsonRecords, WrongTypes, with_required
 from stream_assets.sinks import is_delta_table
@@ -175,7 +176,7 @@ class _ProjectTable(Source):
 
     @property
     def asset_key(self) -> AssetKey:
-        return AssetKey(self.table)
+        return asset_key(self.table)
 
     def _path(self, ctx: ReadContext, reading: str, advice: str) -> str:
         path = ctx.lake.table_path(self.table)
