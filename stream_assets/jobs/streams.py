@@ -6,7 +6,7 @@ from typing import Any
 
 from pyspark.sql.streaming import StreamingQuery
 
-from stream_assets.monitoring.measures import DeltaWrites
+from stream_assets.monitoring.delta_writes import DeltaWrites
 from stream_assets.monitoring.tracker import StreamTracker
 from stream_assets.tables.declaration import StreamingTable
 

@@ -18,16 +18,15 @@ from dagster import (
     multi_asset,
 )
 from pydantic import Field, create_model
-from pyspark.sql import SparkSession
 
 from stream_assets.errors import StreamFailed
-from stream_assets.lake_files import LakeFiles
 from stream_assets.monitoring.asset_events import (
     AssetEvents,
     CheckEvent,
     Materialization,
     asset_key,
 )
+from stream_assets.monitoring.delta_writes import table_metadata
 from stream_assets.monitoring.metadata import (
     PROPERTIES_KEY,
     query_metadata,
@@ -35,12 +34,10 @@ from stream_assets.monitoring.metadata import (
     recorded_columns,
     recorded_properties,
     recorded_state,
-    row_count_after,
-    rows_written,
     table_schema,
     table_state,
 )
-from stream_assets.sinks import commit_of, delta_history, delta_schema, quiet_versions
+from stream_assets.sinks import commit_of, quiet_versions
 from stream_assets.tables import dead_letters, refresh
 from stream_assets.tables import expectations as quality
 from stream_assets.tables.checkpoint_guard import QUIET_CLEANUP
@@ -67,47 +64,6 @@ def catch_up_config(table: StreamingTable, cascade: refresh.Cascade) -> type[Cat
     description = refresh.field_description(table, cascade)
     return create_model(CatchUpConfig.__name__, __base__=CatchUpConfig,
                         full_refresh=(bool, Field(default=False, description=description)))
-
-
-def table_metadata(
-    spark: SparkSession,
-    path: str,
-    before: int | None,
-    after: int | None,
-    recorded: tuple[int, int, float] | None = None,
-    descriptions: Mapping[str, str] | None = None,
-    files: LakeFiles | None = None,
-) -> dict[str, Any]:
-    """What a table looks like after a run, and what the run's commits wrote to it.
-
-    `recorded` is the (Delta version, row count, commit time) of the table's last
-    materialization; it spares a count of the whole table when the run's commits say how
-    the count changed. The commit time tells a table recreated since then from the same one.
-    """
-    if after is None:
-        return {"path": MetadataValue.path(path), "delta_version": -1, "dagster/row_count": 0}
-    first = 0 if before is None else before + 1
-    # One commit more than the run made: the one at `before` anchors the recorded count.
-    history = delta_history(spark, path, after - first + 2, files)
-    new_commits = [c for c in history if c["version"] >= first]
-    anchor = next((c for c in history if c["version"] == before), None)
-    known = None
-    if recorded is not None and anchor is not None and recorded[0] == before \
-            and abs(recorded[2] - anchor["timestamp"].timestamp()) < 0.001:
-        known = recorded[:2]
-    count = row_count_after(new_commits, before, after, known)
-    # Spark only where the log cannot answer: a snapshot costs a job on every materialization.
-    schema = delta_schema(path, files) if files is not None and count is not None else None
-    if schema is None:
-        frame = spark.read.format("delta").load(path)
-        schema = frame.schema
-        if count is None:
-            count = frame.count()
-    return {
-        **table_state(path, after, count, history[0]["timestamp"].timestamp()),
-        "rows_written": rows_written(new_commits),
-        "dagster/column_schema": table_schema(schema, descriptions),
-    }
 
 
 def source_specs(tables: Sequence[StreamingTable]) -> list[AssetSpec]:
