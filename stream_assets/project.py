@@ -27,10 +27,10 @@ from stream_assets.jobs import (
     build_redrive_job,
 )
 from stream_assets.jobs.maintenance import DEFAULT_CRON, maintenance_cron
+from stream_assets.monitoring.catch_up_sensor import build_catch_up_sensor
 from stream_assets.monitoring.check_config import ChecksConfig
 from stream_assets.monitoring.checks import build_all_checks, table_checks
 from stream_assets.monitoring.sensors import (
-    build_catch_up_sensor,
     build_health_checks,
     build_health_sensor,
     build_run_failure_sensor,

@@ -34,18 +34,17 @@ from dagster._core.events.log import EventLogEntry
 from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG
 from stream_assets.jobs import JOB_NAME
 from stream_assets.lake_files import LOCAL_FILES
-from stream_assets.monitoring.health import HealthThresholds, Status, StreamReport
-from stream_assets.monitoring.sensors import (
+from stream_assets.monitoring.catch_up_sensor import (
     TABLE_MISSING,
     build_catch_up_sensor,
-    build_health_sensor,
-    build_run_failure_sensor,
-    delta_log_version,
     input_positions,
     plan_catch_up,
 )
+from stream_assets.monitoring.health import HealthThresholds, Status, StreamReport
+from stream_assets.monitoring.sensors import build_health_sensor, build_run_failure_sensor
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.alerting import AlertSink
+from stream_assets.sinks import delta_log_version
 from stream_assets.tables.catalog import TABLES
 
 pytest_plugins = ["stream_assets_tests.dagster_dev"]

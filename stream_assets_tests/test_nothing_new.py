@@ -15,8 +15,8 @@ from pyspark.sql.streaming import StreamingQueryListener
 
 from stream_assets.dev.generator import GOOD, generate_events
 from stream_assets.dev.producer import produce
+from stream_assets.monitoring.catch_up_sensor import input_positions
 from stream_assets.monitoring.measures import measure_backlog
-from stream_assets.monitoring.sensors import input_positions
 from stream_assets.resources import KafkaSource
 from stream_assets.resources.kafka import KafkaConnection
 from stream_assets.tables.assets import build_asset

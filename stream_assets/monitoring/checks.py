@@ -13,8 +13,9 @@ started only for checks that cannot be told from the Delta logs, the previous ve
 materializations' row counts (`without_spark`); both key checks share one pass over the table.
 
 The checks' configuration lives in check_config.py, their verdicts (pure functions of a
-table's rows, schema and commits) in check_evaluations.py; this module plans them from a
-declaration, reads the tables and reports to Dagster.
+table's rows, schema and commits) in check_evaluations.py, the verdicts told without Spark in
+check_reuse.py; this module plans them from a declaration, reads the tables and reports to
+Dagster, through the events both modes report (asset_events.AssetEvents).
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from dagster import (
 
 # Dagster does not export the status of a check's execution; the event log storage is the
 # only place that says which past evaluations completed.
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
@@ -64,19 +64,14 @@ from stream_assets.monitoring.check_evaluations import (
     check_keys_unique,
     check_schema,
     check_small_files,
-    freshness_outcome,
 )
-from stream_assets.monitoring.metadata import recorded_state
-from stream_assets.sinks import commit_of, is_delta_table, sql_path
+from stream_assets.monitoring.check_reuse import VERSIONS_KEY, versions_read, without_spark
+from stream_assets.sinks import is_delta_table, sql_path
 from stream_assets.tables.dead_letters import REDRIVEN_VERSION
 from stream_assets.tables.declaration import StreamingTable
 
 RESOURCE_KEYS = {"spark", "lake"}
 
-# In each evaluation's metadata: the Delta versions it read, so an unchanged table's verdict
-# can be reported again without reading it (`without_spark`).
-VERSIONS_KEY = "delta_versions"
-REUSED = " (table unchanged since this verdict: same Delta commits)"
 
 
 # -- what is checked, derived from the declaration -------------------------------------------
@@ -217,7 +212,7 @@ def key_outcomes(spark: SparkSession, lake: Any, table: StreamingTable,
                  required: tuple[str, ...], unique: tuple[str, ...]) -> dict[str, Outcome]:
     """Both key checks of the query's table from one pass, with the versions read (taken
     first, as in `evaluate_recording_versions`)."""
-    versions = versions_read(lake, table, table.name, KEYS_UNIQUE)
+    versions = versions_read(lake, table.name, KEYS_UNIQUE)
     lake.attach(spark)
     path = lake.table_path(table.name)
     if not is_delta_table(spark, path):
@@ -263,29 +258,6 @@ def table_checks(
             for t in tables}
 
 
-def commits_read(lake: Any, table: StreamingTable, name: str, check: str
-                 ) -> dict[str, tuple[int, float] | None]:
-    """The newest commit (version, commit file time) of each table a check's verdict depends
-    on: the table's, and for the dead-letter ratio its dead letters' too; None where it cannot
-    be told without Spark."""
-    names = [name]
-    if check == DEAD_LETTER_RATIO and table.dead_letter_table is not None:
-        names.append(table.dead_letter_table)
-    return {n: commit_of(lake.table_path(n), lake.files) for n in names}
-
-
-def versions_read(lake: Any, table: StreamingTable, name: str, check: str
-                  ) -> dict[str, str | None]:
-    """`commits_read` as "version@commit time" (a table deleted and rebuilt to the same
-    version has other commit times)."""
-    return {n: None if c is None else _stamp(c)
-            for n, c in commits_read(lake, table, name, check).items()}
-
-
-def _stamp(commit: tuple[int, float]) -> str:
-    return f"{commit[0]}@{commit[1]:.6f}"
-
-
 def evaluate_recording_versions(
     spark: SparkSession, lake: Any, table: StreamingTable, name: str, check: str,
     expectation: Expectation, config: ChecksConfig | None = None,
@@ -293,74 +265,12 @@ def evaluate_recording_versions(
     """`evaluate`, with the versions it read in the metadata (taken first: a commit during
     the evaluation can only make the recorded versions older than what was read, never
     newer, so a later run never reuses a verdict for a table it did not see)."""
-    versions = versions_read(lake, table, name, check) if check != FRESHNESS else {}
+    versions = versions_read(lake, name, check, table.dead_letter_table) \
+        if check != FRESHNESS else {}
     outcome = evaluate(spark, lake, table, name, check, expectation, config)
     if versions and None not in versions.values():
         outcome.metadata[VERSIONS_KEY] = MetadataValue.json(versions)
     return outcome
-
-
-def without_spark(instance: Any, lake: Any, table: StreamingTable, name: str, check: str,
-                  expectation: Expectation) -> Outcome | None:
-    """The check's outcome when it can be told without reading the table, else None.
-
-    Freshness is the age of its newest commit file. Every other check is a
-    function of the tables' versions: when they are those its last completed evaluation
-    recorded, that evaluation's verdict stands, and is reported again saying so. The
-    dead-letter ratio is also told by the row counts the two tables' materializations
-    recorded, when both describe the tables as they stand.
-    """
-    if check == FRESHNESS:
-        assert isinstance(expectation, FreshnessExpectation)
-        commit = commit_of(lake.table_path(name), lake.files)
-        return None if commit is None else freshness_outcome(*commit,
-                                                             expectation.max_age_minutes)
-    commits = commits_read(lake, table, name, check)
-    if None in commits.values():
-        return None
-    versions = {n: _stamp(c) for n, c in commits.items() if c is not None}
-    reused = last_verdict(instance, name, check, versions)
-    if reused is not None or check != DEAD_LETTER_RATIO:
-        return reused
-    assert isinstance(expectation, DeadLetterExpectation)
-    assert table.dead_letter_table is not None
-    rows = {n: recorded_rows(instance, n, c) for n, c in commits.items() if c is not None}
-    if None in rows.values():
-        return None
-    outcome = check_dead_letter_ratio(rows[name], rows[table.dead_letter_table],
-                                      expectation.max_ratio)
-    outcome.metadata["counted_from"] = "the row counts of the tables' materializations"
-    outcome.metadata[VERSIONS_KEY] = MetadataValue.json(versions)
-    return outcome
-
-
-def last_verdict(instance: Any, name: str, check: str, versions: dict[str, str]
-                 ) -> Outcome | None:
-    """The check's last completed verdict, when it was reached at these very versions."""
-    records = instance.event_log_storage.get_asset_check_execution_history(
-        AssetCheckKey(asset_key(name), check), limit=1,
-        status={AssetCheckExecutionRecordStatus.SUCCEEDED,
-                AssetCheckExecutionRecordStatus.FAILED})
-    evaluation = records[0].evaluation if records else None
-    if evaluation is None:
-        return None
-    recorded = evaluation.metadata.get(VERSIONS_KEY)
-    if recorded is None or recorded.value != versions:
-        return None
-    metadata = dict(evaluation.metadata)
-    metadata["reused_from_run"] = metadata.get("reused_from_run") or records[0].run_id
-    description = (evaluation.description or "").removesuffix(REUSED)
-    return Outcome(evaluation.passed, description + REUSED, metadata)
-
-
-def recorded_rows(instance: Any, name: str, commit: tuple[int, float]) -> int | None:
-    """The table's row count as its last materialization recorded it, if that was taken at
-    the table's newest commit (`table_state` records the commit's time as Delta's history
-    gives it: the commit file's, to the millisecond)."""
-    recorded = recorded_state(instance, name)
-    if recorded is None or recorded[0] != commit[0] or abs(recorded[2] - commit[1]) >= 0.001:
-        return None
-    return recorded[1]
 
 
 def build_checks(
@@ -391,7 +301,8 @@ def build_checks(
         to_read = []
         for key in sorted(context.selected_asset_check_keys, key=lambda k: k.to_user_string()):
             name, check, expectation = by_key[key]
-            outcome = without_spark(context.instance, lake, table, name, check, expectation)
+            outcome = without_spark(context.instance, lake, name, check, expectation,
+                                    table.dead_letter_table)
             if outcome is None:
                 to_read.append((name, check, expectation))
             else:

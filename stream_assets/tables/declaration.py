@@ -9,8 +9,6 @@ naming the table and the field.
 
 from __future__ import annotations
 
-import inspect
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,32 +18,24 @@ from dagster import AssetKey, FreshnessPolicy
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter
-from pyspark.sql.types import BinaryType, StructField, StructType
+from pyspark.sql.types import StructType
 
 from stream_assets.errors import DeclarationError
 from stream_assets.monitoring.asset_events import asset_key
-from stream_assets.tables import dead_letters, expectation_sql
+from stream_assets.tables import dead_letters
+from stream_assets.tables import declaration_rules as rules
 from stream_assets.tables import expectations as quality
 from stream_assets.tables.expectations import DataExpectation
 from stream_assets.tables.maintenance import DEFAULT_MAINTENANCE, Maintenance
 from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE, Source
 from stream_assets.tables.writes import DeltaAppend, Sink, WriteTarget, split_writer
 
-# The checks derived for every table (stream_assets/monitoring/checks.py, sensors.py): an
-# expectation's check may not take their names.
-RESERVED_CHECK_NAMES = frozenset(
-    {"freshness", "schema", "keys_not_null", "keys_unique", "dead_letter_ratio", "stream_health",
-     "small_files"}
-)
 # A query's concurrency pool is this prefix and its name (StreamingTable.pool).
 POOL_PREFIX = "stream_assets."
-# Table names are folder names and Dagster asset keys.
 # A stream whose table has not changed for half an hour is worth a look, for an hour is stale:
 # the UI shows it (Dagster's freshness daemon evaluates it), whatever mode writes the table.
 DEFAULT_FRESHNESS = FreshnessPolicy.time_window(
     fail_window=timedelta(hours=1), warn_window=timedelta(minutes=30))
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,14 +98,14 @@ class StreamingTable:
         for name in ("keys", "nullable_keys", "partition_by", "owners", "expectations"):
             value = getattr(self, name)
             if isinstance(value, str) or not isinstance(value, tuple | list):
-                self._refuse(name, f"must be a tuple of strings, not {value!r}")
+                rules.refuse(self, name, f"must be a tuple of strings, not {value!r}")
             object.__setattr__(self, name, tuple(value))
         if isinstance(self.unique_keys, list):
             object.__setattr__(self, "unique_keys", tuple(self.unique_keys))
         object.__setattr__(self, "sources", dict(self.sources))
         if isinstance(self.table_properties, Mapping):
             object.__setattr__(self, "table_properties", dict(self.table_properties))
-        self._validate()
+        rules.validate(self)
         if self.transform is None:
             # A topic whose records are declared gives the table its columns (the schema check,
             # keys and partitions are then checked against them like a declared schema) and
@@ -126,172 +116,15 @@ class StreamingTable:
                 *self.expectations, *(r for r in source.rules if r.name not in own)))
             if self.schema is None:
                 object.__setattr__(self, "schema", source.columns)
-                self._validate_columns()
-        self._validate_conditions()
-
-    # -- what is refused at load --------------------------------------------------------------
-
-    def _refuse(self, field_name: str, problem: str) -> None:
-        raise DeclarationError(f"table {self.name!r}, field {field_name!r}: {problem}")
-
-    def _validate(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
-            self._refuse("name", "must be letters, digits and underscores, not starting with a "
-                         "digit (it names a folder and an asset)")
-        if not self.sources:
-            self._refuse("sources", "declare at least one source, e.g. "
-                         "{'events': kafka_topic('events')}")
-        for input_name, source in self.sources.items():
-            if not isinstance(source, Source):
-                self._refuse("sources", f"{input_name!r} is {source!r}, not a source "
-                             "(kafka_topic, upstream or static)")
-        if not any(s.streaming for s in self.sources.values()):
-            self._refuse("sources", "needs at least one streaming source (kafka_topic or "
-                         "upstream); static tables only join a stream")
-        if not isinstance(self.sink, Sink):
-            self._refuse("sink", f"{self.sink!r} is not a sink (DeltaAppend or DeltaMerge)")
-        self._validate_transform()
-        self._validate_columns()
-        self._validate_expectations()
-        if self.dead_letters is not None and not self.parsed_sources and not self._drops:
-            self._refuse("dead_letters", "no source has a parser and no expectation drops "
-                         "rows, so nothing can be refused; give a kafka_topic a parser, add an "
-                         "expect_or_drop, or remove dead_letters")
-        if self.dead_letter_table is not None and not _NAME.fullmatch(self.dead_letter_table):
-            self._refuse("dead_letters", "must be letters, digits and underscores")
-        late = self.late_rows_alert
-        if late is not None and (isinstance(late, bool) or not isinstance(late, int) or late < 0):
-            self._refuse("late_rows_alert", f"must be a number of rows (0 or more) or None, "
-                         f"not {late!r}")
-        if self.freshness is not None and not isinstance(self.freshness, FreshnessPolicy):
-            self._refuse("freshness", f"{self.freshness!r} is not a FreshnessPolicy, e.g. "
-                         "FreshnessPolicy.time_window(fail_window=timedelta(hours=2)), or None")
-        self._validate_properties()
-        self._validate_maintenance()
-        if self.sink.needs_keys and not self.keys:
-            self._refuse("keys", f"{type(self.sink).__name__} upserts on the table's keys; "
-                         "declare them")
-
-    def _validate_properties(self) -> None:
-        if not isinstance(self.table_properties, Mapping):
-            self._refuse("table_properties", "must be a mapping of Delta table properties to "
-                         "strings, e.g. {'delta.dataSkippingStatsColumns': 'event_id'}")
-        for key, value in self.table_properties.items():
-            # Delta keeps a writer's `delta.*` options as the new table's properties, and
-            # ignores any other key there (writes.py); other metadata belongs in `tags`.
-            if not isinstance(key, str) or not key.startswith("delta."):
-                self._refuse("table_properties", f"{key!r} is not a Delta table property "
-                             "(they start with 'delta.'); put other metadata in tags")
-            if not isinstance(value, str):
-                self._refuse("table_properties", f"{key}: {value!r} must be a string, as "
-                             "Delta stores it, e.g. 'true' or '30 days'")
-
-    def _validate_maintenance(self) -> None:
-        if not isinstance(self.maintenance, Maintenance):
-            self._refuse("maintenance", f"{self.maintenance!r} is not a Maintenance, e.g. "
-                         "Maintenance(zorder_by=('user_id',))")
-        columns = set(self.schema.fieldNames()) if isinstance(self.schema, StructType) else None
-        for problem in self.maintenance.problems(columns, self.partition_by):
-            self._refuse("maintenance", problem)
-        both = sorted(set(self.maintenance.properties) & set(self.table_properties))
-        if both:
-            self._refuse("maintenance", f"{', '.join(both)} is also in table_properties; "
-                         "declare it in one place")
-
-    def _validate_expectations(self) -> None:
-        names = [e.name for e in self.expectations]
-        for e in self.expectations:
-            if not isinstance(e, DataExpectation):
-                self._refuse("expectations", f"{e!r} is not an expectation (expect, "
-                             "expect_or_drop or expect_or_fail)")
-        taken = sorted(set(names) & RESERVED_CHECK_NAMES)
-        if taken:
-            self._refuse("expectations", f"{', '.join(taken)} is the name of a check every "
-                         "table gets; name the expectation otherwise")
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            self._refuse("expectations", f"{', '.join(twice)} declared twice: a name is an "
-                         "asset check")
-
-    def _validate_conditions(self) -> None:
-        """Each rule parses as Spark SQL and, where the table's columns are known, names them."""
-        columns = self._judged_columns
-        for e in self.expectations:
-            problem = expectation_sql.problem(e.condition, columns)
-            if problem:
-                raise DeclarationError(f"table {self.name!r}, expectation {e.name!r}: "
-                                       f"{e.condition!r} {problem}")
-
-    @property
-    def _judged_columns(self) -> StructType | None:
-        """The columns an expectation sees, None when only the query knows them.
-
-        Without a transform, rules judge the parser's rows before they are routed, so Kafka's
-        `key` and `value` are there too (build_stream).
-        """
-        if self.schema is None:
-            return None
-        if self.transform is not None or not self.parsed_sources:
-            return self.schema
-        names = {n.lower() for n in self.schema.fieldNames()}
-        record = [StructField(n, BinaryType()) for n in dead_letters.RECORD_COLUMNS
-                  if n not in names]
-        return StructType([*self.schema.fields, *record])
-
-    @property
-    def _drops(self) -> bool:
-        return any(e.action == "drop" for e in self.expectations)
-
-    def _validate_transform(self) -> None:
-        if self.transform is None:
-            if len(self.sources) != 1:
-                self._refuse("transform", "a table with several sources needs a transform "
-                             "that combines them")
-            return
-        if not callable(self.transform):
-            self._refuse("transform", f"{self.transform!r} is not callable")
-        try:
-            parameters = inspect.signature(self.transform).parameters.values()
-        except (TypeError, ValueError):
-            return  # a builtin or C function: nothing to compare
-        named = {p.name for p in parameters
-                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        required = {p.name for p in parameters
-                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-                    and p.default is p.empty}
-        takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters)
-        inputs = set(self.sources)
-        missing = sorted(required - inputs)
-        extra = [] if takes_any else sorted(inputs - named)
-        if missing or extra:
-            problems = []
-            if missing:
-                problems.append(f"parameter(s) {', '.join(missing)} have no source")
-            if extra:
-                problems.append(f"source(s) {', '.join(extra)} match no parameter")
-            self._refuse("transform", f"{getattr(self.transform, '__name__', 'it')} is called "
-                         f"with one keyword argument per source ({', '.join(self.sources)}): "
-                         + "; ".join(problems))
-
-    def _validate_columns(self) -> None:
-        if self.schema is not None and not isinstance(self.schema, StructType):
-            self._refuse("schema", "must be a pyspark StructType")
-        nullable = set(self.nullable_keys) - set(self.keys)
-        if nullable:
-            self._refuse("nullable_keys", f"{', '.join(sorted(nullable))} not among the keys")
-        unique = self.unique_keys if isinstance(self.unique_keys, tuple) else ()
-        if self.schema is None:
-            return
-        columns = set(self.schema.fieldNames())
-        for field_name, names in (("keys", self.keys), ("partition_by", self.partition_by),
-                                  ("unique_keys", unique),
-                                  ("column_descriptions", tuple(self.column_descriptions))):
-            unknown = [n for n in names if n not in columns]
-            if unknown:
-                self._refuse(field_name, f"{', '.join(unknown)} not in the schema "
-                             f"({', '.join(self.schema.fieldNames())})")
+                rules.validate_columns(self)
+        rules.validate_conditions(self)
 
     # -- what follows from the declaration ----------------------------------------------------
+
+    @property
+    def drops_rows(self) -> bool:
+        """Whether an expectation sends violating rows to the dead letters."""
+        return any(e.action == "drop" for e in self.expectations)
 
     @property
     def parsed_sources(self) -> dict[str, Source]:
@@ -299,7 +132,7 @@ class StreamingTable:
 
     @property
     def dead_letter_table(self) -> str | None:
-        if not self.parsed_sources and not self._drops:
+        if not self.parsed_sources and not self.drops_rows:
             return None
         return self.dead_letters or f"{self.name}_dead_letters"
 
@@ -438,7 +271,7 @@ class StreamingTable:
         if not self.expectations:
             return rows
         flagged = quality.judged(rows, self.expectations)
-        if not self._drops:
+        if not self.drops_rows:
             return flagged
         reason = quality.first_drop_reason(self.expectations)
         letter = dead_letters.expectation_letter(rows, reason, self.name)
