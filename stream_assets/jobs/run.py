@@ -31,7 +31,6 @@ from stream_assets.tables.assets import resource_keys
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.pools import pool_slots
 from stream_assets.tables.runner import StreamContext, exclusive
-from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE
 
 JOB_NAME = "continuous_streams"
 
@@ -81,13 +80,8 @@ def run_continuously(
     tables = select_tables(catalog, config.tables)
     check_trigger_names(catalog, config.trigger_intervals)
     bound = {key: getattr(context.resources, key) for key in resource_keys_of(catalog)}
-    ctx = StreamContext(
-        spark=_session_keeping_dagster_interrupts(context.resources.spark),
-        lake=context.resources.lake,
-        source=bound.get(DEFAULT_KAFKA_RESOURCE),
-        resources=bound,
-        kafka_batch_limit=config.max_records_per_batch,
-    )
+    ctx = StreamContext.of_run(_session_keeping_dagster_interrupts(context.resources.spark),
+                               bound, kafka_batch_limit=config.max_records_per_batch)
     listener = QueryEventListener()
     sessions = QuerySessions(ctx.spark, listener, context.log)
     supervisor = Supervisor(tables, ctx, config, context.log, session_for=sessions.for_query,

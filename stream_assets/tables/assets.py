@@ -45,7 +45,6 @@ from stream_assets.tables.declaration import StreamingTable, describe
 from stream_assets.tables.pending import InputCheck, pending_input
 from stream_assets.tables.pools import check_pool_settings
 from stream_assets.tables.runner import CatchUpResult, StreamContext, catch_up
-from stream_assets.tables.sources import DEFAULT_KAFKA_RESOURCE
 
 # A catch-up run reports from its asset's step: results that fulfil its outputs and checks.
 CATCH_UP = AssetEvents()
@@ -134,12 +133,7 @@ def build_asset(table: StreamingTable, cascade: refresh.Cascade | None = None):
             if skipped is not None:
                 yield from skipped
                 return
-        ctx = StreamContext(
-            spark=context.resources.spark.spark_session,
-            lake=context.resources.lake,
-            source=bound.get(DEFAULT_KAFKA_RESOURCE),
-            resources=bound,
-        )
+        ctx = StreamContext.of_run(context.resources.spark.spark_session, bound)
         # Said (and checked against continuous runs) before anything is deleted.
         in_run = refresh.announce(context, table, cascade) if config.full_refresh else set()
 

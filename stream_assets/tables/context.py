@@ -31,6 +31,15 @@ class StreamContext:
     # Cap on a micro-batch's Kafka records where the source resource sets none (ReadContext).
     kafka_batch_limit: int | None = None
 
+    @classmethod
+    def of_run(cls, spark: SparkSession, resources: Mapping[str, Any],
+               kafka_batch_limit: int | None = None) -> StreamContext:
+        """The context of a Dagster run, a catch-up asset's step or the continuous job's op,
+        from its resources by key (the lake, the default Kafka resource and any other)."""
+        return cls(spark=spark, lake=resources["lake"],
+                   source=resources.get(DEFAULT_KAFKA_RESOURCE), resources=dict(resources),
+                   kafka_batch_limit=kafka_batch_limit)
+
     def __post_init__(self) -> None:
         if self.spark is not None:  # None in tests of what runs before Spark
             self.lake.attach(self.spark)
