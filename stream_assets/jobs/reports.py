@@ -24,6 +24,7 @@ from stream_assets.monitoring.report_events import (
     lag_total,
     stream_events,
 )
+from stream_assets.tables.assets import properties_metadata
 from stream_assets.tables.runner import StreamContext
 
 Event = AssetMaterialization | AssetObservation | AssetCheckEvaluation
@@ -124,7 +125,10 @@ class StreamReports:
         if stream.writes is None:
             return {}
         try:
-            return {name: stream.writes.state(name, stream.table.descriptions_of(name))
+            # As a catch-up run's: the state after the commits, and the declared properties
+            # the main table holds (which the next catch-up run compares: properties_check).
+            return {name: {**stream.writes.state(name, stream.table.descriptions_of(name)),
+                           **properties_metadata(stream.table, name)}
                     for name in stream.table.tables}
         except Exception as exc:  # like the rows written: a report without them still goes
             self._warn_once(stream, "state", f"{stream.table.name}: could not read the tables' "

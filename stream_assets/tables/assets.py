@@ -232,8 +232,8 @@ def schema_check(instance: Any, table: StreamingTable, check: InputCheck) -> Inp
 
 
 def properties_metadata(table: StreamingTable, name: str) -> dict[str, Any]:
-    """The declared table properties the main table holds after a run (none are declared for
-    the dead letters)."""
+    """The declared table properties the main table holds after a run of either mode (none
+    are declared for the dead letters)."""
     if name != table.name or not table.property_pairs:
         return {}
     return {PROPERTIES_KEY: MetadataValue.json(dict(table.property_pairs))}
