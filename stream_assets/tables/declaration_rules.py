@@ -3,12 +3,10 @@ field and what to change (DeclarationError), so a code location with a wrong tab
 load saying so. declaration.py calls them from StreamingTable.__post_init__.
 """
 
-from __future__ import annotations
-
 import inspect
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Any
 
 from dagster import FreshnessPolicy
 from pyspark.sql.types import BinaryType, StructField, StructType
@@ -20,8 +18,9 @@ from stream_assets.tables.maintenance import Maintenance
 from stream_assets.tables.sources import Source
 from stream_assets.tables.writes import Sink
 
-if TYPE_CHECKING:
-    from stream_assets.tables.declaration import StreamingTable
+# Every rule takes the StreamingTable being made as `table` (typed Any: declaration.py calls
+# this module, which does not import it back).
+Declaration = Any
 
 # The checks derived for every table (stream_assets/monitoring/checks.py, sensors.py): an
 # expectation's check may not take their names.
@@ -33,11 +32,11 @@ RESERVED_CHECK_NAMES = frozenset(
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def refuse(table: StreamingTable, field_name: str, problem: str) -> None:
+def refuse(table: Declaration, field_name: str, problem: str) -> None:
     raise DeclarationError(f"table {table.name!r}, field {field_name!r}: {problem}")
 
 
-def validate(table: StreamingTable) -> None:
+def validate(table: Declaration) -> None:
     if not isinstance(table.name, str) or not NAME.fullmatch(table.name):
         refuse(table, "name", "must be letters, digits and underscores, not starting with a "
                "digit (it names a folder and an asset)")
@@ -76,7 +75,7 @@ def validate(table: StreamingTable) -> None:
                "declare them")
 
 
-def validate_properties(table: StreamingTable) -> None:
+def validate_properties(table: Declaration) -> None:
     if not isinstance(table.table_properties, Mapping):
         refuse(table, "table_properties", "must be a mapping of Delta table properties to "
                "strings, e.g. {'delta.dataSkippingStatsColumns': 'event_id'}")
@@ -91,7 +90,7 @@ def validate_properties(table: StreamingTable) -> None:
                    "Delta stores it, e.g. 'true' or '30 days'")
 
 
-def validate_maintenance(table: StreamingTable) -> None:
+def validate_maintenance(table: Declaration) -> None:
     if not isinstance(table.maintenance, Maintenance):
         refuse(table, "maintenance", f"{table.maintenance!r} is not a Maintenance, e.g. "
                "Maintenance(zorder_by=('user_id',))")
@@ -104,7 +103,7 @@ def validate_maintenance(table: StreamingTable) -> None:
                "declare it in one place")
 
 
-def validate_expectations(table: StreamingTable) -> None:
+def validate_expectations(table: Declaration) -> None:
     names = [e.name for e in table.expectations]
     for e in table.expectations:
         if not isinstance(e, DataExpectation):
@@ -120,7 +119,7 @@ def validate_expectations(table: StreamingTable) -> None:
                "asset check")
 
 
-def validate_conditions(table: StreamingTable) -> None:
+def validate_conditions(table: Declaration) -> None:
     """Each rule parses as Spark SQL and, where the table's columns are known, names them."""
     columns = judged_columns(table)
     for e in table.expectations:
@@ -130,7 +129,7 @@ def validate_conditions(table: StreamingTable) -> None:
                                    f"{e.condition!r} {problem}")
 
 
-def judged_columns(table: StreamingTable) -> StructType | None:
+def judged_columns(table: Declaration) -> StructType | None:
     """The columns an expectation sees, None when only the query knows them.
 
     Without a transform, rules judge the parser's rows before they are routed, so Kafka's
@@ -146,7 +145,7 @@ def judged_columns(table: StreamingTable) -> StructType | None:
     return StructType([*table.schema.fields, *record])
 
 
-def validate_transform(table: StreamingTable) -> None:
+def validate_transform(table: Declaration) -> None:
     if table.transform is None:
         if len(table.sources) != 1:
             refuse(table, "transform", "a table with several sources needs a transform "
@@ -178,7 +177,7 @@ def validate_transform(table: StreamingTable) -> None:
                + "; ".join(problems))
 
 
-def validate_columns(table: StreamingTable) -> None:
+def validate_columns(table: Declaration) -> None:
     if table.schema is not None and not isinstance(table.schema, StructType):
         refuse(table, "schema", "must be a pyspark StructType")
     nullable = set(table.nullable_keys) - set(table.keys)
