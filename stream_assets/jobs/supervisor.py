@@ -26,7 +26,7 @@ from stream_assets.monitoring.health import Status
 from stream_assets.monitoring.listener import IDLE, PROGRESS, STARTED, TERMINATED, QueryEvent
 from stream_assets.monitoring.tracker import StreamTracker
 from stream_assets.sinks import is_delta_table
-from stream_assets.tables.checkpoint_guard import QUIET_CLEANUP, Cleanup
+from stream_assets.tables.cleanup import Cleanup
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.expectations import stopped_by
 from stream_assets.tables.runner import StreamContext, query_error, start
@@ -107,10 +107,8 @@ class Supervisor:
         stream.ever_started = True
         stream.inactive_since = None
         stream.tracker.on_started(self.clock())
-        for key, text in cleanup.metadata().items():
-            # Leftovers kept in a committed checkpoint stay there: say so quietly, every run.
-            log = self.log.info if key in QUIET_CLEANUP else self.log.warning
-            log(f"{table.name}: {key}: {text}")
+        # Leftovers kept in a committed checkpoint stay there: said quietly, every start.
+        cleanup.say(self.log, table.name)
         self.log.info(f"{table.name}: query started "
                       f"(trigger every {self.config.trigger_for(table)})")
 

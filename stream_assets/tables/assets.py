@@ -40,7 +40,6 @@ from stream_assets.monitoring.metadata import (
 from stream_assets.sinks import commit_of, quiet_versions
 from stream_assets.tables import dead_letters, refresh
 from stream_assets.tables import expectations as quality
-from stream_assets.tables.checkpoint_guard import QUIET_CLEANUP
 from stream_assets.tables.declaration import StreamingTable, describe
 from stream_assets.tables.pending import InputCheck, pending_input
 from stream_assets.tables.pools import check_pool_settings
@@ -159,10 +158,8 @@ def build_asset(table: StreamingTable, cascade: refresh.Cascade | None = None):
         shared.update(refresh.cascade_metadata(context, table))
         if config.full_refresh:
             shared.update(refresh.refreshed_metadata(table, cascade, result.deleted, in_run))
-        for key, text in result.cleanup.metadata().items():
-            # Leftovers kept in a committed checkpoint stay there: say so quietly, every run.
-            log = context.log.info if key in QUIET_CLEANUP else context.log.warning
-            log(f"{table.name}: {key}: {text}")
+        # Leftovers kept in a committed checkpoint stay there: said quietly, every run.
+        result.cleanup.say(context.log, table.name)
         context.log.info(
             f"{table.name}: read {shared['rows_read']} rows in {shared['batches']} batch(es) "
             f"in {shared['query_seconds']:.1f} s"

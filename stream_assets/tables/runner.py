@@ -40,12 +40,8 @@ from stream_assets.sinks import (
     set_properties,
     sql_path,
 )
-from stream_assets.tables.checkpoint_guard import (
-    Cleanup,
-    guard_checkpoint,
-    has_offsets,
-    reset_hint,
-)
+from stream_assets.tables.checkpoint_guard import guard_checkpoint, has_offsets, reset_hint
+from stream_assets.tables.cleanup import Cleanup
 from stream_assets.tables.context import StreamContext
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.schema_evolution import Added, additions, evolve
@@ -328,7 +324,7 @@ class CatchUpResult:
     versions_after: dict[str, int | None] = field(default_factory=dict)
     # Broker-side earliest offsets when the checkpoint was new (Spark does not report them).
     initial_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
-    # What an interrupted run had left in the checkpoint (checkpoint_guard.Cleanup).
+    # What an interrupted run had left in the checkpoint (cleanup.Cleanup).
     cleanup: Cleanup = field(default_factory=Cleanup)
     # What a full refresh deleted before the run, by query (`reset`).
     deleted: dict[str, list[str]] = field(default_factory=dict)
