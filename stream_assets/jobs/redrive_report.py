@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from dagster import AssetKey, AssetMaterialization, AssetObservation, MetadataValue
+from dagster import AssetMaterialization, AssetObservation, MetadataValue
 from pyspark.sql import SparkSession
 
+from stream_assets.monitoring.asset_events import asset_key
+from stream_assets.monitoring.delta_writes import table_metadata
 from stream_assets.monitoring.metadata import recorded_state
 from stream_assets.sinks import delta_version
-from stream_assets.tables.assets import table_metadata
 from stream_assets.tables.redrive import RedriveReport
 
 SUMMARY = "redrive_summary"
@@ -89,7 +90,7 @@ def events(report: RedriveReport, spark: SparkSession, lake: Any, instance: Any
     wrote_letters = report.dead_letter_version_after not in (
         None, report.dead_letter_version_before)
     if report.dry_run or not (wrote_table or wrote_letters):
-        yield AssetObservation(asset_key=AssetKey(report.dead_letter_table), metadata=shared)
+        yield AssetObservation(asset_key=asset_key(report.dead_letter_table), metadata=shared)
         return
     for name, before, wrote in (
         (report.table, report.table_version_before, wrote_table),
@@ -101,7 +102,7 @@ def events(report: RedriveReport, spark: SparkSession, lake: Any, instance: Any
         after = lake_version(spark, lake, name)
         meta = table_metadata(spark, path, before, after, recorded_state(instance, name),
                               files=lake.files)
-        yield AssetMaterialization(asset_key=AssetKey(name), metadata={**meta, **shared})
+        yield AssetMaterialization(asset_key=asset_key(name), metadata={**meta, **shared})
 
 
 def lake_version(spark: SparkSession, lake: Any, name: str) -> int | None:

@@ -101,7 +101,8 @@ class Supervisor:
             self._failed(stream, str(exc))
             return
         if stream.writes is None:
-            stream.writes = DeltaWrites(self.ctx.spark, self.ctx.table_paths(table))
+            stream.writes = DeltaWrites(self.ctx.spark, self.ctx.table_paths(table),
+                                        files=self.ctx.lake.files)
         stream.query = query
         stream.run_id = str(query.runId)
         stream.ever_started = True
