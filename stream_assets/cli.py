@@ -176,10 +176,11 @@ def seed_users(users: int, if_missing: bool) -> None:
     """
     from dagster import DagsterInstance, materialize
 
+    from stream_assets.delta_log import delta_log_version
     from stream_assets.demo_assets import user_dimension
     from stream_assets.monitoring.asset_events import asset_key
     from stream_assets.resources import DeltaLake, SparkResource
-    from stream_assets.sinks import delta_log_version, is_delta_table
+    from stream_assets.sinks import is_delta_table
 
     lake = DeltaLake()
     path = lake.table_path("user_dimension")

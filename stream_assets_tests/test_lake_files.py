@@ -11,9 +11,9 @@ import time
 import pytest
 
 from stream_assets.checkpoint_log import NO_BATCH, CommittedBatch, last_committed_batch
+from stream_assets.delta_log import commit_of, delta_log_version
 from stream_assets.errors import LakeUnreachable
 from stream_assets.lake_files import LakeFiles
-from stream_assets.sinks import commit_of, delta_log_version
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -32,6 +32,7 @@ from dagster._core.events import AssetObservationData, DagsterEvent
 from dagster._core.events.log import EventLogEntry
 
 from stream_assets.continuous_runs import CONTINUOUS, MODE_TAG
+from stream_assets.delta_log import delta_log_version
 from stream_assets.jobs import JOB_NAME
 from stream_assets.lake_files import LOCAL_FILES
 from stream_assets.monitoring.catch_up_sensor import (
@@ -44,7 +45,6 @@ from stream_assets.monitoring.health import HealthThresholds, Status, StreamRepo
 from stream_assets.monitoring.sensors import build_health_sensor, build_run_failure_sensor
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.alerting import AlertSink
-from stream_assets.sinks import delta_log_version
 from stream_assets.tables.catalog import TABLES
 
 pytest_plugins = ["stream_assets_tests.dagster_dev"]

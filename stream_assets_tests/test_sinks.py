@@ -3,6 +3,7 @@ table lookups that work with a classic and a Spark Connect session alike."""
 
 from __future__ import annotations
 
+from stream_assets.delta_log import log_history
 from stream_assets.dev.generator import GOOD, generate_events
 from stream_assets.lake_files import LOCAL_FILES
 from stream_assets.sinks import (
@@ -11,7 +12,6 @@ from stream_assets.sinks import (
     delta_version,
     history_frame,
     is_delta_table,
-    log_history,
     merge_once,
 )
 from stream_assets.tables import dead_letters
@@ -131,7 +131,7 @@ def test_split_writer_writes_dead_letters_in_the_first_batch_then_only_if_any(sp
 def test_the_schema_read_from_the_log_is_sparks_before_and_after_checkpoints(spark, workdir):
     """delta_schema reads the newest metaData without Spark: in version 0, in a later commit
     (a column added), and in a checkpoint when no commit after it has one."""
-    from stream_assets.sinks import delta_schema
+    from stream_assets.delta_log import delta_schema
 
     path = str(workdir / "t")
     assert delta_schema(path, LOCAL_FILES) is None

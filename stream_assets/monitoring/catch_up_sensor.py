@@ -26,10 +26,10 @@ from dagster import (
 )
 
 from stream_assets.continuous_runs import continuous_runs, run_tables
+from stream_assets.delta_log import delta_log_version
 from stream_assets.monitoring.sensors import sensor_interval
 from stream_assets.resources.kafka import KafkaCompatibleSource
 from stream_assets.resources.lake import DeltaLake
-from stream_assets.sinks import delta_log_version
 from stream_assets.tables.declaration import StreamingTable
 
 CATCH_UP_TAG = "stream_assets/catch_up"

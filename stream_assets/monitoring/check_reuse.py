@@ -14,6 +14,7 @@ from dagster import AssetCheckKey, MetadataValue
 # only place that says which past evaluations completed.
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from stream_assets.delta_log import commit_of
 from stream_assets.monitoring.asset_events import asset_key
 from stream_assets.monitoring.check_config import (
     DEAD_LETTER_RATIO,
@@ -28,7 +29,6 @@ from stream_assets.monitoring.check_evaluations import (
     freshness_outcome,
 )
 from stream_assets.monitoring.metadata import recorded_state
-from stream_assets.sinks import commit_of
 
 # In each evaluation's metadata: the Delta versions it read, so an unchanged table's verdict
 # can be reported again without reading it (`without_spark`).

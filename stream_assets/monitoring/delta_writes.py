@@ -10,6 +10,7 @@ from typing import Any
 
 from dagster import MetadataValue
 
+from stream_assets.delta_log import delta_log_version, delta_schema
 from stream_assets.lake_files import LakeFiles
 from stream_assets.monitoring.metadata import (
     row_count_after,
@@ -17,7 +18,7 @@ from stream_assets.monitoring.metadata import (
     table_schema,
     table_state,
 )
-from stream_assets.sinks import delta_history, delta_log_version, delta_schema, is_delta_table
+from stream_assets.sinks import delta_history, is_delta_table
 
 # (Delta version, row count, commit time) of a table as its last materialization recorded it
 # (metadata.recorded_state).

@@ -19,6 +19,7 @@ from dagster import (
 )
 from pydantic import Field, create_model
 
+from stream_assets.delta_log import commit_of, quiet_versions
 from stream_assets.errors import StreamFailed
 from stream_assets.monitoring.asset_events import (
     AssetEvents,
@@ -37,7 +38,6 @@ from stream_assets.monitoring.metadata import (
     table_schema,
     table_state,
 )
-from stream_assets.sinks import commit_of, quiet_versions
 from stream_assets.tables import dead_letters, refresh
 from stream_assets.tables import expectations as quality
 from stream_assets.tables.declaration import StreamingTable, describe
@@ -267,7 +267,7 @@ def state_since(recorded: tuple[int, int, float] | None, path: str, files: Any
     """(version, row count, commit time) of the table now, from what its last materialization
     recorded, or None when that does not describe it.
 
-    Commits since then that change no row (a compaction, a VACUUM: `sinks.quiet_versions`)
+    Commits since then that change no row (a compaction, a VACUUM: `delta_log.quiet_versions`)
     carry the recorded count forward to the newest version; the recorded commit must still be
     the table's (same commit time), so a table deleted and rebuilt is counted afresh.
     """

@@ -15,9 +15,10 @@ import re
 from typing import TYPE_CHECKING
 
 from stream_assets.checkpoint_log import batch_ids
+from stream_assets.delta_log import delta_log_version
 from stream_assets.errors import CheckpointMismatch
 from stream_assets.lake_files import LakeFiles
-from stream_assets.sinks import delta_log_version, is_delta_table
+from stream_assets.sinks import is_delta_table
 from stream_assets.tables.cleanup import Cleanup
 from stream_assets.tables.declaration import StreamingTable
 

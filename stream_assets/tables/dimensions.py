@@ -14,9 +14,10 @@ from dagster import (
 from pydantic import Field
 from pyspark.sql import DataFrame, SparkSession
 
+from stream_assets.delta_log import commit_of
 from stream_assets.lake_files import LakeFiles
 from stream_assets.monitoring.metadata import table_schema
-from stream_assets.sinks import commit_of, delta_version, is_delta_table
+from stream_assets.sinks import delta_version, is_delta_table
 
 # The newest commit the metadata describes (version@commit file time), to tell it unchanged.
 COMMIT = "delta_commit"

@@ -24,9 +24,10 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from stream_assets.checkpoint_log import batch_ids, last_committed_batch
+from stream_assets.delta_log import delta_log_version
 from stream_assets.lake_files import LakeFiles
 from stream_assets.monitoring.lag import parse_delta_offset
-from stream_assets.sinks import delta_log_version, is_delta_table, retry_on_conflict, sql_path
+from stream_assets.sinks import is_delta_table, retry_on_conflict, sql_path
 from stream_assets.tables.maintenance import (
     DEFAULT_VACUUM_RETENTION,
     RETENTION_PROPERTY,

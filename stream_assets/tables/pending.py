@@ -8,7 +8,7 @@ query: anything that cannot be told (a store read only through Spark, a batch pl
 committed, a table missing under its checkpoint, two Delta sources whose offset lines cannot
 be told apart) starts it, and the query, its checkpoint guard and Spark decide as before.
 
-Commits that change no data (a compaction's, a VACUUM's: `sinks.changes_data`) are no input:
+Commits that change no data (a compaction's, a VACUUM's: `delta_log.changes_data`) are no input:
 Delta's streaming source skips them, so a query behind only by those has nothing to read.
 
 Skipping is exact for stateful tables too: with no new input Spark would run no batch either
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream_assets.checkpoint_log import last_committed_batch
+from stream_assets.delta_log import delta_log_version, quiet_versions
 from stream_assets.lake_files import LakeFiles
 from stream_assets.monitoring.lag import (
     Offsets,
@@ -33,7 +34,6 @@ from stream_assets.monitoring.lag import (
     versions_waiting,
 )
 from stream_assets.resources.kafka import BrokerLook
-from stream_assets.sinks import delta_log_version, quiet_versions
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql.streaming import StreamingQuery
 
 from stream_assets import paths
+from stream_assets.delta_log import delta_log_version, delta_schema
 from stream_assets.errors import (
     CheckpointMismatch,
     ExpectationFailed,
@@ -32,14 +33,7 @@ from stream_assets.errors import (
     TableBusy,
 )
 from stream_assets.resources.lake import DeltaLake
-from stream_assets.sinks import (
-    delta_log_version,
-    delta_schema,
-    delta_version,
-    is_connect,
-    set_properties,
-    sql_path,
-)
+from stream_assets.sinks import delta_version, is_connect, set_properties, sql_path
 from stream_assets.tables.checkpoint_guard import guard_checkpoint, has_offsets, reset_hint
 from stream_assets.tables.cleanup import Cleanup
 from stream_assets.tables.context import StreamContext
