@@ -124,7 +124,7 @@ def _letter(table: str, columns: list[str]) -> Column:
 def _kafka_time(columns: list[str]) -> list[Column]:
     """Kafka's timestamp and its type, from the parser's output when it kept them."""
     return [(F.col(name) if name in columns else F.lit(None))
-            .cast(SCHEMA[name].dataType).alias(name)
+            .cast(ddl(SCHEMA[name].dataType)).alias(name)
             for name in KAFKA_TIME_COLUMNS.values()]
 
 
