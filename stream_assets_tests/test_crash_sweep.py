@@ -215,6 +215,11 @@ def first_batch(world) -> list[tuple[str, str, Path]]:
     that neither takes over two minutes on a busy machine; together they restart every image.
     """
     root = fresh(world, None, "raw-first")
+    # The query's checkpoint folder exists before the run (a state a crash right after its
+    # creation leaves too): the watcher lists a folder only once it watches it, and the
+    # marker's temporary file, created and renamed within microseconds of the folder, would
+    # be gone by then on a busy machine (seen once in CI, 2026-12-07).
+    (root / "checkpoints" / "raw_events").mkdir()
     images = world.root / "raw-first-images"
     crashes, killed = crash_run(world.driver(root, "raw_events", "raw-first"), root, images,
                                 lambda point: None if hadoop_checksum(point) else "image")
