@@ -34,6 +34,7 @@ from stream_assets.errors import (
 )
 from stream_assets.resources.lake import DeltaLake
 from stream_assets.sinks import delta_version, is_connect, set_properties, sql_path
+from stream_assets.tables import server_faults
 from stream_assets.tables.checkpoint_guard import guard_checkpoint, has_offsets, reset_hint
 from stream_assets.tables.cleanup import Cleanup
 from stream_assets.tables.context import StreamContext
@@ -353,14 +354,14 @@ def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False
             }
         cleanup = Cleanup()
         progress: list[dict] = []
-        for attempt in range(1, _WORKER_START_ATTEMPTS + 1):
-            retry = attempt < _WORKER_START_ATTEMPTS
+        for attempt in range(1, server_faults.ATTEMPTS + 1):
+            retry = attempt < server_faults.ATTEMPTS
             try:
                 query = start(table, ctx, available_now=True, source_checked=True,
                               cleanup=cleanup)
             except StreamAssetsError as exc:
-                if retry and exc.__cause__ is not None and worker_start_failed(exc.__cause__):
-                    _worker_retry(table, attempt)
+                if retry and exc.__cause__ is not None and _retried(table, exc.__cause__,
+                                                                    attempt):
                     continue
                 raise
             try:
@@ -371,8 +372,7 @@ def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False
                                            "checkpoint")
                 break
             except PySparkException as exc:
-                if retry and worker_start_failed(exc):
-                    _worker_retry(table, attempt)
+                if retry and _retried(table, exc, attempt):
                     continue
                 raise query_error(table, ctx, exc, "failed") from exc
             finally:
@@ -383,27 +383,14 @@ def catch_up(table: StreamingTable, ctx: StreamContext, *, refresh: bool = False
         return CatchUpResult(progress, before, after, initial, cleanup, deleted)
 
 
-# Spark starts a foreachBatch's Python worker with a fixed 10 s wait for it to connect back
-# (PythonWorkerFactory.createSimpleWorker, not configurable in 4.2); a loaded Spark Connect
-# server misses it now and then, and the query fails before its batch is committed.
-_WORKER_START_FAILED = ("Python worker failed to connect back",
-                        "Timed out while waiting for the Python worker to connect back")
-_WORKER_START_ATTEMPTS = 3
-
-
-def _worker_retry(table: StreamingTable, attempt: int) -> None:
-    # The batch replays from the checkpoint; the sinks' transaction ids keep whatever part of
-    # it landed from landing twice.
-    get_dagster_logger().warning(
-        "%s: the Python worker of its foreachBatch did not connect back in time (a busy Spark "
-        "server); retrying from the checkpoint (attempt %d of %d)", table.name, attempt + 1,
-        _WORKER_START_ATTEMPTS)
-
-
-def worker_start_failed(exc: BaseException) -> bool:
-    """Whether a query failed only because its Python worker did not start in time."""
-    details = f"{exc}\n{getattr(exc, '_stackTrace', '') or ''}"
-    return any(sign in details for sign in _WORKER_START_FAILED)
+def _retried(table: StreamingTable, exc: BaseException, attempt: int) -> bool:
+    """Whether `exc` is a passing server failure, told as the retry it leads to."""
+    fault = server_faults.passing_fault(exc)
+    if fault is not None:
+        get_dagster_logger().warning(
+            "%s: %s (a busy Spark server); retrying from the checkpoint (attempt %d of %d)",
+            table.name, fault.said, attempt + 1, server_faults.ATTEMPTS)
+    return fault is not None
 
 
 def progress_dict(progress) -> dict:
