@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from stream_assets_tests import interpreted
+
 pytest_plugins = [
     "stream_assets_tests.fixtures_kafka",
     "stream_assets_tests.fixtures_s3",
@@ -29,19 +31,22 @@ os.environ["STREAM_ASSETS_HOME"] = str(_TEST_HOME)
 # keep the default: a stream runs for months.
 os.environ.setdefault("JDK_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1")
 SESSION_JIT = os.environ.get("STREAM_ASSETS_TEST_SESSION_JIT", "-XX:TieredStopAtLevel=4")
+# Every JVM pyspark starts here or in a child evaluates expressions interpreted: a fifth less
+# CPU on the tests' small batches; compiled code is tested too (interpreted.py says where).
+# Setting PYSPARK_SUBMIT_ARGS yourself (to "pyspark-shell") runs everything compiled.
+os.environ.setdefault("PYSPARK_SUBMIT_ARGS", interpreted.submit_args())
 
 # Files whose tests share one `dagster dev` (dagster_dev.py): under pytest-xdist they run on one
-# worker, so the suite starts one webserver, daemon and code server, not one per worker.
-DAGSTER_DEV_FILES = frozenset({
-    "test_monitoring_alerts.py", "test_monitoring_sensors.py", "test_ops_browser.py",
-    "test_ops_continuous.py", "test_ops_dagster_dev.py", "test_ops_health_e2e.py",
-})
+# worker, so the suite starts one webserver, daemon and code server, not one per worker. Files
+# that only use its `alert_receiver` (a small HTTP server, one per worker) are not in it.
+DAGSTER_DEV_FILES = frozenset({"test_ops_browser.py", "test_ops_dagster_dev.py"})
 # The longest groups, longest first (docs/testing.md has the figures): a worker that takes one
 # of them last would leave the other idle at the end of the run. The rest follow in file order.
-LONGEST_FIRST = ("dagster_dev", "test_crash_sweep.py", "test_streaming_tables.py",
-                 "test_faults_driver_killed.py", "test_faults_broker.py", "test_ops_pools.py",
-                 "test_hostile_input.py", "test_spark_connect.py", "test_cluster.py",
-                 "test_cli.py")
+LONGEST_FIRST = ("test_crash_sweep.py", "dagster_dev", "test_ops_continuous.py",
+                 "test_ops_health_e2e.py", "test_spark_connect.py", "test_streaming_tables.py",
+                 "test_redrive.py", "test_faults_broker.py", "test_hostile_input.py",
+                 "test_faults_driver_killed.py", "test_ops_pools.py", "test_cluster.py",
+                 "test_transforms.py", "test_maintenance.py", "test_cli.py", "test_s3_lake.py")
 
 
 def group_of(nodeid: str) -> str:

@@ -28,6 +28,7 @@ from stream_assets.tables.assets import build_asset
 from stream_assets.tables.dimensions import build_user_dimension
 from stream_assets_tests import reference
 from stream_assets_tests.fixtures_s3 import TEST_LAKES, delta_rs
+from stream_assets_tests.interpreted import compiled
 from stream_assets_tests.reference import assert_rows_equal
 from stream_assets_tests.table_schemas import delta_schemas, local_schemas
 
@@ -122,7 +123,9 @@ def streamed(request, kafka_broker, spark_resource, tmp_path_factory):
               for name in ("events", "impressions", "clicks")}
     kafka_broker.create_topics(list(topics.values()), partitions=3)
     (root / "instance").mkdir()
-    with instance_for_test(temp_dir=str(root / "instance")) as instance:
+    # The oracle scene runs compiled, as users do; the rest of the suite interpreted.
+    with instance_for_test(temp_dir=str(root / "instance")) as instance, \
+            compiled(spark_resource.spark_session):
         lake = Lake(kafka_broker, topics, spark_resource, any_lake, instance)
         phase1 = events(600, start=START, prefix="p1")  # an hour of events, out of order by 40 s
         ads = list(generate_ad_traffic(150, seed=5, start=START, spacing=timedelta(seconds=20),
