@@ -10,10 +10,9 @@ from stream_assets.monitoring.health import (
     HealthState,
     HealthThresholds,
     Problem,
-    Status,
-    StreamReport,
     StreamView,
 )
+from stream_assets.monitoring.stream_report import Status, StreamReport
 
 T = HealthThresholds(stall_after_s=60, silent_after_s=300, behind_batches=3,
                      dead_letter_ratio=0.1, dead_letter_min_rows=10)

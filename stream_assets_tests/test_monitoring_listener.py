@@ -7,11 +7,11 @@ import json
 from dagster import AssetMaterialization, AssetObservation
 
 from stream_assets.lake_files import LOCAL_FILES
-from stream_assets.monitoring.health import Status, StreamReport
 from stream_assets.monitoring.lag import TopicLag
 from stream_assets.monitoring.measures import checkpoint_offsets, measure_backlog
 from stream_assets.monitoring.metadata import table_state
 from stream_assets.monitoring.report_events import stream_events
+from stream_assets.monitoring.stream_report import Status, StreamReport
 from stream_assets.monitoring.tracker import BatchTotals, StreamTracker
 
 

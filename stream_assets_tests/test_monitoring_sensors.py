@@ -41,8 +41,9 @@ from stream_assets.monitoring.catch_up_sensor import (
     input_positions,
     plan_catch_up,
 )
-from stream_assets.monitoring.health import HealthThresholds, Status, StreamReport
+from stream_assets.monitoring.health import HealthThresholds
 from stream_assets.monitoring.sensors import build_health_sensor, build_run_failure_sensor
+from stream_assets.monitoring.stream_report import Status, StreamReport
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.alerting import AlertSink
 from stream_assets.tables.catalog import TABLES

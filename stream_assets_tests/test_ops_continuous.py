@@ -21,7 +21,7 @@ from stream_assets.dev.generator import GOOD, Record, generate_events
 from stream_assets.dev.producer import produce
 from stream_assets.jobs import build_continuous_job
 from stream_assets.monitoring.checks import table_checks
-from stream_assets.monitoring.health import StreamReport
+from stream_assets.monitoring.stream_report import StreamReport
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.kafka import KafkaConnection
 from stream_assets.tables.catalog import raw_events

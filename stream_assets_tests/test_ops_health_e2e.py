@@ -33,8 +33,9 @@ from stream_assets.dev.generator import Record, generate_events
 from stream_assets.dev.kafka_broker import LocalBroker
 from stream_assets.dev.producer import produce
 from stream_assets.jobs import build_continuous_job
-from stream_assets.monitoring.health import HealthState, HealthThresholds, StreamReport
+from stream_assets.monitoring.health import HealthState, HealthThresholds
 from stream_assets.monitoring.sensors import build_health_sensor
+from stream_assets.monitoring.stream_report import StreamReport
 from stream_assets.resources import DeltaLake, KafkaSource
 from stream_assets.resources.alerting import AlertSink
 from stream_assets.resources.kafka import KafkaConnection

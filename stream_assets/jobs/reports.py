@@ -15,7 +15,6 @@ from stream_assets.errors import short_error
 from stream_assets.jobs.config import ContinuousConfig
 from stream_assets.jobs.streams import Stream
 from stream_assets.monitoring.asset_events import AssetEvents, CheckEvent
-from stream_assets.monitoring.health import Status
 from stream_assets.monitoring.lag import processed_offsets
 from stream_assets.monitoring.measures import checkpoint_offsets, measure_backlog, measure_lag
 from stream_assets.monitoring.report_events import (
@@ -24,6 +23,7 @@ from stream_assets.monitoring.report_events import (
     lag_total,
     stream_events,
 )
+from stream_assets.monitoring.stream_report import Status
 from stream_assets.tables.assets import properties_metadata
 from stream_assets.tables.runner import StreamContext
 

@@ -22,8 +22,8 @@ from stream_assets.jobs.config import ContinuousConfig
 from stream_assets.jobs.reports import CONTINUOUS, DerivedChecks, Event, StreamReports
 from stream_assets.jobs.streams import Stream
 from stream_assets.monitoring.delta_writes import DeltaWrites
-from stream_assets.monitoring.health import Status
 from stream_assets.monitoring.listener import IDLE, PROGRESS, STARTED, TERMINATED, QueryEvent
+from stream_assets.monitoring.stream_report import Status
 from stream_assets.monitoring.tracker import StreamTracker
 from stream_assets.sinks import is_delta_table
 from stream_assets.tables.cleanup import Cleanup

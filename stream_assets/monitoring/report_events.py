@@ -1,6 +1,6 @@
 """A continuous report as Dagster events: a materialization on each table that got rows, else
 an observation, all carrying numeric metadata the UI can plot and the health sensor reads
-back (health.StreamReport), and the expectations' verdicts. Pure; the events themselves are
+back (stream_report.StreamReport), and the expectations' verdicts. Pure; the events themselves are
 built as a catch-up run's are (asset_events.AssetEvents)."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import Any
 from dagster import AssetObservation, MetadataValue
 
 from stream_assets.monitoring.asset_events import AssetEvents, Materialization
-from stream_assets.monitoring.health import StreamReport
 from stream_assets.monitoring.lag import (
     TopicLag,
     lag_by_partition,
     total_lag,
 )
+from stream_assets.monitoring.stream_report import StreamReport
 from stream_assets.monitoring.tracker import BatchTotals
 from stream_assets.tables import expectations as quality
 from stream_assets.tables.expectations import DataExpectation

@@ -1,7 +1,7 @@
 """Sensors: stream health alerts and failed-run alerts (catch-up runs: catch_up_sensor.py).
 
 - `stream_health_sensor` reads the latest report each running stream left in Dagster's event
-  log (health.StreamReport, written by the continuous job) and keeps incidents in its cursor:
+  log (stream_report.StreamReport, written by the continuous job) and keeps incidents in its cursor:
   one alert when a problem starts, one "resolved" notice when it ends, to the webhook and to
   the event log (the `stream_health` check of the stream's asset).
 - `streaming_run_failure_alert` alerts once per failed run of any job of this code location.
@@ -45,11 +45,10 @@ from stream_assets.monitoring.health import (
     HealthState,
     HealthThresholds,
     Problem,
-    Status,
-    StreamReport,
     StreamView,
     problems,
 )
+from stream_assets.monitoring.stream_report import Status, StreamReport
 from stream_assets.resources.alerting import AlertSink
 from stream_assets.tables.declaration import StreamingTable
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream_assets.monitoring.health import Status, StreamReport
+from stream_assets.monitoring.stream_report import Status, StreamReport
 
 
 @dataclass
