@@ -6,7 +6,8 @@ import pytest
 from dagster import AssetCheckSeverity, AssetKey, EnvVar
 
 from stream_assets.monitoring.alerts import health_evaluation, send_alert, slack_payload
-from stream_assets.monitoring.health import FIRING, RESOLVED, Alert, Problem
+from stream_assets.monitoring.health import FIRING, RESOLVED, Alert
+from stream_assets.monitoring.problems import Problem
 from stream_assets.resources.alerting import (
     REDACTED,
     WEBHOOK_ENV,

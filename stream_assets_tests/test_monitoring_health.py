@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stream_assets.monitoring.health import (
-    FIRING,
-    RESOLVED,
-    HealthState,
-    HealthThresholds,
-    Problem,
-    StreamView,
-)
+from stream_assets.monitoring.health import FIRING, RESOLVED, HealthState
+from stream_assets.monitoring.problems import HealthThresholds, Problem, StreamView
 from stream_assets.monitoring.stream_report import Status, StreamReport
 
 T = HealthThresholds(stall_after_s=60, silent_after_s=300, behind_batches=3,

@@ -41,7 +41,7 @@ from stream_assets.monitoring.catch_up_sensor import (
     input_positions,
     plan_catch_up,
 )
-from stream_assets.monitoring.health import HealthThresholds
+from stream_assets.monitoring.problems import HealthThresholds
 from stream_assets.monitoring.sensors import build_health_sensor, build_run_failure_sensor
 from stream_assets.monitoring.stream_report import Status, StreamReport
 from stream_assets.resources import DeltaLake, KafkaSource

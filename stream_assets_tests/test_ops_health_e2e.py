@@ -33,7 +33,8 @@ from stream_assets.dev.generator import Record, generate_events
 from stream_assets.dev.kafka_broker import LocalBroker
 from stream_assets.dev.producer import produce
 from stream_assets.jobs import build_continuous_job
-from stream_assets.monitoring.health import HealthState, HealthThresholds
+from stream_assets.monitoring.health import HealthState
+from stream_assets.monitoring.problems import HealthThresholds
 from stream_assets.monitoring.sensors import build_health_sensor
 from stream_assets.monitoring.stream_report import StreamReport
 from stream_assets.resources import DeltaLake, KafkaSource

@@ -20,7 +20,8 @@ from dagster import (
 )
 
 from stream_assets.monitoring.asset_events import asset_key
-from stream_assets.monitoring.health import FIRING, RESOLVED, Alert, Problem
+from stream_assets.monitoring.health import FIRING, RESOLVED, Alert
+from stream_assets.monitoring.problems import Problem
 from stream_assets.resources.alerting import AlertSink
 
 HEALTH_CHECK = "stream_health"

@@ -39,15 +39,8 @@ from dagster import (
 from stream_assets.continuous_runs import continuous_runs, run_tables
 from stream_assets.monitoring.alerts import HEALTH_CHECK, health_evaluation, send_alert
 from stream_assets.monitoring.asset_events import asset_key
-from stream_assets.monitoring.health import (
-    FIRING,
-    Alert,
-    HealthState,
-    HealthThresholds,
-    Problem,
-    StreamView,
-    problems,
-)
+from stream_assets.monitoring.health import FIRING, Alert, HealthState
+from stream_assets.monitoring.problems import HealthThresholds, Problem, StreamView, problems
 from stream_assets.monitoring.stream_report import Status, StreamReport
 from stream_assets.resources.alerting import AlertSink
 from stream_assets.tables.declaration import StreamingTable
