@@ -35,7 +35,9 @@ FAULTS = (
                 "a task could not fetch a session jar the server had just deleted"),
 )
 
-ATTEMPTS = 3
+# Under a load of 24 on two cores (a CI run beside three other Spark jobs) the worker missed
+# its connect-back four times in one Connect run of the demo tables, and the run failed.
+ATTEMPTS = 5
 
 
 def passing_fault(exc: BaseException) -> ServerFault | None:
