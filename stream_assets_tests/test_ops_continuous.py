@@ -20,6 +20,7 @@ from dagster import AssetCheckKey, AssetKey, DagsterRunStatus, instance_for_test
 from stream_assets.dev.generator import GOOD, Record, generate_events
 from stream_assets.dev.producer import produce
 from stream_assets.jobs import build_continuous_job
+from stream_assets.jobs.run import CANCELED_MESSAGE
 from stream_assets.monitoring.checks import table_checks
 from stream_assets.monitoring.stream_report import StreamReport
 from stream_assets.resources import DeltaLake, KafkaSource
@@ -184,6 +185,11 @@ def test_continuous_job_reports_every_batch_stops_on_terminate_and_resumes_exact
         steps = {e.dagster_event.event_type for e in instance.all_logs(run.run_id)
                  if e.dagster_event is not None and e.dagster_event.is_step_event}
         assert DagsterEventType.STEP_SUCCESS in steps and DagsterEventType.STEP_FAILURE not in steps
+        # ... and its end is told in words: one RUN_CANCELED, no stack trace in any event.
+        logs = [e.dagster_event for e in instance.all_logs(run.run_id) if e.dagster_event]
+        assert [e.message for e in logs
+                if e.event_type == DagsterEventType.RUN_CANCELED] == [CANCELED_MESSAGE]
+        assert not [e for e in logs if getattr(e.event_specific_data, "error", None)]
 
         reports = [r for _, r in run.reports()]
         assert reports[0].status == "starting" and reports[-1].status == "stopped"

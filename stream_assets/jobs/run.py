@@ -130,19 +130,25 @@ def run_continuously(
             sessions.close()
 
 
+# The RUN_CANCELED event of a run whose queries stopped cleanly (issue 27, item 1).
+CANCELED_MESSAGE = "Terminated: every query stopped between batches after its last report."
+
+
 @success_hook(name="end_as_canceled")
 def end_as_canceled(context: HookContext) -> None:
     """A run that was terminated and whose op stopped its queries cleanly ends Canceled.
 
     Dagster has no outcome for an op that ends because its run was terminated: an interrupt
     raised in the op fails the step (a red step and a stack trace for an expected stop), and a
-    clean return ends the run successful. Raised after the step's success, the interrupt makes
-    Dagster end the run Canceled with the step green.
+    clean return ends the run successful. So the hook, after the step's success, reports the
+    run Canceled itself (a plain message, no error), then raises the interrupt so that Dagster
+    does not end it successful: for a run already Canceled, Dagster notes the interrupt in a
+    debug engine event instead of a second RUN_CANCELED carrying the interrupt's stack trace.
     """
     run = context.instance.get_run_by_id(context.run_id)
     if run is not None and run.status == DagsterRunStatus.CANCELING:
-        raise DagsterExecutionInterruptedError(
-            "terminated: every query stopped between batches after its last report")
+        context.instance.report_run_canceled(run, message=CANCELED_MESSAGE)
+        raise DagsterExecutionInterruptedError(CANCELED_MESSAGE)
 
 
 def _continuous(run: DagsterRun) -> bool:
