@@ -4,6 +4,9 @@ Register with `pytest_plugins = ["stream_assets_tests.dagster_dev"]`.
 
 - `alert_receiver`: a local HTTP server that records every JSON body POSTed to its secret-looking
   path, like a Slack incoming webhook would.
+- `browser`: headless Chromium (Debian's, scripts/ensure-chromium.sh) driven by the `playwright`
+  Python package, one per test module; skips when either is missing. `artifacts`: the folder
+  screenshots go to ($STREAM_ASSETS_ARTIFACTS, default the test's temporary folder).
 - `dagster_dev`: `dagster dev` on a free port with a temporary DAGSTER_HOME, its own
   STREAM_ASSETS_HOME, STREAM_ASSETS_KAFKA_BOOTSTRAP at the session's test broker, the alert
   webhook pointed at `alert_receiver`, and sensors ticking every few seconds. It loads
@@ -103,6 +106,37 @@ def alert_receiver() -> Iterator[AlertReceiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- the browser -------------------------------------------------------------------------------
+
+CHROMIUM = os.environ.get("STREAM_ASSETS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the browser test needs `pip install playwright`")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}; run scripts/ensure-chromium.sh")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                              headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("STREAM_ASSETS_ARTIFACTS") or tmp_path / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 # -- dagster dev -------------------------------------------------------------------------------

@@ -1,51 +1,22 @@
-"""The Dagster UI in headless Chromium: the lineage graph, a materialization, its success.
+"""The Dagster UI in headless Chromium: the lineage graph, a materialization, its success; a
+continuous run's checks, late rows and Terminate; a full refresh from the Launchpad.
 
 Needs Debian's Chromium (scripts/ensure-chromium.sh) and the `playwright` Python package, which
-drives that Chromium directly (no browser download). Screenshots go to $STREAM_ASSETS_ARTIFACTS
-(default: this test's temporary folder), and their paths are printed.
+drives that Chromium directly (no browser download): the `browser` fixture of dagster_dev.py.
+Screenshots go to $STREAM_ASSETS_ARTIFACTS (default: this test's temporary folder), and their
+paths are printed.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["stream_assets_tests.dagster_dev"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-CHROMIUM = os.environ.get("STREAM_ASSETS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the browser test needs `pip install playwright`")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}; run scripts/ensure-chromium.sh")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                              headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def artifacts(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("STREAM_ASSETS_ARTIFACTS") or tmp_path / "artifacts")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
 
 def test_ui_shows_the_lineage_and_a_materialization_launched_from_it_succeeds(
     dagster_dev, browser, artifacts

@@ -10,6 +10,7 @@ the topic exactly once.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -62,8 +63,32 @@ def is_about(text: str) -> Callable[[dict[str, Any]], bool]:
     return lambda message: text in message.get("text", "")
 
 
+def show_the_incident_in_the_ui(request, dev, artifacts) -> None:
+    """raw_events' Checks tab while the incident is open: stream_health failed, with the alert
+    the sensor posted. Only where Chromium is at hand (the browser fixture skips otherwise):
+    the scene itself does not need it."""
+    try:
+        browser = request.getfixturevalue("browser")
+    except pytest.skip.Exception:
+        return
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{dev.url}/assets/raw_events?view=checks", wait_until="networkidle")
+        page.get_by_text("stream_health", exact=True).first.click()
+        page.get_by_text("raw_events: query failed (firing)").first.wait_for(state="visible")
+        body = page.inner_text("body")
+        assert re.search(r"stream_health\nFailed\n", body), body[:3000]
+        assert re.search(r"^failed: ", body, re.MULTILINE), body[:3000]
+        shot = artifacts / "query_failed_alert.png"
+        page.screenshot(path=str(shot))
+        print(f"screenshot: {shot}")
+    finally:
+        page.close()
+
+
 def test_continuous_job_from_launch_to_terminate_with_one_alert_per_incident(
-    dagster_dev, kafka_broker, alert_receiver, spark
+    dagster_dev, kafka_broker, alert_receiver, spark, request, artifacts
 ):
     dev = dagster_dev
     connection = KafkaConnection(bootstrap_servers=kafka_broker.bootstrap)
@@ -90,7 +115,9 @@ def test_continuous_job_from_launch_to_terminate_with_one_alert_per_incident(
     # Restarts keep failing while the sensor keeps ticking: still one alert.
     wait_until(lambda: any(int(e["metadata"].get("consecutive_failures") or 0) >= 2
                            for e in reports(dev, run_id)), 120, "a failed restart")
-    time.sleep(2 * SENSOR_INTERVAL_S)  # two more sensor ticks
+    looked = time.monotonic()
+    show_the_incident_in_the_ui(request, dev, artifacts)  # what a user sees meanwhile
+    time.sleep(max(0.0, 2 * SENSOR_INTERVAL_S - (time.monotonic() - looked)))  # two ticks
     blocker.unlink()
     alert_receiver.wait_for(is_about("query failed - resolved"), 180, since=before)
     wait_until(lambda: rows_reported(dev, run_id) >= len(sent), 120, "the records after the fix")
