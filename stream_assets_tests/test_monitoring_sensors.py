@@ -288,6 +288,21 @@ def test_a_table_dropping_more_late_rows_than_it_declares_alerts_once(instance, 
         message["blocks"][1]["text"]["text"])
 
 
+def test_late_rows_of_a_report_replaced_before_the_tick_still_count(instance, alert_receiver):
+    """Reports come every event_interval_s, the sensor every few seconds more: the batch that
+    dropped the rows and the quiet report after it can both land between two ticks."""
+    ticks, before = Ticks(instance, alert_receiver.url), len(alert_receiver.received())
+    run = start_run(instance, ["event_counts"])
+    for late in (1_100, 0):
+        store_report(instance, run, "event_counts", kafka_lag=None, upstream_versions_waiting=0,
+                     late_rows=late)
+    ticks.tick()
+    ticks.tick()  # seen again: counted once
+    [message] = alert_receiver.received()[before:]
+    assert message["text"] == ":large_orange_circle: event_counts: late rows dropped"
+    assert "dropped 1,100 late rows" in message["blocks"][1]["text"]["text"]
+
+
 def test_each_tick_writes_its_summary_to_the_tick_log(instance, alert_receiver):
     """What the UI's "View logs" of a tick shows: the instance's captured tick log."""
     ticks = Ticks(instance, alert_receiver.url)

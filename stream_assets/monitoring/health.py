@@ -202,10 +202,14 @@ class HealthState:
         declares no threshold."""
         if view.late_rows_alert is None:
             return None
-        report = view.report
-        if (report is not None and view.report_id is not None
-                and (not state.late or state.late[-1][0] != view.report_id)):
-            state.late.append([view.report_id, report.reported_at, report.late_rows])
+        reports = view.recent
+        if not reports and view.report is not None and view.report_id is not None:
+            reports = ((view.report_id, view.report),)
+        seen = state.late[-1][0] if state.late else None
+        for report_id, report in reports:
+            if seen is None or report_id > seen:
+                state.late.append([report_id, report.reported_at, report.late_rows])
+                seen = report_id
         state.late[:] = [s for s in state.late if s[1] >= now - t.late_rows_window_s]
         return int(sum(s[2] for s in state.late))
 

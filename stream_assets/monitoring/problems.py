@@ -61,6 +61,9 @@ class StreamView:
     ended_because: str | None = None  # why a stream that was running no longer is
     upstream: tuple[str, ...] = ()  # the Delta tables the stream reads, for alert texts
     late_rows_alert: int | None = None  # the table's declared threshold (None: not judged)
+    # The run's reports up to `report` (storage id, report), oldest first: the late rows of each
+    # count, also those of a report a newer one replaced before the sensor's tick.
+    recent: tuple[tuple[int, StreamReport], ...] = ()
 
 
 def _fmt_s(seconds: float) -> str:

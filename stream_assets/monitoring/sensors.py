@@ -56,28 +56,41 @@ def sensor_interval(default: int) -> int:
 
 # -- reading the continuous job's reports from Dagster's storage -----------------------------
 
+# Reports read per asset and kind at each tick: more than a tick's worth at the fastest
+# event_interval_s, so that none goes unseen between two ticks.
+RECENT_REPORTS = 25
+
+
 @dataclass(frozen=True)
 class LatestReport:
     report: StreamReport
     storage_id: int
     run_id: str
+    # The run's reports up to this one (storage id, report), oldest first.
+    recent: tuple[tuple[int, StreamReport], ...] = ()
 
 
 def latest_report(instance: DagsterInstance, key: AssetKey) -> LatestReport | None:
-    """The newest stream report on an asset, whether it came as observation or materialization."""
-    best: LatestReport | None = None
+    """The newest stream report on an asset, whether it came as observation or materialization,
+    with the reports of its run that came just before it."""
+    found: list[tuple[int, str, StreamReport]] = []
+    cut = 0  # a full page may miss records older than its last: keep what both pages hold
     for fetch in (instance.fetch_observations, instance.fetch_materializations):
-        for record in fetch(key, limit=5).records:
+        records = fetch(key, limit=RECENT_REPORTS).records
+        if len(records) == RECENT_REPORTS:
+            cut = max(cut, min(record.storage_id for record in records))
+        for record in records:
             event = record.asset_event
-            if event is None:
-                continue
-            report = StreamReport.from_metadata(event.metadata, record.timestamp)
-            if report is None:
-                continue
-            if best is None or record.storage_id > best.storage_id:
-                best = LatestReport(report, record.storage_id, record.run_id)
-            break
-    return best
+            report = None if event is None else StreamReport.from_metadata(
+                event.metadata, record.timestamp)
+            if report is not None:
+                found.append((record.storage_id, record.run_id, report))
+    if not found:
+        return None
+    found.sort(key=lambda f: f[0])
+    storage_id, run_id, report = found[-1]
+    recent = tuple((sid, rep) for sid, rid, rep in found if rid == run_id and sid >= cut)
+    return LatestReport(report, storage_id, run_id, recent)
 
 
 def stream_views(
@@ -97,6 +110,7 @@ def stream_views(
                 report_id=latest.storage_id, run_id=latest.run_id,
                 ended_because="the query was stopped" if stopped else None,
                 upstream=table.upstream_tables, late_rows_alert=table.late_rows_alert,
+                recent=latest.recent,
             ))
         elif owner is not None:
             record = instance.get_run_record_by_id(owner.run_id)
