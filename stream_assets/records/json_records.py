@@ -5,8 +5,10 @@ the schema's columns plus `_rescued_data`, Kafka's columns and `error` out, the 
 and streaming. One strict pass on the JVM (jvm/udf/.../ParseJsonRecord.java) reads each record
 once; a refused record gets the first reason in the schema's order, naming the field's path.
 A record the schema accepts is then held to the declaration's `rules` (a reason and a Spark SQL
-condition each, in order): the first it breaks is its reason. The only effect is registering
-the JVM function in the DataFrame's session.
+condition, or a field check of checks.py, each), in order: the first it breaks is its reason.
+The field checks declared before any SQL condition are judged by the JVM in the same pass;
+the others are Spark expressions over its output. The only effect is registering the JVM
+function in the DataFrame's session.
 
 What a record may hold, per Spark type: a JSON string for string; a JSON integer in range for
 the integral types (`1.0` and `"1"` are not integers); any JSON number for double and float; a
@@ -48,6 +50,7 @@ from pyspark.sql.types import (
 )
 
 from stream_assets.errors import DeclarationError
+from stream_assets.records.checks import FIELD_CHECKS, FieldCheck
 from stream_assets.records.functions import register_function
 
 RESCUED = "_rescued_data"
@@ -55,6 +58,8 @@ ERROR = "error"
 KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset")
 WrongTypes = Literal["dead_letter", "rescue"]
 WRONG_TYPES: tuple[WrongTypes, ...] = ("dead_letter", "rescue")
+# A rule's condition: Spark SQL about the typed fields, or a check the parser does itself.
+Condition = str | FieldCheck
 
 PARSER_CLASS = "io.github.streamassets.udf.ParseJsonRecord"
 _SCALARS = (StringType, BooleanType, ByteType, ShortType, IntegerType, LongType, FloatType,
@@ -72,12 +77,15 @@ class JsonRecords:
     (`"rescue"`; a required field is still refused). A field is required when the schema says
     it is not nullable. `rules` are (reason, condition) pairs about the typed fields: a record
     the schema accepts whose condition is not true (false or null) is refused with the first
-    such reason, e.g. ("missing order_id", "order_id <> ''").
+    such reason, e.g. ("missing order_id", "order_id <> ''"). A condition may also be a field
+    check (stream_assets.records.checks: TextCheck, YearRange), which the parser judges as it
+    reads the record, at no cost of its own: ("unusable name", TextCheck("name",
+    not_empty=True, max_bytes=80)).
     """
 
     schema: StructType
     wrong_types: WrongTypes = "dead_letter"
-    rules: tuple[tuple[str, str], ...] = ()
+    rules: tuple[tuple[str, Condition], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.schema, StructType):
@@ -92,10 +100,14 @@ class JsonRecords:
             _check_readable(field.dataType, field.name)
         for rule in self.rules:
             if (not isinstance(rule, tuple) or len(rule) != 2
-                    or not all(isinstance(part, str) and part.strip() for part in rule)):
+                    or not isinstance(rule[0], str) or not rule[0].strip()
+                    or not (isinstance(rule[1], FIELD_CHECKS)
+                            or (isinstance(rule[1], str) and rule[1].strip()))):
                 raise DeclarationError(f"record rule {rule!r}: a rule is a reason and a Spark "
-                                       "SQL condition, e.g. (\"missing order_id\", "
-                                       "\"order_id <> ''\")")
+                                       "SQL condition or a field check, e.g. (\"missing "
+                                       "order_id\", \"order_id <> ''\")")
+            if isinstance(rule[1], FIELD_CHECKS):
+                rule[1].check_field(self.schema)
 
     @property
     def columns(self) -> StructType:
@@ -108,10 +120,23 @@ class JsonRecords:
         return f"stream_assets_json_{hashlib.sha256(self._spec.encode()).hexdigest()[:16]}"
 
     @property
+    def _jvm_checks(self) -> tuple[tuple[str, FieldCheck], ...]:
+        # The checks before the first SQL condition: after one, a check's verdict would come
+        # before that condition's, so those are judged as their SQL, in order.
+        leading = []
+        for reason, condition in self.rules:
+            if not isinstance(condition, FIELD_CHECKS):
+                break
+            leading.append((reason, condition))
+        return tuple(leading)
+
+    @property
     def _spec(self) -> str:
-        # The JVM's part only: rules are Spark expressions over its output.
-        return json.dumps({"schema": self.schema.jsonValue(), "wrong_types": self.wrong_types},
-                          sort_keys=True, separators=(",", ":"))
+        # The JVM's part only: the other rules are Spark expressions over its output.
+        spec = {"schema": self.schema.jsonValue(), "wrong_types": self.wrong_types}
+        if self._jvm_checks:
+            spec["checks"] = [check.spec(reason) for reason, check in self._jvm_checks]
+        return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
     def __call__(self, kafka: DataFrame) -> DataFrame:
         returns = StructType([*(_nullable(f) for f in self.columns.fields),
@@ -120,19 +145,24 @@ class JsonRecords:
                           "the JSON record parser")
         parsed = kafka.select(
             *KAFKA_COLUMNS,
-            F.call_function(self.function_name, F.col("value"), F.lit(self._spec))
+            F.call_function(self.function_name, F.col("value"),
+                            # Bytes: the JVM function would decode a string on every row.
+                            F.lit(self._spec.encode()))
             .alias(_PARSED))
         read = parsed.select(
             *[F.col(f"{_PARSED}.`{f.name}`").alias(f.name) for f in self.columns.fields],
             *KAFKA_COLUMNS,
             F.col(f"{_PARSED}.{ERROR}").alias(ERROR),
         )
-        if not self.rules:
+        in_sql = self.rules[len(self._jvm_checks):]
+        if not in_sql:
             return read
-        # The schema's verdict first; a rule only judges a record whose fields were read.
+        # The schema's verdict and the JVM's checks first; a rule only judges a record whose
+        # fields were read.
         broken: Column = F.lit(None).cast("string")
-        for reason, condition in reversed(self.rules):
-            holds = F.coalesce(F.expr(condition).cast("boolean"), F.lit(False))
+        for reason, condition in reversed(in_sql):
+            sql = condition if isinstance(condition, str) else condition.condition
+            holds = F.coalesce(F.expr(sql).cast("boolean"), F.lit(False))
             broken = F.when(~holds, F.lit(reason)).otherwise(broken)
         return read.withColumn(ERROR, F.coalesce(F.col(ERROR), broken))
 

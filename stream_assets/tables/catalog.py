@@ -7,6 +7,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import MapType, StringType, StructField, StructType, TimestampType
 
 from stream_assets import schemas
+from stream_assets.records.checks import TextCheck, YearRange
 from stream_assets.records.json_records import JsonRecords
 from stream_assets.spark_types import ddl
 from stream_assets.tables.declaration import StreamingTable
@@ -47,13 +48,11 @@ UNUSABLE_EVENT_TYPE = (
 # The parser reads years 0001-9999, but an offset can move the instant out of them
 # (0001-01-01T00:00:00+01:00): Spark would keep it, ISO-8601, Python and most readers not.
 TIMESTAMP_RANGE = "timestamp out of range (years 0001-9999)"
-TIMESTAMP_IN_RANGE = ("timestamp BETWEEN TIMESTAMP'0001-01-01 00:00:00' "
-                      "AND TIMESTAMP'9999-12-31 23:59:59.999999'")
+# Field checks: the parser judges them as it reads the record (stream_assets/records/checks.py).
 EVENT_RULES = {
-    UNUSABLE_EVENT_TYPE: (
-        "event_type IS NULL OR (event_type <> '' AND NOT event_type RLIKE '\\\\p{Cntrl}' "
-        f"AND octet_length(event_type) <= {EVENT_TYPE_MAX_BYTES})"),
-    TIMESTAMP_RANGE: TIMESTAMP_IN_RANGE,
+    UNUSABLE_EVENT_TYPE: TextCheck("event_type", not_empty=True, no_control_characters=True,
+                                   max_bytes=EVENT_TYPE_MAX_BYTES),
+    TIMESTAMP_RANGE: YearRange("timestamp", 1, 9999),
 }
 events = kafka_topic(schemas.EVENT_TOPIC, schema=EVENT_RECORD, rules=EVENT_RULES)
 assert isinstance(events.parser, JsonRecords)

@@ -19,7 +19,13 @@ from pyspark.sql.types import IntegerType, LongType, StringType, StructField, St
 from stream_assets.errors import DeclarationError, StreamFailed
 from stream_assets.monitoring.asset_events import asset_key
 from stream_assets.records.ddl import parse_schema
-from stream_assets.records.json_records import RESCUED, JsonRecords, WrongTypes, with_required
+from stream_assets.records.json_records import (
+    RESCUED,
+    Condition,
+    JsonRecords,
+    WrongTypes,
+    with_required,
+)
 from stream_assets.sinks import is_delta_table
 from stream_assets.tables import expectation_sql
 from stream_assets.tables.expectations import DataExpectation, RescuedFields
@@ -233,7 +239,7 @@ def kafka_topic(topic: str, parser: Parser | None = None,
                 schema: StructType | str | None = None, required: Sequence[str] = (),
                 wrong_types: WrongTypes = "dead_letter",
                 format: Literal["json"] = "json",
-                rules: Mapping[str, str] | None = None) -> KafkaTopic:
+                rules: Mapping[str, Condition] | None = None) -> KafkaTopic:
     """A Kafka topic a table reads, through the resource named `resource`.
 
     Declare what its records hold with `schema` (a StructType, or a DDL string such as
@@ -245,8 +251,10 @@ def kafka_topic(topic: str, parser: Parser | None = None,
     type, that field null and its value rescued. `rules` maps a reason to a Spark SQL condition
     about the record's fields ({"missing order_id": "order_id <> ''"}): a record the schema
     accepts but whose condition is not true is refused with the first such reason, before any
-    table sees it. A `parser` of your own reads a format the project does not know; without
-    either, the table receives Kafka's rows as they are.
+    table sees it. A condition may be a field check the parser judges while it reads the
+    record, at no cost of its own ({"unusable name": TextCheck("name", max_bytes=80)};
+    stream_assets.records.checks). A `parser` of your own reads a format the project does not
+    know; without either, the table receives Kafka's rows as they are.
     """
     if schema is not None:
         if parser is not None:
@@ -261,6 +269,8 @@ def kafka_topic(topic: str, parser: Parser | None = None,
         parser = JsonRecords(with_required(declared, required), wrong_types,
                              tuple((rules or {}).items()))
         for reason, condition in parser.rules:
+            if not isinstance(condition, str):
+                continue  # a field check: JsonRecords checked its field and type
             problem = expectation_sql.problem(condition, parser.columns)
             if problem:
                 raise DeclarationError(f"kafka_topic({topic!r}), rule {reason!r}: "

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from stream_assets.records.checks import TextCheck, YearRange
 from stream_assets.records.ddl import parse_schema
 from stream_assets.records.json_records import ERROR, JsonRecords
 
@@ -30,12 +31,14 @@ CLICK_RECORD = ("click_id STRING NOT NULL, impression_id STRING NOT NULL, "
 # The parser reads years 0001-9999, but an offset can move the instant out of them
 # (0001-01-01T00:00:00+01:00), which ISO-8601, Python and most readers cannot hold.
 TIMESTAMP_RANGE = "timestamp out of range (years 0001-9999)"
-_IN_RANGE = ("timestamp BETWEEN TIMESTAMP'0001-01-01 00:00:00' "
-             "AND TIMESTAMP'9999-12-31 23:59:59.999999'")
-# An empty id is as useless as none: it joins nothing and names nothing.
-IMPRESSION_RULES = {"missing impression_id": "impression_id <> ''", TIMESTAMP_RANGE: _IN_RANGE}
-CLICK_RULES = {"missing click_id": "click_id <> ''",
-               "missing impression_id": "impression_id <> ''", TIMESTAMP_RANGE: _IN_RANGE}
+_IN_RANGE = YearRange("timestamp", 1, 9999)
+# An empty id is as useless as none: it joins nothing and names nothing. (Field checks: the
+# parser judges them as it reads the record, stream_assets/records/checks.py.)
+IMPRESSION_RULES = {"missing impression_id": TextCheck("impression_id", not_empty=True),
+                    TIMESTAMP_RANGE: _IN_RANGE}
+CLICK_RULES = {"missing click_id": TextCheck("click_id", not_empty=True),
+               "missing impression_id": TextCheck("impression_id", not_empty=True),
+               TIMESTAMP_RANGE: _IN_RANGE}
 
 _IMPRESSIONS = JsonRecords(parse_schema(IMPRESSION_RECORD), rules=tuple(IMPRESSION_RULES.items()))
 _CLICKS = JsonRecords(parse_schema(CLICK_RECORD), rules=tuple(CLICK_RULES.items()))
