@@ -2,7 +2,8 @@
 
 The public API: declare tables with `StreamingTable` (sources from `kafka_topic`, `upstream`
 and `static`, a sink `DeltaAppend` or `DeltaMerge`), then turn them into a Dagster code location
-with `build_definitions`. docs/architecture.md shows how a declaration becomes a query.
+with `build_definitions`. A topic's record rules may be field checks its parser judges as it
+reads: `TextCheck`, `YearRange`. docs/architecture.md shows how a declaration becomes a query.
 
 Names are imported on first use, so the `stream-assets` CLI starts without Spark or Dagster.
 """
@@ -22,6 +23,8 @@ _EXPORTS = {
     "StaticTable": "stream_assets.tables.sources",
     "Parser": "stream_assets.tables.sources",
     "kafka_topic": "stream_assets.tables.sources",
+    "TextCheck": "stream_assets.records.checks",
+    "YearRange": "stream_assets.records.checks",
     "upstream": "stream_assets.tables.sources",
     "static": "stream_assets.tables.sources",
     "Sink": "stream_assets.tables.writes",
@@ -64,6 +67,8 @@ __all__ = [
     "StreamAssetsError",
     "StreamingTable",
     "StreamingTablesComponent",
+    "TextCheck",
+    "YearRange",
     "build_definitions",
     "default_resources",
     "expect",
@@ -79,6 +84,7 @@ if TYPE_CHECKING:
     from stream_assets.errors import DeclarationError, StreamAssetsError
     from stream_assets.monitoring.check_config import ChecksConfig
     from stream_assets.project import build_definitions, default_resources
+    from stream_assets.records.checks import TextCheck, YearRange
     from stream_assets.resources import DeltaLake, EventHubsSource, KafkaSource, SparkResource
     from stream_assets.tables.declaration import StreamingTable
     from stream_assets.tables.expectations import (

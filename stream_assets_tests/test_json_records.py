@@ -31,6 +31,7 @@ from pyspark.sql.types import (
 
 from stream_assets import StreamingTable, kafka_topic
 from stream_assets.errors import DeclarationError
+from stream_assets.records.checks import TextCheck, YearRange
 from stream_assets.records.ddl import parse_schema
 from stream_assets.records.json_records import JsonRecords, with_required
 from stream_assets_tests.test_parse_events import kafka_frame
@@ -160,6 +161,8 @@ CASES = [
     (b"", "empty value"),
     (b'{"id": "\xff"}', "value is not valid UTF-8"),
     (b'{"id": "a"', "invalid JSON"),
+    # Zero bytes first are UTF-16 to Jackson's reader of bytes ("{}"): still not JSON here.
+    (b'\x00{\x00}', "invalid JSON"),
     (b'{"id": "a"} {}', "invalid JSON"),
     (b"{'id': 'a'}", "invalid JSON"),
     (b'["a"]', "not a JSON object"),
@@ -209,6 +212,11 @@ CASES = [
     (record(coupon="X", customer={"id": "c", "vip": True}),
      {"customer": {"id": "c", "tier": None},
       "_rescued_data": {"coupon": "X", "customer.vip": True}}),
+    # Rescued slices of the text, read as bytes (ASCII) and as characters (not ASCII).
+    (b'{"id": "a", "note": "say \\"hi\\"", "n": 1}',
+     {"n": 1, "_rescued_data": {"note": 'say "hi"'}}),
+    ('{"id": "a", "note": "d\u00e9j\u00e0 \\"vu\\"", "n": 1}'.encode(),
+     {"n": 1, "_rescued_data": {"note": 'd\u00e9j\u00e0 "vu"'}}),
 ]
 
 
@@ -252,6 +260,81 @@ def test_declared_rules_refuse_what_the_schema_reads_with_the_first_broken_reaso
         "wrong type: n must be an integer of 32 bits", None]
     assert [(r.id, r.n, r._rescued_data) for r in rows if r.error is None] == [
         ("a", 4, None), ("a", 4, '{"more":1}')]
+
+
+FIELD_CHECKS = {
+    "unusable name": TextCheck("name", not_empty=True, no_control_characters=True, max_bytes=6),
+    "at out of range": YearRange("at", 2000, 2030),
+}
+# (value, its error), worked out by hand; "at" comes before "name" in the schema, and the
+# rule declared first still wins.
+CHECKED = [
+    (b'{"id": "a", "name": "ok", "at": "2000-01-01T00:00:00Z"}', None),
+    (b'{"id": "a", "at": "2030-12-31T23:59:59.999999Z"}', None),  # no name: the schema's call
+    (b'{"id": "a", "name": ""}', "unusable name"),
+    (b'{"id": "a", "name": "a\\u0001"}', "unusable name"),
+    (b'{"id": "a", "name": "a\\u007f"}', "unusable name"),
+    (b'{"id": "a", "name": "a\\tb"}', "unusable name"),
+    ('{"id": "a", "name": "a\u0085"}'.encode(), None),  # C1 controls are not \\p{Cntrl}
+    ('{"id": "a", "name": "\u00e9\u00e9\u00e9"}'.encode(), None),  # 6 bytes
+    ('{"id": "a", "name": "\u00e9\u00e9\u00e9\u00e9"}'.encode(), "unusable name"),  # 8
+    ('{"id": "a", "name": "\u20ac\u20ac"}'.encode(), None),  # 6 bytes
+    ('{"id": "a", "name": "\U0001f600ab"}'.encode(), None),  # 4 + 2 bytes
+    ('{"id": "a", "name": "\U0001f600abc"}'.encode(), "unusable name"),
+    (b'{"id": "a", "name": "\\ud83d\\ude00ab"}', None),  # the same, escaped
+    (b'{"id": "a", "at": "1999-12-31T23:59:59.999999Z"}', "at out of range"),
+    (b'{"id": "a", "at": "2000-01-01T00:30:00+01:00"}', "at out of range"),
+    (b'{"id": "a", "at": "2031-01-01T00:30:00+01:00"}', None),
+    (b'{"id": "a", "at": "2031-01-01T00:00:00Z"}', "at out of range"),
+    (b'{"id": "a", "name": "", "at": "1999-01-01"}', "unusable name"),
+    # The schema's verdict comes before any rule's.
+    (b'{"id": "a", "name": 5, "at": "1999-01-01"}', "wrong type: name must be a string"),
+    (b'{"name": ""}', "missing id"),
+]
+
+
+def test_field_checks_refuse_as_their_sql_would_in_the_order_declared(spark):
+    schema = parse_schema("id STRING NOT NULL, at TIMESTAMP, name STRING")
+    frame = kafka_frame(spark, [value for value, _ in CHECKED] + [b'{"id": "b", "name": ""}'])
+    parsers = (
+        JsonRecords(schema, rules=tuple(FIELD_CHECKS.items())),
+        # The same rules as the SQL each check stands for: Spark's own judgement of them.
+        JsonRecords(schema, rules=tuple((r, c.condition) for r, c in FIELD_CHECKS.items())),
+        # After a SQL rule, checks are judged as their SQL: the order declared still holds.
+        JsonRecords(schema, rules=(("id is b", "id <> 'b'"), *FIELD_CHECKS.items())),
+    )
+    columns = ("offset", "id", "at", "name", "error")
+    tagged = [parse(frame).select(F.lit(n).alias("parser"), *columns)
+              for n, parse in enumerate(parsers)]
+    rows = tagged[0].unionByName(tagged[1]).unionByName(tagged[2]).orderBy(
+        "parser", "offset").collect()
+    per_parser = len(CHECKED) + 1
+    checked, in_sql, mixed = (rows[n * per_parser:(n + 1) * per_parser]
+                              for n in range(len(parsers)))
+    want = [error for _, error in CHECKED]
+    assert [r.error for r in checked] == [*want, "unusable name"]
+    assert [r.error for r in mixed] == [*want, "id is b"]
+    assert [r[1:] for r in in_sql] == [r[1:] for r in checked]
+    assert [r[1:] for r in mixed[:-1]] == [r[1:] for r in checked[:-1]]
+    # A record a check refuses keeps its fields, as one a SQL rule refuses does.
+    assert (checked[2].id, checked[2].name) == ("a", "")
+
+
+def test_field_checks_are_checked_at_declaration():
+    with pytest.raises(DeclarationError, match="no such top-level field"):
+        kafka_topic("t", schema="id STRING", rules={"bad": TextCheck("name", max_bytes=3)})
+    with pytest.raises(DeclarationError, match="the field is int, not a string"):
+        kafka_topic("t", schema="id INT", rules={"bad": TextCheck("id", not_empty=True)})
+    with pytest.raises(DeclarationError, match="not a timestamp"):
+        kafka_topic("t", schema="id STRING", rules={"bad": YearRange("id")})
+    with pytest.raises(DeclarationError, match="checks nothing"):
+        TextCheck("id")
+    with pytest.raises(DeclarationError, match="max_bytes"):
+        TextCheck("id", max_bytes=-1)
+    with pytest.raises(DeclarationError, match="years are from 1 to 9999"):
+        YearRange("at", 2030, 2000)
+    assert TextCheck("a b", not_empty=True, max_bytes=3).condition == (
+        "`a b` IS NULL OR (`a b` <> '' AND octet_length(`a b`) <= 3)")
 
 
 def test_two_schemas_in_one_session_each_read_their_own(spark):

@@ -67,12 +67,12 @@ public final class ParseJsonRecord implements UDF2<byte[], byte[], Row> {
       }
     }
     // Valid UTF-8 has a character a byte only when it is all ASCII.
-    boolean ascii = text.length() == value.length;
+    boolean bytes = text.length() == value.length && utf8Start(value);
     JsonRecordReader.Context ctx = new JsonRecordReader.Context(text, record.rescueWrongTypes);
     Object[] fields;
     // Jackson reads bytes faster than characters; in ASCII a byte's offset is its
     // character's, which the rescued data's slices of `text` rely on.
-    try (JsonParser p = ascii ? StrictJson.FACTORY.createParser(value)
+    try (JsonParser p = bytes ? StrictJson.FACTORY.createParser(value)
         : StrictJson.FACTORY.createParser(text)) {
       JsonToken first = p.nextToken();
       if (first == null) {
@@ -108,6 +108,20 @@ public final class ParseJsonRecord implements UDF2<byte[], byte[], Row> {
     return RowFactory.create(row);
   }
 
+
+  /**
+   * Whether Jackson, given these bytes, reads them as UTF-8: it takes a zero byte in the first
+   * four for the mark of UTF-16 or UTF-32 ("\0{\0}" would be "{}"). Such a value is not JSON,
+   * which the reader of characters says.
+   */
+  private static boolean utf8Start(byte[] value) {
+    for (int i = 0; i < Math.min(4, value.length); i++) {
+      if (value[i] == 0) {
+        return false;
+      }
+    }
+    return true;
+  }
 
   private JsonRecordReader.Record compiled(byte[] spec) throws IOException {
     // Spark hands every row the same literal's bytes: the identity test is the usual answer.
