@@ -40,6 +40,10 @@ GROUPS: list[tuple[str, str, tuple[str, ...]]] = [
      "stream. Build them with the functions; the classes are what the functions return.",
      ("kafka_topic", "upstream", "static", "Parser", "Source", "KafkaTopic", "DeltaStream",
       "StaticTable")),
+    ("Field checks", "Rules about one field of a declared record, in `kafka_topic(rules=...)` "
+     "next to Spark SQL conditions: the parser judges them as it reads the record, at no cost "
+     "of their own.",
+     ("TextCheck", "YearRange")),
     ("Sinks", "How a table is written, passed in `StreamingTable(sink=...)`.",
      ("DeltaAppend", "DeltaMerge", "Sink")),
     ("Expectations", "Rules about a table's rows, judged in every micro-batch, passed in "

@@ -29,8 +29,11 @@ from stream_assets.errors import DeclarationError
 
 @dataclass(frozen=True)
 class TextCheck:
-    """A string field's value: not empty, without a control character (U+0000-U+001F and
-    U+007F), and at most `max_bytes` bytes in UTF-8 (None: any length), as asked."""
+    """A rule's condition about a top-level string field: its value not empty, without a
+    control character (U+0000-U+001F and U+007F), and at most `max_bytes` bytes in UTF-8
+    (None: any length), as asked. E.g. `kafka_topic("events", schema=..., rules={"unusable
+    event_type": TextCheck("event_type", not_empty=True, max_bytes=80)})`. A missing (null)
+    value passes; `condition` is the Spark SQL it stands for."""
 
     field: str
     not_empty: bool = False
@@ -74,9 +77,12 @@ class TextCheck:
 
 @dataclass(frozen=True)
 class YearRange:
-    """A timestamp field's instant: from the start of year `first` to the end of year `last`,
-    UTC (the parser reads years 0001-9999 as written, but an offset can move an instant out of
-    them: 0001-01-01T00:00:00+01:00 is in year 0)."""
+    """A rule's condition about a top-level timestamp field: its instant from the start of
+    year `first` to the end of year `last`, in UTC. The parser reads years 0001-9999 as
+    written, but an offset can move an instant out of them (0001-01-01T00:00:00+01:00 is in
+    year 0), which most readers other than Spark cannot hold: `YearRange("timestamp")` keeps
+    such records out. A missing (null) value passes; `condition` is the Spark SQL it stands
+    for."""
 
     field: str
     first: int = 1

@@ -18,10 +18,10 @@ from pyspark.sql.types import IntegerType, LongType, StringType, StructField, St
 
 from stream_assets.errors import DeclarationError, StreamFailed
 from stream_assets.monitoring.asset_events import asset_key
+from stream_assets.records.checks import TextCheck, YearRange
 from stream_assets.records.ddl import parse_schema
 from stream_assets.records.json_records import (
     RESCUED,
-    Condition,
     JsonRecords,
     WrongTypes,
     with_required,
@@ -239,7 +239,7 @@ def kafka_topic(topic: str, parser: Parser | None = None,
                 schema: StructType | str | None = None, required: Sequence[str] = (),
                 wrong_types: WrongTypes = "dead_letter",
                 format: Literal["json"] = "json",
-                rules: Mapping[str, Condition] | None = None) -> KafkaTopic:
+                rules: Mapping[str, str | TextCheck | YearRange] | None = None) -> KafkaTopic:
     """A Kafka topic a table reads, through the resource named `resource`.
 
     Declare what its records hold with `schema` (a StructType, or a DDL string such as
