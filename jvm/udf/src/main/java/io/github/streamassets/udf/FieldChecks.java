@@ -7,6 +7,7 @@ import java.time.ZoneOffset;
 import java.util.ArrayList;
 import java.util.List;
 import org.apache.spark.sql.types.StructType;
+import org.apache.spark.unsafe.types.UTF8String;
 
 /**
  * The declared checks of a record's top-level fields (stream_assets/records/checks.py), judged
@@ -80,28 +81,21 @@ final class FieldChecks {
    */
   static Check text(boolean notEmpty, boolean noControl, int maxBytes) {
     return value -> {
-      String s = (String) value;
-      int n = s.length();
-      if (notEmpty && n == 0) {
+      UTF8String s = (UTF8String) value;
+      int n = s.numBytes();
+      if (notEmpty && n == 0 || maxBytes >= 0 && n > maxBytes) {
         return false;
       }
-      if (!noControl && (maxBytes < 0 || n <= maxBytes / 3)) {
-        return true; // nothing to look at: even three bytes a character would fit
-      }
-      long bytes = 0;
-      for (int i = 0; i < n; i++) {
-        char c = s.charAt(i);
-        if (c < 0x80) {
-          if (noControl && (c < 0x20 || c == 0x7f)) {
+      if (noControl) {
+        // In UTF-8 these are single bytes, and no byte of a longer character is below 0x80.
+        for (int i = 0; i < n; i++) {
+          byte b = s.getByte(i);
+          if (b >= 0 && b < 0x20 || b == 0x7f) {
             return false;
           }
-          bytes++;
-        } else {
-          // A surrogate pair is 4 bytes: 2 for each half (the reader refuses lone ones).
-          bytes += c < 0x800 || Character.isSurrogate(c) ? 2 : 3;
         }
       }
-      return maxBytes < 0 || bytes <= maxBytes;
+      return true;
     };
   }
 

@@ -35,10 +35,11 @@ import org.apache.spark.sql.types.StructField;
 import org.apache.spark.sql.types.StructType;
 import org.apache.spark.sql.types.TimestampNTZType;
 import org.apache.spark.sql.types.TimestampType;
+import org.apache.spark.unsafe.types.UTF8String;
 
 /**
- * Readers of JSON values into the Java values Spark converts to its types, compiled once per
- * schema. A value of the wrong type is a verdict naming its path
+ * Readers of JSON values into the Java values Spark converts to its types (a string as Spark's
+ * own UTF8String), compiled once per schema. A value of the wrong type is a verdict naming its path
  * (`wrong type: items[2].qty must be an integer`) or, when the declaration says so, is rescued
  * with the field left null; a field the schema does not name is always rescued. The JSON is
  * always read to its end, so that a malformed value after a wrong one still makes the record
@@ -50,6 +51,8 @@ final class JsonRecordReader {
   /** What one record's read collects besides its values. */
   static final class Context {
     final String text;
+    /** The record's bytes when the parser reads them (all ASCII), else null. */
+    final byte[] bytes;
     final boolean rescueWrongTypes;
     final StrictJson.Strings strings;
     /** The object whose keys are being read, for a duplicate key's reason. */
@@ -58,8 +61,9 @@ final class JsonRecordReader {
     String error;
     private StringBuilder rescued;
 
-    Context(String text, boolean rescueWrongTypes) {
+    Context(String text, byte[] bytes, boolean rescueWrongTypes) {
       this.text = text;
+      this.bytes = bytes;
       this.rescueWrongTypes = rescueWrongTypes;
       this.strings = StrictJson.Strings.of(text);
     }
@@ -90,6 +94,22 @@ final class JsonRecordReader {
         i += text.charAt(i) == '\\' ? 2 : 1;
       }
       return i + 1 - start;
+    }
+
+    /**
+     * The string at the parser's token as Spark holds it: a view of the record's bytes when
+     * they are read and the string has no escape (its text is as long as its bytes between
+     * the quotes), so that it is neither made a Java string nor encoded back to UTF-8.
+     */
+    UTF8String utf8(JsonParser p) throws IOException {
+      if (bytes != null) {
+        long start = p.currentTokenLocation().getByteOffset() + 1;
+        int length = p.getTextLength(); // reads the string to its end, validating it
+        if (p.currentLocation().getByteOffset() - 1 - start == length) {
+          return UTF8String.fromBytes(bytes, (int) start, length);
+        }
+      }
+      return UTF8String.fromString(strings.text(p));
     }
 
     /** Where `at` is in `text`: a parser of characters counts them, one of bytes bytes. */
@@ -173,7 +193,7 @@ final class JsonRecordReader {
       return new Scalar("a string") {
         @Override
         Object value(JsonParser p, JsonToken t, Context ctx) throws IOException {
-          return t == JsonToken.VALUE_STRING ? ctx.strings.text(p) : null;
+          return t == JsonToken.VALUE_STRING ? ctx.utf8(p) : null;
         }
       };
     }

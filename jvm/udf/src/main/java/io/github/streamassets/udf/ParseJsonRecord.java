@@ -68,7 +68,8 @@ public final class ParseJsonRecord implements UDF2<byte[], byte[], Row> {
     }
     // Valid UTF-8 has a character a byte only when it is all ASCII.
     boolean bytes = text.length() == value.length && utf8Start(value);
-    JsonRecordReader.Context ctx = new JsonRecordReader.Context(text, record.rescueWrongTypes);
+    JsonRecordReader.Context ctx = new JsonRecordReader.Context(text, bytes ? value : null,
+        record.rescueWrongTypes);
     Object[] fields;
     // Jackson reads bytes faster than characters; in ASCII a byte's offset is its
     // character's, which the rescued data's slices of `text` rely on.
