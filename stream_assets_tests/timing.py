@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from time import perf_counter
 
 import pytest
@@ -33,22 +34,26 @@ _files: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 _seen: set[tuple[str, str, str]] = set()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+@contextmanager
+def _timing_for(item: pytest.Item) -> Iterator[None]:
+    """Fixture set-ups and teardowns inside are reported on `item`."""
     _current.append(item)
     try:
         yield
     finally:
         _current.pop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _timing_for(item):
+        yield
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
-    _current.append(item)
-    try:
+    with _timing_for(item):
         yield
-    finally:
-        _current.pop()
 
 
 def _named(fixturedef: pytest.FixtureDef) -> str:
