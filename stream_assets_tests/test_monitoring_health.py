@@ -186,6 +186,21 @@ def test_dead_letter_rate_is_judged_over_a_window_of_recent_records():
     assert feed(5, 100, 1) == [(Problem.DEAD_LETTERS, RESOLVED)]  # 1 of the last 100
 
 
+def test_dead_letters_of_reports_replaced_before_the_tick_still_count():
+    # Three reports came between two ticks; the bad records were in the first two only.
+    state = HealthState()
+    t = HealthThresholds(dead_letter_ratio=0.1, dead_letter_window_rows=1000,
+                         dead_letter_min_rows=50)
+    reports = [(i, report(i, input_rows=rows, dead_letter_rows=dead))
+               for i, (rows, dead) in enumerate([(40, 20), (40, 20), (40, 0)], start=1)]
+    newest_id, newest = reports[-1]
+    seen = view(newest, newest_id, recent=tuple(reports))
+    alerts = state.evaluate([seen], 3, t)
+    assert [(a.problem, a.state) for a in alerts] == [(Problem.DEAD_LETTERS, FIRING)]
+    assert alerts[0].detail.startswith("33.3% of the last 120 records")  # 40 of 120
+    assert state.evaluate([seen], 4, t) == []  # the same reports are not counted twice
+
+
 def test_stopping_the_stream_resolves_its_open_incidents():
     state = HealthState()
     run(state, (view(report(1, status=Status.FAILED, error="x")), 1))

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from stream_assets.monitoring.problems import HealthThresholds, Problem, StreamView, problems
+from stream_assets.monitoring.stream_report import StreamReport
 
 FIRING = "firing"
 RESOLVED = "resolved"
@@ -178,12 +179,14 @@ class HealthState:
     @staticmethod
     def _sample_dead_letters(state: StreamState, view: StreamView, t: HealthThresholds
                              ) -> tuple[int, int] | None:
-        """(rows, dead letters) over the newest reports holding `dead_letter_window_rows`."""
-        report = view.report
-        if (report is not None and report.dead_letter_rows is not None and report.input_rows
-                and view.report_id is not None
-                and (not state.dead or state.dead[-1][0] != view.report_id)):
-            state.dead.append([view.report_id, report.input_rows, report.dead_letter_rows])
+        """(rows, dead letters) over the newest reports holding `dead_letter_window_rows`.
+
+        Every report since the last tick counts, not only the newest: a tick can come after
+        several reports, and the dead letters of the others would go unseen."""
+        seen = state.dead[-1][0] if state.dead else None
+        for report_id, report in _reports_since(view, seen):
+            if report.dead_letter_rows is not None and report.input_rows:
+                state.dead.append([report_id, report.input_rows, report.dead_letter_rows])
         rows = dead = 0
         keep = 0
         for _, sample_rows, sample_dead in reversed(state.dead):
@@ -202,14 +205,9 @@ class HealthState:
         declares no threshold."""
         if view.late_rows_alert is None:
             return None
-        reports = view.recent
-        if not reports and view.report is not None and view.report_id is not None:
-            reports = ((view.report_id, view.report),)
         seen = state.late[-1][0] if state.late else None
-        for report_id, report in reports:
-            if seen is None or report_id > seen:
-                state.late.append([report_id, report.reported_at, report.late_rows])
-                seen = report_id
+        for report_id, report in _reports_since(view, seen):
+            state.late.append([report_id, report.reported_at, report.late_rows])
         state.late[:] = [s for s in state.late if s[1] >= now - t.late_rows_window_s]
         return int(sum(s[2] for s in state.late))
 
@@ -247,3 +245,11 @@ class HealthState:
             sent.append(self.outbox.pop(0))
         return sent, errors
 
+
+def _reports_since(view: StreamView, seen: int | None) -> list[tuple[int, StreamReport]]:
+    """The view's reports newer than storage id `seen`, oldest first (its run's recent
+    reports, or the newest alone when those were not read)."""
+    reports = view.recent
+    if not reports and view.report is not None and view.report_id is not None:
+        reports = ((view.report_id, view.report),)
+    return [(rid, report) for rid, report in reports if seen is None or rid > seen]
