@@ -54,12 +54,17 @@ class LakeUnreachable(StreamAssetsError):
 
 
 def short_error(text: str | None, limit: int = 1500) -> str:
-    """What happened, without the stack traces: the first line and the root cause."""
+    """What happened, without the stack traces: the root cause first, then the first line.
+
+    A failed query's first line is usually a wrapper (py4j's "An exception was raised by the
+    Python Proxy", Spark's "Query terminated with exception"); what a user can act on is the
+    last `Caused by`, so an alert's text starts with it."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     if not lines:
         return "the query stopped with an error"
     causes = [line for line in lines if line.startswith("Caused by: ")]
-    summary = lines[0][:600]
-    if causes:
-        summary += " | " + causes[-1][:800]
-    return summary[:limit]
+    first = lines[0][:600]
+    if not causes:
+        return first[:limit]
+    cause = causes[-1].removeprefix("Caused by: ")[:800]
+    return f"{cause} (raised as: {first})"[:limit]

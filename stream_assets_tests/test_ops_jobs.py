@@ -84,7 +84,7 @@ def test_a_query_that_cannot_succeed_on_restart_ends_the_run_with_what_to_do(
         assert supervisor.fatal is None and supervisor.streams[0].retry_at > 100.0
 
 
-def test_errors_keep_the_first_line_and_the_root_cause_not_the_stack():
+def test_errors_keep_the_root_cause_first_then_the_first_line_not_the_stack():
     text = (
         "py4j.Py4JException: An exception was raised by the Python Proxy.\n"
         "\tat org.apache.spark.Foo.bar(Foo.scala:1)\n"
@@ -93,9 +93,10 @@ def test_errors_keep_the_first_line_and_the_root_cause_not_the_stack():
         "Caused by: java.io.IOException: Destination exists and is not a directory: /t/x\n"
     )
     assert short_error(text) == (
-        "py4j.Py4JException: An exception was raised by the Python Proxy. | "
-        "Caused by: java.io.IOException: Destination exists and is not a directory: /t/x"
+        "java.io.IOException: Destination exists and is not a directory: /t/x "
+        "(raised as: py4j.Py4JException: An exception was raised by the Python Proxy.)"
     )
+    assert short_error("ValueError: no cause\n\tat x(y.scala:1)") == "ValueError: no cause"
     assert short_error(None) == "the query stopped with an error"
 
 
