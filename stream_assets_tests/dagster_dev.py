@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 import requests
 
+from stream_assets.dev.kafka_broker import LocalBroker
 from stream_assets_tests.fixtures_kafka import free_ports
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -148,6 +149,9 @@ class DagsterDev:
     stream_home: Path
     log_path: Path
     process: subprocess.Popen
+    # The scene's own broker: a test may stop it (an outage the UI must show) without cutting
+    # off the session broker's other tests on the same worker.
+    broker: LocalBroker
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None,
                 timeout_s: float = 60) -> dict[str, Any]:
@@ -335,7 +339,20 @@ def _wait_until_ready(dev: DagsterDev, timeout_s: float) -> None:
 
 
 @pytest.fixture(scope="session")
-def dagster_dev(kafka_broker, alert_receiver) -> Iterator[DagsterDev]:
+def scene_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """The dagster dev scene's Kafka broker, apart from the session's (see DagsterDev.broker)."""
+    port, controller_port = free_ports(2)
+    broker = LocalBroker(home=tmp_path_factory.mktemp("kafka-scene"), port=port,
+                         controller_port=controller_port)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def dagster_dev(scene_broker, alert_receiver) -> Iterator[DagsterDev]:
     root = Path(tempfile.mkdtemp(prefix="stream_assets_dagster_dev_"))
     dagster_home = root / "dagster_home"
     stream_home = root / "stream_assets_home"
@@ -344,13 +361,13 @@ def dagster_dev(kafka_broker, alert_receiver) -> Iterator[DagsterDev]:
     shutil.copy(PROJECT / "deploy" / "local" / "dagster.yaml", dagster_home / "dagster.yaml")
     with open(dagster_home / "dagster.yaml", "a") as config:
         config.write("\nnux:\n  enabled: false\n")  # no newsletter dialog over the UI
-    kafka_broker.create_topics(["events", "impressions", "clicks"], partitions=3)
+    scene_broker.create_topics(["events", "impressions", "clicks"], partitions=3)
     (port,) = free_ports(1)
     env = {
         **os.environ,
         "DAGSTER_HOME": str(dagster_home),
         "STREAM_ASSETS_HOME": str(stream_home),
-        "STREAM_ASSETS_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
+        "STREAM_ASSETS_KAFKA_BOOTSTRAP": scene_broker.bootstrap,
         "STREAM_ASSETS_ALERT_WEBHOOK_URL": alert_receiver.url,
         "STREAM_ASSETS_SENSOR_INTERVAL_S": str(SENSOR_INTERVAL_S),
         # No maintenance run at the top of the hour in the middle of a test's run list.
@@ -368,7 +385,8 @@ def dagster_dev(kafka_broker, alert_receiver) -> Iterator[DagsterDev]:
             cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    dev = DagsterDev(f"http://127.0.0.1:{port}", dagster_home, stream_home, log_path, process)
+    dev = DagsterDev(f"http://127.0.0.1:{port}", dagster_home, stream_home, log_path, process,
+                     scene_broker)
     try:
         _wait_until_ready(dev, timeout_s=240)
         yield dev

@@ -1,5 +1,6 @@
 """The Dagster UI in headless Chromium: the lineage graph, a materialization, its success; a
-continuous run's checks, late rows and Terminate; a full refresh from the Launchpad.
+continuous run's checks, late rows, a broker outage and Terminate; a full refresh from the
+Launchpad.
 
 Needs Debian's Chromium (scripts/ensure-chromium.sh) and the `playwright` Python package, which
 drives that Chromium directly (no browser download): the `browser` fixture of dagster_dev.py.
@@ -95,12 +96,13 @@ def none_grey(statuses: dict[str, str]) -> bool:
     return bool(statuses) and not any(NOT_EVALUATED.fullmatch(s) for s in statuses.values())
 
 
-def test_ui_shows_a_continuous_run_live_its_late_rows_and_a_clean_terminate(
-    dagster_dev, kafka_broker, alert_receiver, browser, artifacts
+def test_ui_shows_a_continuous_run_live_its_late_rows_an_outage_and_a_clean_terminate(
+    dagster_dev, alert_receiver, browser, artifacts
 ):
     """Issue 27, item 11. While a continuous run of raw_events and event_counts goes on, every
     check of the tables it writes shows a result (the demo's numeric_duration expectation among
-    them), rows sent behind event_counts' watermark show on its stream_health check, the UI's
+    them), rows sent behind event_counts' watermark show on its stream_health check, a broker
+    outage shows on raw_events' within a minute and resolves when the broker returns, the UI's
     Terminate ends the run Canceled with no errored step, and no check is grey after it."""
     from stream_assets.dev.generator import generate_events
     from stream_assets.dev.producer import produce
@@ -108,7 +110,7 @@ def test_ui_shows_a_continuous_run_live_its_late_rows_and_a_clean_terminate(
     from stream_assets.resources.kafka import KafkaConnection
 
     dev = dagster_dev
-    connection = KafkaConnection(bootstrap_servers=kafka_broker.bootstrap)
+    connection = KafkaConnection(bootstrap_servers=dagster_dev.broker.bootstrap)
     produce(list(generate_events(300, bad_ratio=0.02, seed=31, id_prefix="ui-check")),
             connection)
     alerts_before = len(alert_receiver.received())
@@ -151,6 +153,31 @@ def test_ui_shows_a_continuous_run_live_its_late_rows_and_a_clean_terminate(
                    .replace(",", "")) >= LATE_ROWS
         shots.append(artifacts / "late_rows_event_counts.png")
         page.screenshot(path=str(shots[-1]))
+        assert dev.run_status(run_id) == "STARTED"
+
+        # An outage (item 6): the scene's broker stops. The alert comes within a minute, long
+        # before Spark would give up, and raw_events' stream_health says so in the UI; the
+        # broker's return resolves it and the run goes on.
+        outage_alerts = len(alert_receiver.received())
+        dev.broker.stop()
+        try:
+            stopped = time.monotonic()
+            alert_receiver.wait_for(lambda m: m.get("text", "").endswith(
+                "raw_events: source unreachable"), 60, since=outage_alerts)
+            assert time.monotonic() - stopped <= 60
+            wait_for_checks(page, dev, "raw_events",
+                            lambda s: s.get("stream_health") == "Failed", 60,
+                            "stream_health failing on the outage")
+            page.get_by_text("stream_health", exact=True).first.click()
+            page.get_by_text(re.compile(
+                rf"source_unreachable: no Kafka broker answered at "
+                rf"{re.escape(dev.broker.bootstrap)}")).first.wait_for(state="visible")
+            shots.append(artifacts / "source_unreachable_raw_events.png")
+            page.screenshot(path=str(shots[-1]))
+        finally:
+            dev.broker.start()
+        alert_receiver.wait_for(lambda m: m.get("text", "").endswith(
+            "raw_events: source unreachable - resolved"), 90, since=outage_alerts)
         assert dev.run_status(run_id) == "STARTED"
 
         # Terminate from the run's page, as a user stops a continuous run.
@@ -215,7 +242,7 @@ FRESHNESS = re.compile(r"Freshness policy\s*\n\s*(Not evaluated|Passing|Warning|
 
 
 def test_ui_full_refresh_from_the_launchpad_rebuilds_the_table_and_shows_it_fresh(
-    dagster_dev, kafka_broker, browser, artifacts
+    dagster_dev, browser, artifacts
 ):
     """Issue 13, items 3 and 5: a user refreshes raw_events from the asset's Launchpad (the
     run config `full_refresh: true`), the run rebuilds it from what the topic holds, and the
@@ -227,7 +254,7 @@ def test_ui_full_refresh_from_the_launchpad_rebuilds_the_table_and_shows_it_fres
     from stream_assets.resources.kafka import KafkaConnection, KafkaSource
 
     produce(list(generate_events(200, bad_ratio=0.1, seed=41, id_prefix="ui-refresh")),
-            KafkaConnection(bootstrap_servers=kafka_broker.bootstrap))
+            KafkaConnection(bootstrap_servers=dagster_dev.broker.bootstrap))
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     page.set_default_timeout(60_000)
     page.goto(f"{dagster_dev.url}/assets/raw_events", wait_until="networkidle")
@@ -260,7 +287,7 @@ def test_ui_full_refresh_from_the_launchpad_rebuilds_the_table_and_shows_it_fres
     assert "full_refresh_deleted" in refreshed["metadata"]
     assert "event_counts" in refreshed["metadata"]["full_refresh_cascade"]
     # Rebuilt from everything the topic holds, each record once (read with delta-rs).
-    broker = KafkaSource(bootstrap_servers=kafka_broker.bootstrap).offsets("events")
+    broker = KafkaSource(bootstrap_servers=dagster_dev.broker.bootstrap).offsets("events")
     held = sum(latest - earliest for earliest, latest in broker.values())
     tables = dagster_dev.stream_home / "tables"
     rows = [row for name in ("raw_events", "dead_letter_queue")

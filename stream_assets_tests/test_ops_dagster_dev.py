@@ -88,10 +88,10 @@ def show_the_incident_in_the_ui(request, dev, artifacts) -> None:
 
 
 def test_continuous_job_from_launch_to_terminate_with_one_alert_per_incident(
-    dagster_dev, kafka_broker, alert_receiver, spark, request, artifacts
+    dagster_dev, alert_receiver, spark, request, artifacts
 ):
     dev = dagster_dev
-    connection = KafkaConnection(bootstrap_servers=kafka_broker.bootstrap)
+    connection = KafkaConnection(bootstrap_servers=dagster_dev.broker.bootstrap)
     sent = list(generate_events(1000, bad_ratio=0.02, seed=21, id_prefix="e2e-a"))
     produce(sent, connection)
     before = len(alert_receiver.received())
@@ -136,7 +136,7 @@ def test_continuous_job_from_launch_to_terminate_with_one_alert_per_incident(
     assert "ExecutionStepSuccessEvent" in kinds and "ExecutionStepFailureEvent" not in kinds
 
     # Exactly once: every record of the topic in one of the two tables, once.
-    offsets = KafkaSource(bootstrap_servers=kafka_broker.bootstrap).offsets("events")
+    offsets = KafkaSource(bootstrap_servers=dagster_dev.broker.bootstrap).offsets("events")
     in_topic = sum(high - low for low, high in offsets.values())
     tables = dev.stream_home / "tables"
     events = spark.read.format("delta").load(str(tables / "raw_events"))
