@@ -9,13 +9,13 @@ it also opens the Event Hubs-style SASL listener (user `$ConnectionString`, pass
 from __future__ import annotations
 
 import contextlib
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from stream_assets.dev.kafka_broker import LocalBroker
+from stream_assets.dev.ports import free_ports
 
 # Shaped like a real one (with the ';', '=' and '/' a real key has) but for the local emulation
 # only. EntityPath names the hub, i.e. the topic the Event Hubs source reads.
@@ -25,25 +25,6 @@ EVENT_HUBS_TEST_CONNECTION_STRING = (
     "SharedAccessKey=c3RyZWFtLWFzc2V0cy10ZXN0+/k3y=;"
     "EntityPath=events"
 )
-_RESERVED_PORTS = {9092, 9093, 10092}  # the demo broker, Event Hubs' port, the demo controller
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct ports nothing listens on now (held open together so they cannot repeat)."""
-    sockets: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < count:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-            if port not in _RESERVED_PORTS:
-                ports.append(port)
-    finally:
-        for sock in sockets:
-            sock.close()
-    return ports
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from stream_assets.dev import broker_config
 from stream_assets.dev import kafka_broker as kb
 from stream_assets.dev.kafka_broker import EVENT_HUBS_USER, LocalBroker
 from stream_assets.errors import KafkaUnavailable, StreamAssetsError
@@ -113,8 +114,8 @@ def test_cluster_ids_never_look_like_an_option(monkeypatch: pytest.MonkeyPatch) 
     # 0xf8.. encodes to a leading "-" in URL-safe base64; the storage tool would read it as
     # an option and fail to format (seen once in 64 broker starts).
     drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=bytes(16))])
-    monkeypatch.setattr(kb.uuid, "uuid4", lambda: next(drawn))
-    assert kb._random_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
+    monkeypatch.setattr(broker_config.uuid, "uuid4", lambda: next(drawn))
+    assert broker_config.random_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
 
 
 def test_produce_and_consume(kafka_broker: LocalBroker, topic_factory: Callable[..., str]) -> None:
@@ -247,8 +248,8 @@ def test_start_reuses_and_stop_is_clean(own_broker: LocalBroker) -> None:
 
 
 def _broker_logs(broker: LocalBroker) -> bool:
-    """Whether the jar set lets the broker log at all (see kafka_broker._logging_problem)."""
-    return kb._logging_problem(kb.jars.jars("kafka")) is None
+    """Whether the jar set lets the broker log at all (see broker_config.logging_problem)."""
+    return broker_config.logging_problem(kb.jars.jars("kafka")) is None
 
 
 @pytest.mark.integration

@@ -37,17 +37,14 @@ Broker choices, made for a dev box (2 cores, shared with Spark) rather than prod
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -55,7 +52,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stream_assets import jars, paths
-from stream_assets.dev.processes import popen
+from stream_assets.dev import processes
+from stream_assets.dev.broker_config import (
+    EVENT_HUBS_USER,
+    escape_property,
+    jaas_quote,
+    logging_problem,
+    random_cluster_id,
+    server_properties,
+    write_private,
+)
+from stream_assets.dev.ports import accepts, bindable
+from stream_assets.dev.processes import cmdline, log_tail, popen, send_signal
 from stream_assets.errors import KafkaUnavailable, StreamAssetsError
 
 if TYPE_CHECKING:
@@ -65,8 +73,6 @@ BOOTSTRAP_ENV = "STREAM_ASSETS_KAFKA_BOOTSTRAP"
 DEFAULT_PORT = 9092
 CONTROLLER_PORT_OFFSET = 1000
 DEFAULT_TOPICS: tuple[str, ...] = ("events", "impressions", "clicks")
-# Event Hubs' Kafka endpoint takes this literal user name; the password is the connection string.
-EVENT_HUBS_USER = "$ConnectionString"
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 JVM_OPTIONS: tuple[str, ...] = (
@@ -80,7 +86,6 @@ JVM_OPTIONS: tuple[str, ...] = (
 # The storage formatter is a short-lived JVM: a small heap starts faster.
 TOOL_JVM_OPTIONS: tuple[str, ...] = ("-Xms64m", "-Xmx256m", "-Djava.awt.headless=true")
 
-_NODE_ID = 1
 _MAIN_CLASS = "kafka.Kafka"
 _STORAGE_TOOL = "kafka.tools.StorageTool"
 _LOG_TAIL_LINES = 40
@@ -247,7 +252,7 @@ class LocalBroker:
             if self._answers(self.bootstrap, timeout_s=3.0):
                 # Not started from this home (Docker, another checkout, the demo's default
                 # home): reusing beats failing, as long as every listener we need is there.
-                if self.sasl_port is not None and not _port_open(self.host, self.sasl_port):
+                if self.sasl_port is not None and not accepts(self.host, self.sasl_port):
                     raise KafkaUnavailable(
                         f"a Kafka broker not started from {self.home} answers at {self.bootstrap} "
                         f"but nothing listens on the SASL port {self.sasl_port}; stop that broker "
@@ -273,12 +278,12 @@ class LocalBroker:
                 self._remove_pid_file()
                 return self._status_without_pid()
             bootstrap = self._running_bootstrap() or self.bootstrap
-            _signal(pid, signal.SIGTERM)
+            send_signal(pid, signal.SIGTERM)
             if not _wait_dead(pid, timeout_s):
                 log.warning(
                     "Kafka broker pid %s ignored SIGTERM for %.0f s; killing it", pid, timeout_s
                 )
-                _signal(pid, signal.SIGKILL)
+                send_signal(pid, signal.SIGKILL)
                 _wait_dead(pid, 10)
             self._remove_pid_file()
             return BrokerStatus(False, None, bootstrap, f"stopped (was pid {pid})")
@@ -390,7 +395,7 @@ class LocalBroker:
         return None
 
     def _is_our_broker(self, pid: int) -> bool:
-        args = _cmdline(pid)
+        args = cmdline(pid)
         return _MAIN_CLASS in args and str(self.config_path) in args
 
     def _remove_pid_file(self) -> None:
@@ -398,7 +403,7 @@ class LocalBroker:
 
     def _classpath(self) -> str:
         found = jars.jars("kafka")  # MissingJars names the setup command
-        problem = _logging_problem(found)
+        problem = logging_problem(found)
         if problem:
             log.warning("%s", problem)
         folders = sorted({str(p.parent) for p in found})
@@ -419,7 +424,7 @@ class LocalBroker:
             folder.mkdir(parents=True, exist_ok=True)
         log_config = resources.files("stream_assets.dev").joinpath("broker-log4j2.xml").read_text()
         (self.home / "log4j2.xml").write_text(log_config)
-        _write_private(self.config_path, self._config_text())
+        write_private(self.config_path, self._config_text())
 
     def _format_storage(self, java: str, classpath: str) -> None:
         """Format the KRaft log dir once; later starts find meta.properties and skip this."""
@@ -428,7 +433,7 @@ class LocalBroker:
         command = [
             *self._java_command(java, classpath, TOOL_JVM_OPTIONS),
             _STORAGE_TOOL, "format",
-            "--cluster-id", _random_cluster_id(),
+            "--cluster-id", random_cluster_id(),
             "--config", str(self.config_path),
             "--ignore-formatted",
         ]
@@ -470,7 +475,7 @@ class LocalBroker:
                     + self._log_hint()
                 )
             if self._answers(self.bootstrap, timeout_s=2.0) and (
-                self.sasl_port is None or _port_open(self.host, self.sasl_port)
+                self.sasl_port is None or accepts(self.host, self.sasl_port)
             ):
                 how = "started" if started_here else "already running"
                 return BrokerStatus(
@@ -478,9 +483,9 @@ class LocalBroker:
                 )
             time.sleep(0.25)
         # Half started: do not leave a process behind that holds the ports and the data dir.
-        _signal(pid, signal.SIGTERM)
+        send_signal(pid, signal.SIGTERM)
         if not _wait_dead(pid, 15):
-            _signal(pid, signal.SIGKILL)
+            send_signal(pid, signal.SIGKILL)
             _wait_dead(pid, 10)
         self._remove_pid_file()
         raise KafkaUnavailable(
@@ -494,7 +499,7 @@ class LocalBroker:
     def _answers(self, bootstrap: str, timeout_s: float) -> bool:
         """A Kafka broker answers a metadata request at `bootstrap` (not just an open port)."""
         host, _, port = bootstrap.rpartition(":")
-        if not _port_open(host, int(port)):
+        if not accepts(host, int(port)):
             return False  # cheap, and spares librdkafka's connection-refused retries
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
@@ -516,7 +521,7 @@ class LocalBroker:
         if self.sasl_port is not None:
             names[self.sasl_port] = "SASL"
         for port, role in names.items():
-            if not _port_free(self.host, port):
+            if not bindable(self.host, port):
                 raise KafkaUnavailable(
                     f"cannot start the Kafka broker: {self.host}:{port} ({role} port) is in use "
                     "by another program that is not a Kafka broker from "
@@ -555,12 +560,12 @@ class LocalBroker:
     def _log_hint(self) -> str:
         parts = []
         for path in (self.log_path, self.stdout_path):
-            tail = _tail(path, _LOG_TAIL_LINES)
+            tail = log_tail(path, _LOG_TAIL_LINES)
             if tail.strip():
                 parts.append(f"--- last lines of {path} ---\n{self._redact(tail)}")
         body = "\n".join(parts) if parts else f"(no log output in {self.logs_dir})"
         with contextlib.suppress(StreamAssetsError):
-            problem = _logging_problem(jars.jars("kafka"))
+            problem = logging_problem(jars.jars("kafka"))
             if problem:
                 body += f"\n{problem}"
         return f"see {self.log_path}\n{body}"
@@ -568,8 +573,8 @@ class LocalBroker:
     def _redact(self, text: str) -> str:
         """Log lines shown in errors must never carry the SASL password, in any spelling."""
         if self._sasl_password:
-            for spelling in {self._sasl_password, _jaas_quote(self._sasl_password),
-                             _escape_property(self._sasl_password)}:
+            for spelling in {self._sasl_password, jaas_quote(self._sasl_password),
+                             escape_property(self._sasl_password)}:
                 text = text.replace(spelling, "***")
         return text
 
@@ -613,62 +618,11 @@ class LocalBroker:
                 )
             time.sleep(0.2)
 
-    # -- internals: configuration ---------------------------------------------------------------
 
     def _config_text(self) -> str:
         """server.properties; deterministic, so a running broker's settings can be compared."""
-        listeners = [f"PLAINTEXT://{self.host}:{self.port}"]
-        advertised = [f"PLAINTEXT://{self.host}:{self.port}"]
-        if self.sasl_port is not None:
-            listeners.append(f"SASL_PLAINTEXT://{self.host}:{self.sasl_port}")
-            advertised.append(f"SASL_PLAINTEXT://{self.host}:{self.sasl_port}")
-        listeners.append(f"CONTROLLER://{self.host}:{self.controller_port}")
-        settings: list[tuple[str, str]] = [
-            # KRaft, one combined node. Static voters (not --standalone's dynamic quorum): the
-            # controller address then lives in this file, not in the metadata log, so changing
-            # ports between runs keeps working.
-            ("process.roles", "broker,controller"),
-            ("node.id", str(_NODE_ID)),
-            ("controller.quorum.voters", f"{_NODE_ID}@{self.host}:{self.controller_port}"),
-            ("controller.listener.names", "CONTROLLER"),
-            ("listeners", ",".join(listeners)),
-            ("advertised.listeners", ",".join(advertised)),
-            ("inter.broker.listener.name", "PLAINTEXT"),
-            ("listener.security.protocol.map",
-             "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"),
-            ("log.dirs", str(self.data_dir)),
-            # One node: every internal topic with one replica, or it is never created.
-            ("default.replication.factor", "1"),
-            ("min.insync.replicas", "1"),
-            ("offsets.topic.replication.factor", "1"),
-            ("offsets.topic.num.partitions", "5"),
-            ("transaction.state.log.replication.factor", "1"),
-            ("transaction.state.log.min.isr", "1"),
-            ("transaction.state.log.num.partitions", "5"),
-            ("share.coordinator.state.topic.replication.factor", "1"),
-            ("share.coordinator.state.topic.min.isr", "1"),
-            ("share.coordinator.state.topic.num.partitions", "5"),
-            ("num.partitions", "3"),
-            ("auto.create.topics.enable", "false"),
-            ("delete.topic.enable", "true"),
-            ("group.initial.rebalance.delay.ms", "0"),
-            # Small shared box: fewer threads, smaller up-front buffers.
-            ("num.network.threads", "2"),
-            ("num.io.threads", "4"),
-            ("num.recovery.threads.per.data.dir", "1"),
-            ("log.cleaner.dedupe.buffer.size", str(32 * 1024 * 1024)),
-        ]
-        if self.sasl_port is not None and self._sasl_password is not None:
-            settings += [
-                ("listener.name.sasl_plaintext.sasl.enabled.mechanisms", "PLAIN"),
-                # The only user: Event Hubs' literal `$ConnectionString`, password the string.
-                ("listener.name.sasl_plaintext.plain.sasl.jaas.config",
-                 "org.apache.kafka.common.security.plain.PlainLoginModule required "
-                 f"user_{EVENT_HUBS_USER}={_jaas_quote(self._sasl_password)};"),
-            ]
-        lines = ["# Written by stream_assets.dev.kafka_broker at every start; edits are lost."]
-        lines += [f"{key}={_escape_property(value)}" for key, value in settings]
-        return "\n".join(lines) + "\n"
+        return server_properties(self.host, self.port, self.controller_port, self.data_dir,
+                                 self.sasl_port, self._sasl_password)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -677,24 +631,6 @@ class LocalBroker:
 def _offset_port(port: int) -> int:
     candidate = port + CONTROLLER_PORT_OFFSET
     return candidate if candidate < 65536 else port - CONTROLLER_PORT_OFFSET
-
-
-def _logging_problem(found: list[Path]) -> str | None:
-    """Kafka logs through SLF4J 1.7; a binding for the other SLF4J generation is silently
-    ignored and the broker then runs with no log at all, so say so where the user looks."""
-    names = [p.name for p in found]
-    api_1 = any(n.startswith("slf4j-api-1.") for n in names)
-    api_2 = any(n.startswith("slf4j-api-2.") for n in names)
-    binding_1 = any(n.startswith(("log4j-slf4j-impl-", "slf4j-reload4j-")) for n in names)
-    binding_2 = any(n.startswith("log4j-slf4j2-impl-") for n in names)
-    if (api_1 and binding_1) or (api_2 and binding_2):
-        return None
-    return (
-        "the Kafka broker will run without a log: its jars have no SLF4J binding that matches "
-        f"their slf4j-api ({', '.join(n for n in names if 'slf4j' in n) or 'none'}). Declare "
-        "org.slf4j:slf4j-api 2.0.x next to log4j-slf4j2-impl in jvm/kafka/pom.xml (or use "
-        "log4j-slf4j-impl) and rerun 'stream-assets setup'."
-    )
 
 
 def _java() -> str:
@@ -712,131 +648,16 @@ def _java() -> str:
     return found
 
 
-def _random_cluster_id() -> str:
-    """What `kafka-storage random-uuid` prints: 16 random bytes, URL-safe base64, no padding.
-
-    Like Kafka's Uuid.randomUuid, never one starting with "-": the storage tool's argument
-    parser would take it for an option and refuse to format (one start in 64).
-    """
-    while True:
-        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not found.startswith("-"):
-            return found
-
-
-def _jaas_quote(value: str) -> str:
-    """A JAAS option value in double quotes; Kafka's JaasConfig tokenizer unescapes \\ and \"."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _escape_property(value: str) -> str:
-    """Escape a value for java.util.Properties (read as ISO-8859-1, backslash escapes)."""
-    out = []
-    for i, ch in enumerate(value):
-        code = ord(ch)
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch in "\t\n\r\f":
-            out.append({"\t": "\\t", "\n": "\\n", "\r": "\\r", "\f": "\\f"}[ch])
-        elif i == 0 and ch in " #!":
-            out.append("\\" + ch)
-        elif code < 0x20 or code > 0x7E:
-            encoded = ch.encode("utf-16-be")
-            for j in range(0, len(encoded), 2):
-                out.append(f"\\u{int.from_bytes(encoded[j:j + 2], 'big'):04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read, without a moment where it is world-readable."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="latin-1") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-    os.chmod(path, 0o600)  # O_CREAT's mode is filtered by the umask; be explicit
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        return raw.replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        pass
-    if Path("/proc").is_dir():
-        return ""
-    # No /proc (macOS): ask ps.
-    result = subprocess.run(
-        ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True
-    )
-    return result.stdout
-
-
 def _alive(pid: int) -> bool:
+    """Whether the broker process lives; one this process started is reaped when it ended."""
     child = _CHILDREN.get(pid)
     if child is not None:
         if child.poll() is None:
             return True
         del _CHILDREN[pid]
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (dead, not yet reaped by its parent) still passes kill(pid, 0).
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
+    return processes.alive(pid)
 
 
 def _wait_dead(pid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.1)
-    return not _alive(pid)
-
-
-def _port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def _port_free(host: str, port: int) -> bool:
-    """Whether the broker could bind host:port. SO_REUSEADDR like Java's server sockets, so a
-    port left in TIME_WAIT by the previous broker does not count as taken."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 64 * 1024))
-            data = handle.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(data.splitlines()[-lines:])
+    return processes.wait_dead(pid, timeout_s, _alive)

@@ -1,12 +1,17 @@
-"""Start long-lived child processes that still stop when asked to."""
+"""Long-lived child processes: start them so they still stop when asked to, find out whether
+they live, stop them, read the end of their logs."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 # Signals a child must be able to receive: `stop` sends SIGTERM, a terminal sends SIGINT.
@@ -46,3 +51,64 @@ def popen(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     """subprocess.Popen, with SIGTERM and SIGINT deliverable to the child."""
     with _stop_signals_not_ignored():
         return subprocess.Popen(command, **kwargs)
+
+
+def cmdline(pid: int) -> str:
+    """The process's command line, or "" when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return raw.replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        pass
+    if Path("/proc").is_dir():
+        return ""
+    # No /proc (macOS): ask ps.
+    result = subprocess.run(
+        ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True
+    )
+    return result.stdout
+
+
+def alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie (dead, not yet reaped by its parent,
+    which still passes kill(pid, 0))."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def send_signal(pid: int, sig: signal.Signals) -> None:
+    """Signal the process; one already gone is no error."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def wait_dead(pid: int, timeout_s: float, is_alive: Callable[[int], bool] = alive) -> bool:
+    """Whether the process ended within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not is_alive(pid):
+            return True
+        time.sleep(0.1)
+    return not is_alive(pid)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last `lines` lines of a log (read from its last 64 kB), or "" without one."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64 * 1024))
+            data = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stream_assets.dev.ports import DEMO_PORTS, free_ports
 from stream_assets.dev.processes import popen
 from stream_assets.dev.tcp_relay import TcpRelay
 from stream_assets.errors import StreamAssetsError
@@ -75,7 +76,7 @@ class LocalS3Server:
         secret_access_key: str = TEST_SECRET_ACCESS_KEY,
     ) -> None:
         self.home = Path(home).resolve()
-        self.port = port if port is not None else _free_port()
+        self.port = port if port is not None else free_ports(1)[0]
         self.bucket = bucket
         self.region = region
         self.access_key_id = access_key_id
@@ -119,7 +120,7 @@ class LocalS3Server:
                 "the test S3 server needs moto; install the dev extra: pip install -e '.[dev]'"
             ) from None
         self.home.mkdir(parents=True, exist_ok=True)
-        self._moto_port = _free_port(exclude={self.port})
+        self._moto_port = free_ports(1, avoid=DEMO_PORTS | {self.port})[0]
         with open(self.log_path, "ab") as out:
             # Not a new session: the server dies with the terminal or CI job that started it,
             # and its in-memory objects are worthless to anyone else.
@@ -238,13 +239,3 @@ class LocalS3Server:
             return self.log_path.read_text(errors="replace")[-_LOG_TAIL_CHARS:]
         except OSError:
             return ""
-
-
-def _free_port(exclude: set[int] | frozenset[int] = frozenset()) -> int:
-    """A loopback port nothing listens on now."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((HOST, 0))
-            port = sock.getsockname()[1]
-        if port not in exclude:
-            return port

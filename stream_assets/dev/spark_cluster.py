@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,7 +37,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from stream_assets import jars
-from stream_assets.dev.processes import popen
+from stream_assets.dev.ports import accepts, free_ports
+from stream_assets.dev.processes import log_tail, popen
 from stream_assets.errors import StreamAssetsError
 
 CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
@@ -65,33 +65,6 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).resolve().parent
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct ports nothing listens on now (held open together so they cannot repeat)."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((HOST, 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1)
-        return sock.connect_ex((HOST, port)) == 0
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 class _Daemon:
     """One JVM started in its own process group, with its output in a log file."""
 
@@ -114,7 +87,7 @@ class _Daemon:
         if self.process is not None and self.process.poll() is not None:
             raise SparkProcessFailed(
                 f"the Spark {self.name} exited with code {self.process.returncode} while "
-                f"starting; its log {self.log} ends with:\n{_tail(self.log)}"
+                f"starting; its log {self.log} ends with:\n{log_tail(self.log) or '(no log)'}"
             )
 
     def stop(self, timeout_s: float = 30) -> None:
@@ -141,7 +114,8 @@ def _wait(what: str, ready, daemons: Iterable[_Daemon], timeout_s: float, log: P
             return
         if time.monotonic() > deadline:
             raise SparkProcessFailed(
-                f"{what} did not answer within {timeout_s:g} s; {log} ends with:\n{_tail(log)}"
+                f"{what} did not answer within {timeout_s:g} s; {log} ends with:\n"
+                f"{log_tail(log) or '(no log)'}"
             )
         time.sleep(0.5)
 
@@ -235,7 +209,7 @@ class StandaloneCluster:
         try:
             master.start()
             self._daemons.append(master)
-            _wait(f"the Spark master at {self.master_url}", lambda: _accepts(self.port),
+            _wait(f"the Spark master at {self.master_url}", lambda: accepts(HOST, self.port, 1),
                   self._daemons, timeout_s, master.log)
             worker.start()
             self._daemons.append(worker)
@@ -324,7 +298,7 @@ class ConnectServer:
         self._daemon = _Daemon("Connect server", command, env, self.home, self.log)
         try:
             self._daemon.start()
-            _wait(f"the Spark Connect server at {self.url}", lambda: _accepts(self.port),
+            _wait(f"the Spark Connect server at {self.url}", lambda: accepts(HOST, self.port, 1),
                   [self._daemon], timeout_s, self.log)
         except BaseException:
             self.stop()
