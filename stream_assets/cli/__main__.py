@@ -1,0 +1,3 @@
+from stream_assets.cli import main
+
+main()
