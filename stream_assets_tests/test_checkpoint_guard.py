@@ -18,7 +18,8 @@ from stream_assets.resources import DeltaLake
 from stream_assets.tables import checkpoint_guard
 from stream_assets.tables.catalog import raw_events, user_sessions
 from stream_assets.tables.checkpoint_guard import Checkpoint, Cleanup, clean_interrupted_writes
-from stream_assets.tables.runner import StreamContext, query_error
+from stream_assets.tables.query_errors import query_error
+from stream_assets.tables.runner import StreamContext
 
 UUID = "dcef6bbd-5659-4f18-aead-b762998995f1"
 OTHER = "93e9a09f-5ebe-4751-88bd-2fd9d41d5922"

@@ -29,7 +29,8 @@ from stream_assets.sinks import is_delta_table
 from stream_assets.tables.cleanup import Cleanup
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.expectations import stopped_by
-from stream_assets.tables.runner import StreamContext, query_error, start
+from stream_assets.tables.query_errors import query_error
+from stream_assets.tables.runner import StreamContext, start
 
 
 class Supervisor:

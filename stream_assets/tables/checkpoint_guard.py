@@ -153,7 +153,7 @@ def clean_interrupted_writes(checkpoint: Checkpoint, cleanup: Cleanup) -> None:
       check that a new query's offsets/ is empty (SPARK-53103) counts temporary files too.
 
     Anything else (a final file where none can be yet, a file of unknown name) is kept and
-    reported; Spark's own checks then decide, and runner.query_error says how to reset.
+    reported; Spark's own checks then decide, and query_errors.query_error says how to reset.
     """
     files = [f for f in checkpoint.all_files()
              if f != MARKER and not _MARKER_TEMP.fullmatch(f)]
