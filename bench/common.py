@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -12,9 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from stream_assets.dev.kafka_broker import LocalBroker
+from stream_assets.dev.ports import free_ports
 from stream_assets.dev.s3_server import LocalS3Server
 from stream_assets.resources import SparkResource
-from stream_assets_tests.fixtures_kafka import free_ports
 
 
 @contextmanager
@@ -28,6 +29,8 @@ def broker() -> Iterator[LocalBroker]:
         yield local
     finally:
         local.stop()
+        # A benchmark's topics can hold gigabytes: never leave them behind in /tmp.
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @contextmanager

@@ -29,7 +29,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import broker
-from stream_assets_tests.fixtures_kafka import free_ports
+from stream_assets.dev.ports import free_ports
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = PROJECT / ".venv" / "bin"
