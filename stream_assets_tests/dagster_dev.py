@@ -36,7 +36,7 @@ import pytest
 import requests
 
 from stream_assets.dev.kafka_broker import LocalBroker
-from stream_assets_tests.fixtures_kafka import free_ports
+from stream_assets_tests.fixtures_kafka import broker_of_its_own, free_ports
 
 PROJECT = Path(__file__).resolve().parent.parent
 DAGSTER = Path(sys.executable).parent / "dagster"
@@ -341,14 +341,8 @@ def _wait_until_ready(dev: DagsterDev, timeout_s: float) -> None:
 @pytest.fixture(scope="session")
 def scene_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     """The dagster dev scene's Kafka broker, apart from the session's (see DagsterDev.broker)."""
-    port, controller_port = free_ports(2)
-    broker = LocalBroker(home=tmp_path_factory.mktemp("kafka-scene"), port=port,
-                         controller_port=controller_port)
-    broker.start()
-    try:
+    with broker_of_its_own(tmp_path_factory.mktemp("kafka-scene")) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,19 @@ EVENT_HUBS_TEST_CONNECTION_STRING = (
     "SharedAccessKey=c3RyZWFtLWFzc2V0cy10ZXN0+/k3y=;"
     "EntityPath=events"
 )
+
+
+@contextlib.contextmanager
+def broker_of_its_own(home: Path) -> Iterator[LocalBroker]:
+    """A started broker on free ports, stopped on leaving: for a test that stops its broker (an
+    outage), which would cut off the other tests of the worker on the session broker."""
+    port, controller_port = free_ports(2)
+    broker = LocalBroker(home=home, port=port, controller_port=controller_port)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture(scope="session")

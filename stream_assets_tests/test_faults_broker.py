@@ -20,7 +20,6 @@ import pytest
 from dagster import materialize
 
 from stream_assets.dev.generator import generate_events
-from stream_assets.dev.kafka_broker import LocalBroker
 from stream_assets.dev.producer import produce
 from stream_assets.errors import KafkaUnavailable
 from stream_assets.resources import DeltaLake, KafkaSource
@@ -35,7 +34,7 @@ from stream_assets_tests.fault_driver import (
     checkpoint_batches,
     expected_tables,
 )
-from stream_assets_tests.fixtures_kafka import free_ports
+from stream_assets_tests.fixtures_kafka import broker_of_its_own
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -44,14 +43,8 @@ OUTAGE_S = 8
 
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory):
-    port, controller_port = free_ports(2)
-    broker = LocalBroker(home=tmp_path_factory.mktemp("kafka-outage"), port=port,
-                         controller_port=controller_port)
-    broker.start()
-    try:
+    with broker_of_its_own(tmp_path_factory.mktemp("kafka-outage")) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 def _records(topic: str, count: int, seed: int):

@@ -30,7 +30,6 @@ from pyspark.sql import DataFrame
 
 from stream_assets import sinks
 from stream_assets.dev.generator import Record, generate_events
-from stream_assets.dev.kafka_broker import LocalBroker
 from stream_assets.dev.producer import produce
 from stream_assets.jobs import build_continuous_job
 from stream_assets.monitoring.health import HealthState
@@ -44,7 +43,7 @@ from stream_assets.tables.catalog import raw_events
 from stream_assets.tables.declaration import StreamingTable
 from stream_assets.tables.sources import kafka_topic, upstream
 from stream_assets.tables.writes import DeltaAppend, Sink, WriteTarget
-from stream_assets_tests.fixtures_kafka import free_ports
+from stream_assets_tests.fixtures_kafka import broker_of_its_own
 from stream_assets_tests.fixtures_s3 import delta_rs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -440,11 +439,7 @@ def test_a_broker_outage_is_alerted_within_a_minute_once_and_resolved_once(
     instance, alert_receiver, spark_resource, workdir, tmp_path_factory
 ):
     # The test's own broker: stopping the worker's session broker would cut off other tests.
-    port, controller_port = free_ports(2)
-    broker = LocalBroker(home=tmp_path_factory.mktemp("kafka-away"), port=port,
-                         controller_port=controller_port)
-    broker.start()
-    try:
+    with broker_of_its_own(tmp_path_factory.mktemp("kafka-away")) as broker:
         topic = f"away-{uuid.uuid4().hex[:8]}"
         broker.create_topics([topic], partitions=1)
         lake = DeltaLake(tables_root=str(workdir / "tables"),
@@ -481,5 +476,3 @@ def test_a_broker_outage_is_alerted_within_a_minute_once_and_resolved_once(
         # Exactly once through the outage, read back by delta-rs.
         offsets = delta_rs(lake, "plain_events").to_pyarrow_table(columns=["offset"])
         assert sorted(offsets.column("offset").to_pylist()) == list(range(20))
-    finally:
-        broker.stop()
