@@ -22,6 +22,7 @@ import os
 import statistics
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,6 +45,7 @@ def load(spark, events: int, bad_ratio: float):
     return frame
 
 
+FIXED_INSTANT = datetime(2026, 12, 7, tzinfo=UTC)
 # The demo's event as a declared record schema: what a user of kafka_topic(schema=) gets.
 EVENT_DDL = ("event_id STRING NOT NULL, event_type STRING, user_id STRING, "
              "timestamp TIMESTAMP NOT NULL, properties MAP<STRING, STRING>")
@@ -159,6 +161,12 @@ def projections(reference: Callable | None = None) -> dict[str, Callable]:
         .drop("key", "value"),
         # raw_events' parser: the declared events with their rules (event_type, time range).
         "event_records (raw_events)": lambda k: event_records(k).drop("key", "value"),
+        # Where its ingest time goes: without the column, and with one instant fixed for every
+        # round (current_timestamp() is a new literal in each query's generated code).
+        "event_records, no ingested_at": lambda k: event_records(k).drop(
+            "key", "value", "ingested_at"),
+        "event_records, fixed ingested_at": lambda k: event_records(k).drop(
+            "key", "value").withColumn("ingested_at", F.lit(FIXED_INSTANT)),
     }
     if reference:
         built["reference parse_events"] = lambda k: reference(k).drop("raw_bytes", "key")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 from pyspark.sql import DataFrame
@@ -19,6 +19,7 @@ from pyspark.sql.streaming import DataStreamWriter
 
 from stream_assets import sinks
 from stream_assets.errors import ExpectationFailed
+from stream_assets.records.functions import instant
 from stream_assets.tables import dead_letters
 from stream_assets.tables.expectations import (
     DataExpectation,
@@ -26,6 +27,9 @@ from stream_assets.tables.expectations import (
     first_failed,
     without_flags,
 )
+
+# Batch times enter the plan as microseconds since then (records.functions.instant).
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,8 @@ class DeltaMerge(Sink):
 
     def write_batch(self, batch: DataFrame, batch_id: int, target: WriteTarget) -> None:
         if self.stamp_column:
-            batch = batch.withColumn(self.stamp_column, F.lit(datetime.now(UTC)))
+            now = (datetime.now(UTC) - _EPOCH) // timedelta(microseconds=1)
+            batch = batch.withColumn(self.stamp_column, instant(batch.sparkSession, F.lit(now)))
         sinks.merge_once(batch, target.path, target.query, target.table, batch_id, target.keys,
                          target.properties, app=target.app_id, note=target.note)
 
