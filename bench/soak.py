@@ -59,6 +59,7 @@ from bench.soak_figures import (  # noqa: E402  (after the path: runnable as a s
     percentile,
     steady_ratios,
 )
+from bench.soak_oracle import Traffic, closers, compare  # noqa: E402
 from stream_assets.monitoring.listener import PROGRESS, QueryEventListener  # noqa: E402
 
 DAGSTER_YAML = ROOT / "deploy" / "local" / "dagster.yaml"  # the demo's instance
@@ -67,28 +68,22 @@ PREFILL_TOPIC = "prefill"
 
 # -- traffic -------------------------------------------------------------------------------------
 
-def produce_events(bootstrap: str, rate: float, seconds: float) -> None:
+def produce_events(bootstrap: str, traffic: Traffic) -> None:
     """Producer process: the demo's events, 2 % bad, stamped as they are sent."""
-    from stream_assets.dev.generator import generate_events
     from stream_assets.dev.producer import produce
     from stream_assets.resources.kafka import KafkaConnection
 
-    count = int(rate * seconds)
-    produce(generate_events(count, bad_ratio=0.02, seed=30, start=datetime.now(UTC),
-                            spacing=timedelta(seconds=1 / rate), users=1000, id_prefix="soak"),
-            KafkaConnection(bootstrap_servers=bootstrap), rate=rate, total=count)
+    produce(traffic.events(), KafkaConnection(bootstrap_servers=bootstrap), rate=traffic.rate,
+            total=int(traffic.rate * traffic.seconds))
 
 
-def produce_ads(bootstrap: str, rate: float, seconds: float) -> None:
+def produce_ads(bootstrap: str, traffic: Traffic) -> None:
     """Producer process: impressions (and their clicks) at a tenth of the events' rate."""
-    from stream_assets.dev.generator import generate_ad_traffic
     from stream_assets.dev.producer import produce
     from stream_assets.resources.kafka import KafkaConnection
 
-    count = max(1, int(rate * seconds))
-    produce(generate_ad_traffic(count, seed=30, start=datetime.now(UTC),
-                                spacing=timedelta(seconds=1 / rate), users=1000),
-            KafkaConnection(bootstrap_servers=bootstrap), rate=rate * 1.3)
+    produce(traffic.ads(), KafkaConnection(bootstrap_servers=bootstrap),
+            rate=traffic.rate / 10 * 1.3)
 
 
 # -- a long history, quickly ---------------------------------------------------------------------
@@ -397,6 +392,30 @@ def landed_once(lake, bootstrap: str, tables) -> str:
     return f"{sent:,} records in the topic, {landed:,} in raw_events + dead_letter_queue: {verdict}"
 
 
+def close_and_compare(defs, instance, lake, bootstrap: str, traffic: Traffic, tables
+                      ) -> dict[str, str]:
+    """The derived tables against the reference (bench/soak_oracle.py), after a record per
+    topic a day ahead closed every window and a catch-up run of the tables wrote them."""
+    from dagster import AssetKey
+
+    from stream_assets.dev.producer import produce
+    from stream_assets.resources.kafka import KafkaConnection
+
+    derived = [t.name for t in tables if t.name not in ("raw_events", "dead_letter_queue")]
+    if not derived:
+        return {}
+    closed_at = traffic.start + timedelta(seconds=traffic.seconds) + timedelta(days=1)
+    produce(closers(closed_at), KafkaConnection(bootstrap_servers=bootstrap))
+    job = defs.resolve_implicit_global_asset_job_def()
+    caught_up = job.execute_in_process(
+        instance=instance, asset_selection=[AssetKey(t.name) for t in tables],
+        raise_on_error=False)
+    if not caught_up.success:
+        return {name: "not compared: the catch-up run after the closers failed"
+                for name in derived}
+    return compare(lake, bootstrap, traffic, derived, closed_at)
+
+
 def write_outputs(out: Path, samples: list[dict], summary: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"summary": summary, "samples": samples},
@@ -480,10 +499,9 @@ def main() -> None:
             made = prefill(spark, lake, raw, args.prefill_files, args.prefill_files_per_commit)
             print(f"prefill took {time.monotonic() - began:.0f} s", flush=True)
         spawn = multiprocessing.get_context("spawn")  # this process holds a JVM gateway
-        producers = [spawn.Process(target=produce_events,
-                                   args=(kafka.bootstrap, args.rate, seconds)),
-                     spawn.Process(target=produce_ads,
-                                   args=(kafka.bootstrap, args.rate / 10, seconds))]
+        traffic = Traffic(datetime.now(UTC), args.rate, seconds)
+        producers = [spawn.Process(target=produce_events, args=(kafka.bootstrap, traffic)),
+                     spawn.Process(target=produce_ads, args=(kafka.bootstrap, traffic))]
         for producer in producers:
             producer.start()
         sampler = Sampler(args, spark, lake, tables, instance, dagster_home,
@@ -505,6 +523,7 @@ def main() -> None:
                 producer.terminate()
         sampler.sample()  # the queries have stopped: the tables and the instance as left
         once = landed_once(lake, kafka.bootstrap, tables)
+        derived = close_and_compare(defs, instance, lake, kafka.bootstrap, traffic, tables)
 
     samples = sampler.samples
     warmup = args.warmup_minutes if args.warmup_minutes is not None else args.sample_minutes
@@ -523,6 +542,7 @@ def main() -> None:
         "live_files": live_file_bounds(samples),
         "event_log": event_log_growth(samples),
         "exactly_once": once,
+        "derived_tables": derived,
     }
     if made:
         summary["first_maintenance"] = first_maintenance_ratio(samples, "raw_events", young)
@@ -565,6 +585,8 @@ def report(summary: dict, last_instance: dict) -> str:
                           key=lambda kv: -kv[1]["rows"]):
         say(f"  {kind:32s} {v['rows']:>8,} rows {v['bytes'] / 1e3:>9,.0f} kB")
     say(f"exactly once: {summary['exactly_once']}")
+    for table, verdict in summary.get("derived_tables", {}).items():
+        say(f"  {table:22s} against plain Python: {verdict}")
     say(f"compute logs (captured stdout/stderr) at the end: "
           f"{last_instance['compute_log_bytes'] / 1e6:.1f} MB")
     say("newest materialization's metadata, bytes per entry: " + ", ".join(
