@@ -1,9 +1,9 @@
 """A batch's time as a column whose generated code does not change from batch to batch.
 
-Spark writes a timestamp literal into the Java code it generates, so `current_timestamp()` made
-every micro-batch of raw_events (and every MERGE batch's `updated_at`, every dead letter's
-`error_time`) compile its code again. `records.functions.instant` passes the instant as text;
-these tests run compiled, as users do, and count Spark's compilations.
+Spark writes a timestamp literal into the Java code it generates, so the MERGE sink's
+`updated_at`, a new literal in every micro-batch, made every batch compile its code again.
+`records.functions.instant` passes the instant as text; these tests run compiled, as users do,
+and count Spark's compilations.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pyspark.sql import functions as F
 
-from stream_assets.records.functions import batch_instant, instant
+from stream_assets.records.functions import instant
 from stream_assets_tests.interpreted import compiled
 
 pytestmark = pytest.mark.integration
@@ -41,18 +41,33 @@ def test_an_instant_reads_back_exactly_and_is_not_null(spark):
     assert list(got) == [micros(m) for m in moments]
 
 
-def test_a_new_instant_compiles_no_new_code_where_current_timestamp_does(spark):
+def test_a_batch_stamped_with_its_time_compiles_its_code_once(spark, tmp_path):
+    """What the MERGE sink does to every micro-batch (its `updated_at`), in foreachBatch."""
+    source = tmp_path / "source"
+    for n in range(3):
+        spark.range(n * 100, n * 100 + 100).coalesce(1).write.mode("append").parquet(
+            str(source))
+
+    def compiled_after_first_batch(stamp, name: str) -> int:
+        counts: list[int] = []
+
+        def write(batch, _):
+            batch.withColumn("at", stamp(batch)).write.format("noop").mode("overwrite").save()
+            counts.append(compilations(spark))
+
+        query = (spark.readStream.schema("id long").option("maxFilesPerTrigger", 1)
+                 .parquet(str(source)).writeStream.foreachBatch(write)
+                 .option("checkpointLocation", str(tmp_path / name))
+                 .trigger(availableNow=True).start())
+        query.awaitTermination()
+        assert len(counts) == 3, counts  # one batch per file
+        return counts[-1] - counts[0]
+
+    def now_micros() -> int:
+        return micros(datetime.now(UTC))
+
     with compiled(spark):
-        rows = spark.range(2000).repartition(2)
-
-        def new_code(column) -> int:
-            # A query run twice: the second run's code is the same unless its literal changed.
-            rows.select("id", column().alias("at")).write.format("noop").mode(
-                "overwrite").save()
-            before = compilations(spark)
-            rows.select("id", column().alias("at")).write.format("noop").mode(
-                "overwrite").save()
-            return compilations(spark) - before
-
-        assert new_code(lambda: batch_instant(spark)) == 0
-        assert new_code(lambda: F.current_timestamp()) > 0  # what it replaces
+        assert compiled_after_first_batch(
+            lambda b: instant(b.sparkSession, F.lit(now_micros())), "instant") == 0
+        # What it replaces: a timestamp literal, new code every batch.
+        assert compiled_after_first_batch(lambda b: F.lit(datetime.now(UTC)), "literal") > 0

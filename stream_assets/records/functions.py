@@ -40,19 +40,16 @@ def register_function(spark: SparkSession, name: str, java_class: str, returns: 
 
 
 def instant(spark: SparkSession, micros: Column) -> Column:
-    """A timestamp column of one instant (`micros` since the epoch, a constant of the query or
-    the batch) that leaves the query's generated code the same from batch to batch.
+    """A timestamp column of one instant (`micros` since the epoch, a literal) that leaves the
+    query's generated code the same when the instant changes.
 
-    Spark writes a timestamp literal into the Java code it generates: `current_timestamp()`, a
-    new literal in every micro-batch, made the query compile its code anew for every batch (two
-    classes; 0.2-0.4 CPU s for raw_events' parser, bench/parse_cost.py). The instant goes in as
-    text, which Spark hands to the code by reference, and jvm/udf's InstantOfMicros reads it
-    back. Not null, like the `current_timestamp()` it replaces."""
+    Spark writes a timestamp literal into the Java code it generates, so a write stamped with
+    its batch's time compiled its code anew for every batch (two classes; 0.2-0.4 CPU s per
+    200,000 rows in bench/parse_cost.py). The instant goes in as text, which Spark hands to the
+    code by reference, and jvm/udf's InstantOfMicros reads it back. Not null, like a literal.
+
+    Only for a batch plan (foreachBatch, a batch query): in a streaming query's own plan Spark
+    puts current_timestamp()'s literal in after optimizing, inside whatever wraps it."""
     register_function(spark, INSTANT_FUNCTION, INSTANT_CLASS, "timestamp",
                       "the instant function")
     return F.coalesce(F.call_function(INSTANT_FUNCTION, micros.cast("string")), F.lit(_NEVER))
-
-
-def batch_instant(spark: SparkSession) -> Column:
-    """The micro-batch's time (`current_timestamp()` of a streaming query), through `instant`."""
-    return instant(spark, F.unix_micros(F.current_timestamp()))

@@ -8,7 +8,6 @@ from pyspark.sql.types import MapType, StringType, StructField, StructType, Time
 
 from stream_assets import schemas
 from stream_assets.records.checks import TextCheck, YearRange
-from stream_assets.records.functions import batch_instant
 from stream_assets.records.json_records import JsonRecords
 from stream_assets.spark_types import ddl
 from stream_assets.tables.declaration import StreamingTable
@@ -72,7 +71,7 @@ def event_records(kafka: DataFrame) -> DataFrame:
         *[F.col(f.name).cast(ddl(f.dataType)) if f.name == "properties" else f.name
           for f in schemas.RAW_EVENTS.fields if f.name != "ingested_at"],
         # One instant per micro-batch, the same as the dead letters' error_time.
-        batch_instant(kafka.sparkSession).alias("ingested_at"),
+        F.current_timestamp().alias("ingested_at"),
         "key",
         "value",
         "error",

@@ -21,7 +21,6 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from stream_assets.records.functions import batch_instant
 from stream_assets.spark_types import ddl
 
 DEAD_LETTER = "__dead_letter"
@@ -103,15 +102,14 @@ def missing_parser_columns(parsed: DataFrame) -> list[str]:
     return [c for c in needed if c not in parsed.columns]
 
 
-def _letter(parsed: DataFrame, table: str) -> Column:
-    """The dead letter of a record `parsed` holds (the parser's output)."""
-    columns = parsed.columns
+def _letter(table: str, columns: list[str]) -> Column:
+    """The dead letter of a parsed record; `columns` are the parser's output columns."""
     value = F.col("value")
     return F.struct(
         F.make_valid_utf8(value.cast("string")).alias("raw_value"),
         F.col(ERROR).alias("error"),
-        # The micro-batch's time: one instant for all its rows, in both tables.
-        batch_instant(parsed.sparkSession).alias("error_time"),
+        # A micro-batch's current_timestamp is one instant for all its rows, in both tables.
+        F.current_timestamp().alias("error_time"),
         F.col("topic"),
         F.col("partition"),
         F.col("offset"),
@@ -142,7 +140,7 @@ def usable(parsed: DataFrame) -> DataFrame:
 def refused(parsed: DataFrame, table: str) -> DataFrame:
     """The records a parser refused, each as one DEAD_LETTER struct."""
     return parsed.where(F.col(ERROR).isNotNull()).select(
-        _letter(parsed, table).alias(DEAD_LETTER))
+        _letter(table, parsed.columns).alias(DEAD_LETTER))
 
 
 def routed(parsed: DataFrame, table: str) -> DataFrame:
@@ -153,7 +151,7 @@ def routed(parsed: DataFrame, table: str) -> DataFrame:
     """
     kept = [c for c in parsed.columns if c not in (ERROR, *RECORD_COLUMNS)]
     return parsed.select(
-        *kept, F.when(F.col(ERROR).isNotNull(), _letter(parsed, table))
+        *kept, F.when(F.col(ERROR).isNotNull(), _letter(table, parsed.columns))
         .alias(DEAD_LETTER)
     )
 
@@ -184,7 +182,7 @@ def expectation_letter(rows: DataFrame, reason: Column, table: str) -> Column:
         F.to_json(F.struct(*[F.col(c) for c in rows.columns if not c.startswith("__")]))
         .alias("raw_value"),
         reason.alias("error"),
-        batch_instant(rows.sparkSession).alias("error_time"),
+        F.current_timestamp().alias("error_time"),
         position("topic", "string").cast("string").alias("topic"),
         position("partition", "int").cast("int").alias("partition"),
         position("offset", "long").cast("long").alias("offset"),
