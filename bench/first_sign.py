@@ -116,6 +116,8 @@ def first_events(instance, tables, launched: float, timeout_s: float, run_id: st
                                            or record.timestamp - launched < found["report_s"]):
                     found["report_s"] = record.timestamp - launched
                     found["status"] = report.status.value
+                    if report.started_at:
+                        found["query_started_s"] = report.started_at - launched
         if all("materialized_s" in f for f in seen.values()):
             break
         time.sleep(0.5)
@@ -175,14 +177,16 @@ def main() -> None:
 
     print(f"run started (dequeued by the daemon, worker launched): "
           f"{'-' if started is None else f'{started:.1f} s'} after the launch")
-    print(f"{'table':<24} {'first report s':>15} {'its status':>11} "
+    print(f"{'table':<24} {'query started s':>15} {'first report s':>15} {'its status':>11} "
           f"{'first materialization s':>24}")
+
+    def fmt(value) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
     for name, found in seen.items():
-        report = found.get("report_s")
-        materialized = found.get("materialized_s")
-        print(f"{name:<24} {'-' if report is None else f'{report:.1f}':>15} "
-              f"{found.get('status', '-'):>11} "
-              f"{'-' if materialized is None else f'{materialized:.1f}':>24}")
+        print(f"{name:<24} {fmt(found.get('query_started_s')):>15} "
+              f"{fmt(found.get('report_s')):>15} {found.get('status', '-'):>11} "
+              f"{fmt(found.get('materialized_s')):>24}")
     print(f"load after: {os.getloadavg()}")
 
 
