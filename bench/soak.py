@@ -538,7 +538,7 @@ def main() -> None:
         "minutes": args.minutes, "rate": args.rate, "tables": [t.name for t in tables],
         "maintain_minutes": args.maintain_minutes, "prefilled": made,
         "job_success": result.success, "load_after": os.getloadavg(),
-        "steady": steady_ratios(samples, warmup),
+        "steady": steady_ratios(samples, warmup, args.sample_minutes),
         "live_files": live_file_bounds(samples),
         "event_log": event_log_growth(samples),
         "exactly_once": once,

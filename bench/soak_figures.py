@@ -39,15 +39,21 @@ def per_query(samples: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any
     return found
 
 
-def steady_ratios(samples: Sequence[dict[str, Any]], warmup_minutes: float
-                  ) -> dict[str, dict[str, Any]]:
-    """Per query: batch p50 in the first sample past the warm-up against the last sample's.
+def steady_ratios(samples: Sequence[dict[str, Any]], warmup_minutes: float,
+                  sample_minutes: float | None = None) -> dict[str, dict[str, Any]]:
+    """Per query: batch p50 in the first sample past the warm-up against the last full one's.
 
-    Goal (issue 30): with maintenance on, end / warm-up <= 1.2.
+    The sample taken after the queries stopped covers only the minute or so since the one
+    before, a few batches among them the last, cut short by the stop: with `sample_minutes`,
+    a last sample covering less than half of it is not the end. Goal (issue 30): with
+    maintenance on, end / warm-up <= 1.2.
     """
     out = {}
     for query, rows in per_query(samples).items():
         timed = [r for r in rows if r.get("batch_ms_p50") is not None]
+        if (sample_minutes and len(timed) > 1
+                and timed[-1]["minute"] - timed[-2]["minute"] < sample_minutes / 2):
+            timed = timed[:-1]
         after = [r for r in timed if r["minute"] >= warmup_minutes] or timed
         if not after:
             continue
