@@ -115,7 +115,7 @@ def first_events(instance, tables, launched: float, timeout_s: float, run_id: st
                 if report is not None and ("report_s" not in found
                                            or record.timestamp - launched < found["report_s"]):
                     found["report_s"] = record.timestamp - launched
-                    found["status"] = report.status.value
+                    found["status"] = str(report.status)
                     if report.started_at:
                         found["query_started_s"] = report.started_at - launched
         if all("materialized_s" in f for f in seen.values()):
@@ -133,6 +133,7 @@ def main() -> None:
     from dagster import DagsterInstance
     from dagster._core.instance.ref import InstanceRef
 
+    from stream_assets import schemas
     from stream_assets.tables.catalog import TABLES
 
     root = Path(tempfile.mkdtemp(prefix="stream_assets_bench_first_sign_"))
@@ -140,13 +141,17 @@ def main() -> None:
           f"{os.getloadavg()}; work {root}")
     try:
         with broker() as kafka:
+            kafka.create_topics(schemas.TOPICS, partitions=3)  # as `stream-assets kafka start`
             dagster_home, stream_home = root / "dagster", root / "home"
             dagster_home.mkdir()
             shutil.copy(PROJECT / "deploy" / "local" / "dagster.yaml", dagster_home)
             env = {**os.environ, "DAGSTER_HOME": str(dagster_home),
                    "STREAM_ASSETS_HOME": str(stream_home),
                    "STREAM_ASSETS_KAFKA_BOOTSTRAP": kafka.bootstrap,
-                   "STREAM_ASSETS_MAINTENANCE_CRON": "off", "VIRTUAL_ENV": str(PROJECT / ".venv")}
+                   "STREAM_ASSETS_MAINTENANCE_CRON": "off", "VIRTUAL_ENV": str(PROJECT / ".venv"),
+                   # The jars `make setup` resolved, not a fresh home's empty folder.
+                   "STREAM_ASSETS_JARS": os.environ.get(
+                       "STREAM_ASSETS_JARS", str(PROJECT / ".stream_assets" / "jars"))}
             for command in (["produce", "--events", str(args.events), "--bad-ratio", "0.02",
                              "--seed", "42"], ["seed-users"]):
                 subprocess.run([str(BIN / "stream-assets"), *command], env=env, check=True,
