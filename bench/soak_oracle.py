@@ -95,22 +95,25 @@ def topic_values(bootstrap: str, topic: str, timeout_s: float = 120) -> list[byt
 
 
 def _rows(lake, table: str, drop: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """The table's rows by delta-rs, timestamps as naive UTC like the reference's."""
+    """The table's rows by delta-rs, timestamps as naive UTC and maps as dicts, like the
+    reference's (Arrow gives a map as a list of (key, value) pairs)."""
+    import pyarrow as pa
     from deltalake import DeltaTable
 
     from stream_assets_tests import reference
 
-    rows = DeltaTable(lake.table_path(table)).to_pyarrow_table().to_pylist()
-    return [{k: _plain(reference.utc(v) if isinstance(v, datetime) else v)
-             for k, v in row.items() if k not in drop} for row in rows]
+    data = DeltaTable(lake.table_path(table)).to_pyarrow_table()
+    maps = {f.name for f in data.schema if pa.types.is_map(f.type)}
 
+    def plain(name: str, value: Any) -> Any:
+        if isinstance(value, datetime):
+            return reference.utc(value)
+        if name in maps and value is not None:
+            return dict(value)
+        return value
 
-def _plain(value: Any) -> Any:
-    """A map as a dict, as the reference gives it (Arrow gives a map as (key, value) pairs)."""
-    if isinstance(value, list) and value and all(
-            isinstance(item, tuple) and len(item) == 2 for item in value):
-        return dict(value)
-    return value
+    return [{k: plain(k, v) for k, v in row.items() if k not in drop}
+            for row in data.to_pylist()]
 
 
 def _verdict(check: Callable[[], None]) -> str:
