@@ -34,7 +34,7 @@ def test_an_instant_reads_back_exactly_and_is_not_null(spark):
                datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
                datetime(1, 1, 1, tzinfo=UTC)]
     frame = spark.range(1).select(*[
-        instant(spark, F.lit(micros(m))).alias(f"t{i}") for i, m in enumerate(moments)])
+        instant(spark, m).alias(f"t{i}") for i, m in enumerate(moments)])
     assert all(not field.nullable for field in frame.schema.fields)
     # Compared as microseconds: Python cannot hold every instant Spark can (year 1 in UTC-x).
     got = frame.select(*[F.unix_micros(c).alias(c) for c in frame.columns]).collect()[0]
@@ -63,11 +63,8 @@ def test_a_batch_stamped_with_its_time_compiles_its_code_once(spark, tmp_path):
         assert len(counts) == 3, counts  # one batch per file
         return counts[-1] - counts[0]
 
-    def now_micros() -> int:
-        return micros(datetime.now(UTC))
-
     with compiled(spark):
         assert compiled_after_first_batch(
-            lambda b: instant(b.sparkSession, F.lit(now_micros())), "instant") == 0
+            lambda b: instant(b.sparkSession, datetime.now(UTC)), "instant") == 0
         # What it replaces: a timestamp literal, new code every batch.
         assert compiled_after_first_batch(lambda b: F.lit(datetime.now(UTC)), "literal") > 0

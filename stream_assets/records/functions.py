@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
@@ -13,8 +13,9 @@ from stream_assets.spark_types import ddl
 
 INSTANT_FUNCTION = "stream_assets_instant_of_micros"
 INSTANT_CLASS = "io.github.streamassets.udf.InstantOfMicros"
-# Never returned (the function reads back what it is given); it makes the column not null.
-_NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+# Instants travel as microseconds since the epoch. Also the `coalesce` fallback that makes the
+# column not null: never returned, the function reads back what it is given.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def register_function(spark: SparkSession, name: str, java_class: str, returns: str | DataType,
@@ -39,9 +40,9 @@ def register_function(spark: SparkSession, name: str, java_class: str, returns: 
         ) from exc
 
 
-def instant(spark: SparkSession, micros: Column) -> Column:
-    """A timestamp column of one instant (`micros` since the epoch, a literal) that leaves the
-    query's generated code the same when the instant changes.
+def instant(spark: SparkSession, moment: datetime) -> Column:
+    """A timestamp column of one instant (`moment`, timezone-aware) that leaves the query's
+    generated code the same when the instant changes.
 
     Spark writes a timestamp literal into the Java code it generates, so a write stamped with
     its batch's time compiled its code anew for every batch (two classes; 0.2-0.4 CPU s per
@@ -52,4 +53,5 @@ def instant(spark: SparkSession, micros: Column) -> Column:
     puts current_timestamp()'s literal in after optimizing, inside whatever wraps it."""
     register_function(spark, INSTANT_FUNCTION, INSTANT_CLASS, "timestamp",
                       "the instant function")
-    return F.coalesce(F.call_function(INSTANT_FUNCTION, micros.cast("string")), F.lit(_NEVER))
+    micros = (moment - _EPOCH) // timedelta(microseconds=1)
+    return F.coalesce(F.call_function(INSTANT_FUNCTION, F.lit(str(micros))), F.lit(_EPOCH))

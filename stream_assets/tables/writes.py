@@ -10,11 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import ClassVar
 
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter
 
 from stream_assets import sinks
@@ -27,9 +26,6 @@ from stream_assets.tables.expectations import (
     first_failed,
     without_flags,
 )
-
-# Batch times enter the plan as microseconds since then (records.functions.instant).
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -108,8 +104,8 @@ class DeltaMerge(Sink):
 
     def write_batch(self, batch: DataFrame, batch_id: int, target: WriteTarget) -> None:
         if self.stamp_column:
-            now = (datetime.now(UTC) - _EPOCH) // timedelta(microseconds=1)
-            batch = batch.withColumn(self.stamp_column, instant(batch.sparkSession, F.lit(now)))
+            batch = batch.withColumn(self.stamp_column,
+                                     instant(batch.sparkSession, datetime.now(UTC)))
         sinks.merge_once(batch, target.path, target.query, target.table, batch_id, target.keys,
                          target.properties, app=target.app_id, note=target.note)
 
